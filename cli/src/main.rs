@@ -1,0 +1,55 @@
+//! `dtest`: the command-line entry point; maps every outcome to the contract's exit codes.
+
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes of the contract (`shared/CONTRACT.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything expected held.
+    Ok = 0,
+    /// An expectation, threshold or invariant failed.
+    Failed = 1,
+    /// Bad input: usage, an unreadable or invalid scenario, unreachable nodes at start.
+    BadInput = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// Distributed testing: deterministic simulation and real clusters from one scenario file.
+#[derive(Debug, Parser)]
+#[command(name = "dtest", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and check scenario files; print nothing but problems.
+    Validate(validate::Args),
+    /// Print the JSON Schema of the scenario format.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Schema => print_schema(),
+    };
+    exit.into()
+}
+
+fn print_schema() -> Exit {
+    // The schema is a `serde_json::Value`; printing it cannot fail but for a closed stdout.
+    let text = serde_json::to_string_pretty(dtest_core::scenario::schema()).unwrap_or_default();
+    validate::print_stdout(&format!("{text}\n"))
+}

@@ -1,0 +1,13 @@
+//! dtest's pure core: the decisions both modes share, with no IO, no clock and no async.
+//!
+//! The simulator (`dtest-sim`) and the real shell (`dtest-node`) feed this crate inputs and
+//! carry out what it decides, so that the simulator tests exactly what production runs.
+//! Nothing here reads a file, opens a socket, looks at the time or draws unseeded randomness;
+//! the shells pass bytes, `now` and seeded generators in.
+//!
+//! - [`scenario`]: the scenario model and its parser (bytes in, a validated [`scenario::Scenario`]
+//!   or every problem with its line, column and field path out).
+//! - [`limits`]: the named upper bound of every count, rate and duration.
+
+pub mod limits;
+pub mod scenario;

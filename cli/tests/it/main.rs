@@ -1,1 +1,38 @@
-//! it
+//! Integration tests of the `dtest` binary: each test runs the real executable.
+
+mod conventions;
+mod schema;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+}
+
+/// Runs `dtest ARGS...` from the repository root.
+pub fn dtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dtest")).args(args).current_dir(root()).output().expect("run dtest")
+}
+
+/// The shipped scenarios, as paths relative to the root.
+pub fn shipped_scenarios() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("scenarios"))
+        .expect("read scenarios/")
+        .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .map(|name| format!("scenarios/{name}"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// insta settings that keep snapshots in the repository's `snapshots/` folder.
+pub fn snapshot_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(root().join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}

@@ -658,7 +658,7 @@ impl Builder {
             if let Some((g, _)) = too_big {
                 self.problem(
                     at.key("resources"),
-                    format!("more than a node of group {:?} has", groups[g.0 as usize].name),
+                    format!("asks for more than a node of group {:?} has", groups[g.0 as usize].name),
                 );
             }
             let from_ms = self.time_ms(r.from_s, &at.key("from_s"));

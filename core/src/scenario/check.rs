@@ -111,9 +111,9 @@ impl<'s> Checker<'s> {
             _ => false,
         });
         if !ok {
-            let non_negative = schema.get("minimum").and_then(Schema::as_f64) == Some(0.0);
+            let minimum = schema.get("minimum").and_then(Schema::as_f64);
             let wanted = types.iter().find(|t| **t != "null").copied().unwrap_or("null");
-            let message = format!("expected {}, found {}", describe_type(wanted, non_negative), found(json));
+            let message = format!("expected {}, found {}", describe_type(wanted, minimum), found(json));
             self.problem(json, path, message);
         }
         ok
@@ -126,13 +126,10 @@ impl<'s> Checker<'s> {
         let integer = schema
             .get("type")
             .is_some_and(|t| t == "integer" || t.as_array().is_some_and(|a| a.iter().any(|t| t == "integer")));
+        let kind = if integer { "integer" } else { "number" };
         match (minimum, maximum) {
-            (Some(min), _) if x < min && min == 0.0 => {
-                let message = format!(
-                    "expected {}, found {}",
-                    describe_type(if integer { "integer" } else { "number" }, true),
-                    found(json)
-                );
+            (Some(min), _) if x < min && (min == 0.0 || (min == 1.0 && integer)) => {
+                let message = format!("expected {}, found {}", describe_type(kind, minimum), found(json));
                 self.problem(json, path, message);
             }
             (Some(min), _) if x < min => {
@@ -281,12 +278,14 @@ fn is_integer(n: Number) -> bool {
     }
 }
 
-fn describe_type(t: &str, non_negative: bool) -> String {
-    match (t, non_negative) {
-        ("integer", true) => "a non-negative integer",
-        ("integer", false) => "an integer",
-        ("number", true) => "a non-negative number",
-        ("number", false) => "a number",
+/// "a non-negative integer" and the like, from the type and its `minimum`.
+fn describe_type(t: &str, minimum: Option<f64>) -> String {
+    match (t, minimum) {
+        ("integer", Some(0.0)) => "a non-negative integer",
+        ("integer", Some(1.0)) => "a positive integer",
+        ("integer", _) => "an integer",
+        ("number", Some(0.0)) => "a non-negative number",
+        ("number", _) => "a number",
         ("string", _) => "a string",
         ("boolean", _) => "true or false",
         ("array", _) => "an array",

@@ -1,0 +1,3 @@
+//! Integration tests of dtest-core through its public API.
+
+mod parse_fuzz;

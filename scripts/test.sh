@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every check dtest has, on a bare Debian machine with a Rust toolchain: installs what the
+# tests need, then formatting, lints, all tests, and the benchmarks in quick test mode.
+# This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# RUSTFLAGS would replace .cargo/config.toml's `--cfg madsim` and drop the simulator.
+if [ -n "${RUSTFLAGS:-}${RUSTDOCFLAGS:-}" ]; then
+  echo "error: RUSTFLAGS or RUSTDOCFLAGS is set; they replace .cargo/config.toml's flags. Unset them." >&2
+  exit 2
+fi
+
+step "installing test dependencies"
+# Python's jsonschema is the independent validator the schema test checks `dtest schema` with.
+if ! command -v python3 >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq python3 python3-pip
+fi
+if ! python3 -c 'import jsonschema' 2>/dev/null; then
+  pip_install() { python3 -m pip install --quiet --disable-pip-version-check "$@" 'jsonschema>=4.18,<5'; }
+  # Debian's own python3 refuses system-wide installs (PEP 668) unless told otherwise.
+  pip_install || pip_install --break-system-packages
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "benchmarks (quick test mode)"
+cargo bench --workspace --locked -- --test

@@ -29,7 +29,7 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
     let tasks = b.tasks(file, &groups, &targets, &root.key("workload").key("tasks"));
     let reservations = b.reservations(file, &groups, &root.key("reservations"));
     let faults: Vec<Fault> =
-        file.faults.iter().enumerate().filter_map(|(i, f)| b.fault(f, &root.key("faults").index(i))).collect();
+        file.faults.iter().enumerate().map(|(i, f)| b.fault(f, &root.key("faults").index(i))).collect();
 
     let strategy = Strategy {
         distribution: file.strategy.distribution,
@@ -675,7 +675,7 @@ impl Builder {
         reservations
     }
 
-    fn fault(&mut self, f: &FaultFile, path: &Path) -> Option<Fault> {
+    fn fault(&mut self, f: &FaultFile, path: &Path) -> Fault {
         let (at_s, kind) = match f {
             FaultFile::Partition { at_s, groups, nodes, oneway, heal_at_s } => {
                 let at_ms = self.time_ms(*at_s, &path.key("at_s"));
@@ -728,7 +728,7 @@ impl Builder {
                 (*at_s, FaultKind::Pause { nodes: set, until_ms })
             }
         };
-        Some(Fault { at_ms: (at_s * 1000.0).round() as u64, kind })
+        Fault { at_ms: (at_s * 1000.0).round() as u64, kind }
     }
 
     /// Partition sides: non-empty, disjoint, the orchestrator on at most one.

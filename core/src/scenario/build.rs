@@ -195,6 +195,11 @@ impl Builder {
         ms
     }
 
+    /// A fault's optional end time, in field `field` of the fault at `path`.
+    fn end_after_start(&mut self, seconds: Option<f64>, at_ms: u64, field: &str, path: &Path) -> Option<u64> {
+        seconds.map(|s| self.end_ms(s, at_ms, "at_s", &path.key(field)))
+    }
+
     /// An end time: after `start_ms` and inside the scenario.
     fn end_ms(&mut self, seconds: f64, start_ms: u64, start_field: &str, path: &Path) -> u64 {
         let ms = self.time_ms(seconds, path);
@@ -679,7 +684,7 @@ impl Builder {
         let (at_s, kind) = match f {
             FaultFile::Partition { at_s, groups, nodes, oneway, heal_at_s } => {
                 let at_ms = self.time_ms(*at_s, &path.key("at_s"));
-                let heal_at_ms = heal_at_s.map(|s| self.end_ms(s, at_ms, "at_s", &path.key("heal_at_s")));
+                let heal_at_ms = self.end_after_start(*heal_at_s, at_ms, "heal_at_s", path);
                 let sides = match (groups, nodes) {
                     (Some(groups), None) => self.sides(groups, SideNames::Groups, &path.key("groups")),
                     (None, Some(nodes)) => self.sides(nodes, SideNames::Nodes, &path.key("nodes")),
@@ -694,13 +699,13 @@ impl Builder {
                 let at_ms = self.time_ms(*at_s, &path.key("at_s"));
                 let set = self.node_set(nodes, groups, path);
                 self.non_empty(&set, nodes, groups, path);
-                let restart_at_ms = restart_at_s.map(|s| self.end_ms(s, at_ms, "at_s", &path.key("restart_at_s")));
+                let restart_at_ms = self.end_after_start(*restart_at_s, at_ms, "restart_at_s", path);
                 (*at_s, FaultKind::Kill { nodes: set, restart_at_ms })
             }
             FaultFile::PacketLoss { at_s, rate, nodes, groups, until_s } => {
                 let at_ms = self.time_ms(*at_s, &path.key("at_s"));
                 let set = self.node_set(nodes, groups, path);
-                let until_ms = until_s.map(|s| self.end_ms(s, at_ms, "at_s", &path.key("until_s")));
+                let until_ms = self.end_after_start(*until_s, at_ms, "until_s", path);
                 (*at_s, FaultKind::PacketLoss { rate: *rate, nodes: set, until_ms })
             }
             FaultFile::Latency { at_s, min_ms, max_ms, nodes, groups, until_s } => {
@@ -709,7 +714,7 @@ impl Builder {
                     self.problem(path.key("max_ms"), format!("expected at least `min_ms` ({min_ms}), found {max_ms}"));
                 }
                 let set = self.node_set(nodes, groups, path);
-                let until_ms = until_s.map(|s| self.end_ms(s, at_ms, "at_s", &path.key("until_s")));
+                let until_ms = self.end_after_start(*until_s, at_ms, "until_s", path);
                 let (min_ms, max_ms) = (min_ms.round() as u64, max_ms.round() as u64);
                 (*at_s, FaultKind::Latency { min_ms, max_ms, nodes: set, until_ms })
             }
@@ -717,14 +722,14 @@ impl Builder {
                 let at_ms = self.time_ms(*at_s, &path.key("at_s"));
                 let set = self.node_set(nodes, groups, path);
                 self.non_empty(&set, nodes, groups, path);
-                let until_ms = until_s.map(|s| self.end_ms(s, at_ms, "at_s", &path.key("until_s")));
+                let until_ms = self.end_after_start(*until_s, at_ms, "until_s", path);
                 (*at_s, FaultKind::Clog { nodes: set, direction: *direction, until_ms })
             }
             FaultFile::Pause { at_s, nodes, groups, until_s } => {
                 let at_ms = self.time_ms(*at_s, &path.key("at_s"));
                 let set = self.node_set(nodes, groups, path);
                 self.non_empty(&set, nodes, groups, path);
-                let until_ms = until_s.map(|s| self.end_ms(s, at_ms, "at_s", &path.key("until_s")));
+                let until_ms = self.end_after_start(*until_s, at_ms, "until_s", path);
                 (*at_s, FaultKind::Pause { nodes: set, until_ms })
             }
         };

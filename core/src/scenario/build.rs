@@ -366,6 +366,26 @@ impl Builder {
                 max_attempts: t.max_attempts.unwrap_or(file.retry.max_attempts) as u32,
             });
         }
+        if file.workload.mode == WorkloadMode::Sequential {
+            // Entries run one after another, so their loads take at least the sum of their lengths.
+            let load_ms: u64 = tasks
+                .iter()
+                .filter_map(|t| match &t.work {
+                    Work::Load(load) => Some(load.start_ms.saturating_add(load.pattern.duration_ms())),
+                    Work::Command { .. } => None,
+                })
+                .fold(0, u64::saturating_add);
+            if load_ms > self.duration_ms {
+                self.problem(
+                    path.clone(),
+                    format!(
+                        "in `sequential` mode the load entries alone take {} s, longer than `duration_s` ({})",
+                        load_ms as f64 / 1000.0,
+                        self.duration_ms as f64 / 1000.0
+                    ),
+                );
+            }
+        }
         if total > TASKS_MAX {
             self.problem(
                 path.clone(),

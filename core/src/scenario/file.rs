@@ -262,7 +262,7 @@ pub enum WorkloadMode {
     /// Every task is queued at the start.
     #[default]
     Parallel,
-    /// Task entries run in file order; an entry starts when the previous one has finished.
+    /// Task entries run in file order, each when the previous has finished; load lengths add up.
     Sequential,
 }
 

@@ -36,7 +36,13 @@ pub const TARGETS_MAX: usize = 1_000;
 /// Names in one list of capabilities, node ids, group names or partition sides.
 pub const LIST_ITEMS_MAX: usize = 100_000;
 /// Named custom resources on one group or task.
-pub const CUSTOM_RESOURCES_MAX: usize = 32;
+pub const CUSTOM_RESOURCES_MAX: usize = 8;
+/// Distinct custom resource names in one scenario. The placement index keeps every resource of
+/// every node in a fixed-size array, so this bounds its size and speed.
+pub const CUSTOM_KINDS_MAX: usize = 8;
+/// Distinct capability names in one scenario: the placement index holds capabilities as a
+/// 64-bit set, one bit of which marks a node as eligible.
+pub const CAPABILITIES_MAX: usize = 63;
 /// Priority of a task; higher runs first and may preempt lower when allowed.
 pub const PRIORITY_MAX: u64 = 1_000;
 

@@ -25,6 +25,34 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
     b.duration_ms = b.positive_ms(file.duration_s * 1000.0, &root.key("duration_s"));
 
     let groups = b.groups(&file.cluster.groups, &root.key("cluster").key("groups"));
+    let capabilities: BTreeSet<&str> = groups.iter().flat_map(|g| g.capabilities.iter().map(String::as_str)).collect();
+    if capabilities.len() > CAPABILITIES_MAX {
+        b.problem(
+            root.key("cluster").key("groups"),
+            format!(
+                "{} distinct capabilities, above the limit of {CAPABILITIES_MAX} (CAPABILITIES_MAX)",
+                capabilities.len()
+            ),
+        );
+    }
+    let custom_kinds: BTreeSet<&str> = file
+        .cluster
+        .groups
+        .iter()
+        .filter_map(|g| g.resources.as_ref())
+        .chain(file.workload.tasks.iter().map(|t| &t.requires))
+        .chain(file.reservations.iter().map(|r| &r.resources))
+        .flat_map(|r| r.custom.keys().map(String::as_str))
+        .collect();
+    if custom_kinds.len() > CUSTOM_KINDS_MAX {
+        b.problem(
+            root.key("cluster").key("groups"),
+            format!(
+                "{} distinct custom resources, above the limit of {CUSTOM_KINDS_MAX} (CUSTOM_KINDS_MAX)",
+                custom_kinds.len()
+            ),
+        );
+    }
     let targets = b.targets(&file.targets, &root.key("targets"));
     let tasks = b.tasks(file, &groups, &targets, &root.key("workload").key("tasks"));
     let reservations = b.reservations(file, &groups, &root.key("reservations"));

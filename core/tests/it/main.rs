@@ -1,3 +1,4 @@
 //! Integration tests of dtest-core through its public API.
 
 mod parse_fuzz;
+mod placement;

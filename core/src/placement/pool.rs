@@ -1,0 +1,774 @@
+//! The resource pool: every node's capacity and allocations, reservations, and the index that
+//! finds fitting nodes in about O(log n).
+//!
+//! The index is a segment tree over the nodes in pool order (a scenario's nodes are group by
+//! group, so each group is a contiguous range). Every tree node holds, for its subtree: the
+//! component-wise largest free amount, the union of capabilities (bit [`CapSet::ELIGIBLE`] set if
+//! some node may take work), and the smallest and largest load. A subtree whose largest free
+//! amount does not cover a request, or whose capabilities lack one it needs, cannot hold a
+//! fitting node and is skipped whole; the exact check (reservations included) is made at a leaf.
+//! Full and ineligible parts of the cluster therefore cost nothing to search past.
+
+use std::ops::Range;
+
+use super::resources::{Amounts, CapSet, PPM, dominant_share};
+use crate::scenario::TaskSpecId;
+
+/// Index of a node in the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeIdx(pub u32);
+
+/// The caller's name for a task instance; returned when its allocation is released or evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskKey(pub u64);
+
+/// A handle to an allocation. Stale handles (already released) are refused, never misapplied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AllocId {
+    index: u32,
+    generation: u32,
+}
+
+/// What the failure detector and circuit breaker say of a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeState {
+    /// Heartbeats arrive and checks pass.
+    #[default]
+    Healthy,
+    /// Working but strained; still takes work.
+    Degraded,
+    /// Failing checks; takes no new work.
+    Unhealthy,
+    /// Heartbeats are late (phi above threshold); takes no new work.
+    Suspected,
+    /// Declared dead; takes no new work.
+    Dead,
+}
+
+impl NodeState {
+    /// Whether a node in this state may be given new work.
+    pub fn takes_work(self) -> bool {
+        matches!(self, NodeState::Healthy | NodeState::Degraded)
+    }
+}
+
+/// A node as the pool is given it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// What each of its resources amounts to.
+    pub capacity: Amounts,
+    /// What it offers.
+    pub capabilities: CapSet,
+    /// Region label, as an index the caller assigns (same index, same region).
+    pub region: Option<u16>,
+    /// Zone label, likewise.
+    pub zone: Option<u16>,
+}
+
+/// A request for resources on behalf of one task instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Who asks.
+    pub task: TaskKey,
+    /// The task entry it belongs to, for reservations held for that entry.
+    pub spec: Option<TaskSpecId>,
+    /// How much of each resource.
+    pub amounts: Amounts,
+    /// Capabilities the node must offer.
+    pub capabilities: CapSet,
+    /// Higher is more important; only strictly higher priority may preempt.
+    pub priority: u32,
+    /// Preferred region and zone.
+    pub locality: Locality,
+    /// The time of the request.
+    pub now_ms: u64,
+    /// Until when the allocation may be held (its timeout), or `None` for unknown. Capacity
+    /// reserved for others in any window overlapping `[now_ms, until_ms)` is off limits.
+    pub until_ms: Option<u64>,
+}
+
+/// A locality preference by label index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Locality {
+    /// Preferred region.
+    pub region: Option<u16>,
+    /// Preferred zone.
+    pub zone: Option<u16>,
+    /// Never run outside the preference.
+    pub strict: bool,
+}
+
+/// Capacity held on one node for one task entry during a window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// The task entry the capacity is for.
+    pub owner: TaskSpecId,
+    /// The capacity held.
+    pub amounts: Amounts,
+    /// Window start.
+    pub from_ms: u64,
+    /// Window end (exclusive).
+    pub until_ms: u64,
+}
+
+/// A released or evicted allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The handle it had.
+    pub alloc: AllocId,
+    /// The node it was on.
+    pub node: NodeIdx,
+    /// Whose it was.
+    pub task: TaskKey,
+    /// What it held, now free again.
+    pub amounts: Amounts,
+}
+
+/// Errors of the pool's API; each is a mistake of the caller, reported rather than obeyed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PoolError {
+    /// The allocation was already released (or never existed).
+    UnknownAllocation(AllocId),
+    /// The node index is out of range.
+    UnknownNode(NodeIdx),
+    /// The request does not fit on the node it was aimed at.
+    DoesNotFit(NodeIdx),
+    /// A reservation larger than the node.
+    ReservationTooLarge(NodeIdx),
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    spec: NodeSpec,
+    allocated: Amounts,
+    state: NodeState,
+    circuit_open: bool,
+    health: u8,
+    /// Live allocations, as slab indices.
+    allocs: Vec<u32>,
+    reservations: Vec<Reservation>,
+}
+
+#[derive(Clone, Debug)]
+struct Allocation {
+    node: u32,
+    task: TaskKey,
+    spec: Option<TaskSpecId>,
+    amounts: Amounts,
+    priority: u32,
+    /// Order of allocation, for "newest first" eviction.
+    sequence: u64,
+    /// Position in its node's `allocs`.
+    slot_in_node: u32,
+}
+
+#[derive(Clone, Debug)]
+enum Slot {
+    Used { generation: u32, allocation: Allocation },
+    Free { generation: u32, next_free: Option<u32> },
+}
+
+/// Aggregates of a subtree of the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Summary {
+    free_max: Amounts,
+    capabilities: CapSet,
+    load_min: u32,
+    load_max: u32,
+}
+
+impl Summary {
+    const EMPTY: Summary =
+        Summary { free_max: Amounts::ZERO, capabilities: CapSet(0), load_min: u32::MAX, load_max: 0 };
+
+    fn merge(a: &Summary, b: &Summary) -> Summary {
+        Summary {
+            free_max: a.free_max.max(&b.free_max),
+            capabilities: CapSet(a.capabilities.0 | b.capabilities.0),
+            load_min: a.load_min.min(b.load_min),
+            load_max: a.load_max.max(b.load_max),
+        }
+    }
+
+    /// Whether some node below might fit `need` with `capabilities` (never a false "no").
+    #[inline]
+    fn may_fit(&self, need: &Amounts, capabilities: CapSet) -> bool {
+        self.capabilities.contains(capabilities) && self.free_max.covers(need)
+    }
+}
+
+/// Which extreme of load a search looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadOrder {
+    /// The least loaded fitting node.
+    Least,
+    /// The most loaded fitting node (bin-packing).
+    Most,
+}
+
+/// The pool. Every method keeps the invariant that no node's allocations exceed its capacity in
+/// any resource; it is asserted where allocations change.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    nodes: Vec<Node>,
+    /// Segment tree: `tree[1]` is the root, leaves start at `leaves`.
+    tree: Vec<Summary>,
+    leaves: usize,
+    slots: Vec<Slot>,
+    free_slot: Option<u32>,
+    live: u32,
+    sequence: u64,
+    /// Sums over all nodes, for cluster-wide utilisation.
+    capacity_total: [u64; super::resources::KINDS],
+    allocated_total: [u64; super::resources::KINDS],
+    load_sum: u64,
+}
+
+impl Pool {
+    /// A pool of `nodes`, all healthy with nothing allocated.
+    pub fn new(nodes: Vec<NodeSpec>) -> Pool {
+        let leaves = nodes.len().next_power_of_two().max(1);
+        let mut pool = Pool {
+            nodes: nodes
+                .into_iter()
+                .map(|spec| Node {
+                    spec,
+                    allocated: Amounts::ZERO,
+                    state: NodeState::Healthy,
+                    circuit_open: false,
+                    health: 100,
+                    allocs: Vec::new(),
+                    reservations: Vec::new(),
+                })
+                .collect(),
+            tree: vec![Summary::EMPTY; 2 * leaves],
+            leaves,
+            slots: Vec::new(),
+            free_slot: None,
+            live: 0,
+            sequence: 0,
+            capacity_total: [0; super::resources::KINDS],
+            allocated_total: [0; super::resources::KINDS],
+            load_sum: 0,
+        };
+        for node in &pool.nodes {
+            for (t, c) in pool.capacity_total.iter_mut().zip(node.spec.capacity.0) {
+                *t += u64::from(c);
+            }
+        }
+        for i in 0..pool.nodes.len() {
+            pool.tree[leaves + i] = pool.leaf_summary(i);
+        }
+        for t in (1..leaves).rev() {
+            pool.tree[t] = Summary::merge(&pool.tree[2 * t], &pool.tree[2 * t + 1]);
+        }
+        pool
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the pool has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Number of live allocations.
+    pub fn allocations(&self) -> u32 {
+        self.live
+    }
+
+    /// A node's description.
+    pub fn spec(&self, node: NodeIdx) -> &NodeSpec {
+        &self.nodes[node.0 as usize].spec
+    }
+
+    /// What is allocated on a node.
+    pub fn allocated(&self, node: NodeIdx) -> Amounts {
+        self.nodes[node.0 as usize].allocated
+    }
+
+    /// A node's state.
+    pub fn state(&self, node: NodeIdx) -> NodeState {
+        self.nodes[node.0 as usize].state
+    }
+
+    /// A node's health score, 0 to 100.
+    pub fn health(&self, node: NodeIdx) -> u8 {
+        self.nodes[node.0 as usize].health
+    }
+
+    /// Number of live allocations on a node.
+    pub fn tasks_on(&self, node: NodeIdx) -> usize {
+        self.nodes[node.0 as usize].allocs.len()
+    }
+
+    /// A node's load: its dominant share, in parts per million.
+    pub fn load(&self, node: NodeIdx) -> u32 {
+        let n = &self.nodes[node.0 as usize];
+        dominant_share(&n.allocated, &n.spec.capacity)
+    }
+
+    /// Whether a node may be given new work: healthy or degraded, with its circuit closed.
+    pub fn eligible(&self, node: NodeIdx) -> bool {
+        let n = &self.nodes[node.0 as usize];
+        n.state.takes_work() && !n.circuit_open
+    }
+
+    /// Sets what the failure detector says of a node. Its allocations stay until released.
+    pub fn set_state(&mut self, node: NodeIdx, state: NodeState) -> Result<(), PoolError> {
+        self.node_mut(node)?.state = state;
+        self.update(node.0 as usize);
+        Ok(())
+    }
+
+    /// Opens or closes a node's circuit breaker.
+    pub fn set_circuit_open(&mut self, node: NodeIdx, open: bool) -> Result<(), PoolError> {
+        self.node_mut(node)?.circuit_open = open;
+        self.update(node.0 as usize);
+        Ok(())
+    }
+
+    /// Sets a node's health score (0 to 100), which `weighted` placement uses.
+    pub fn set_health(&mut self, node: NodeIdx, health: u8) -> Result<(), PoolError> {
+        self.node_mut(node)?.health = health.min(100);
+        Ok(())
+    }
+
+    fn node_mut(&mut self, node: NodeIdx) -> Result<&mut Node, PoolError> {
+        self.nodes.get_mut(node.0 as usize).ok_or(PoolError::UnknownNode(node))
+    }
+
+    /// Holds `reservation` on `node`. It must fit the node's capacity.
+    pub fn reserve(&mut self, node: NodeIdx, reservation: Reservation) -> Result<(), PoolError> {
+        let n = self.node_mut(node)?;
+        if !n.spec.capacity.covers(&reservation.amounts) {
+            return Err(PoolError::ReservationTooLarge(node));
+        }
+        n.reservations.push(reservation);
+        Ok(())
+    }
+
+    /// What `request` may use on node `i`: capacity less allocations less what reservations of
+    /// other task entries hold during the request's span. Allocations in `excluded` (slab
+    /// indices) are treated as gone, for preemption.
+    fn free_for(&self, i: usize, request: &Request, excluded: &[u32]) -> Amounts {
+        let node = &self.nodes[i];
+        let mut allocated = node.allocated;
+        for &slot in excluded {
+            allocated = allocated.minus(&self.allocation(slot).amounts);
+        }
+        let mut free = node.spec.capacity.minus(&allocated);
+        let until = request.until_ms.unwrap_or(u64::MAX);
+        for r in &node.reservations {
+            let overlaps = r.from_ms < until && request.now_ms < r.until_ms;
+            if !overlaps || request.spec == Some(r.owner) {
+                continue;
+            }
+            // What the owner already runs on this node counts against its reservation.
+            let mut owner_uses = Amounts::ZERO;
+            for &slot in node.allocs.iter().filter(|s| !excluded.contains(s)) {
+                let a = self.allocation(slot);
+                if a.spec == Some(r.owner) {
+                    owner_uses = owner_uses.plus(&a.amounts);
+                }
+            }
+            free = free.saturating_minus(&r.amounts.saturating_minus(&owner_uses));
+        }
+        free
+    }
+
+    /// Whether `request` fits node `i` exactly: eligible, capable, and enough free for it.
+    pub fn fits(&self, node: NodeIdx, request: &Request) -> bool {
+        let i = node.0 as usize;
+        i < self.nodes.len() && self.fits_index(i, request)
+    }
+
+    #[inline]
+    fn fits_index(&self, i: usize, request: &Request) -> bool {
+        let node = &self.nodes[i];
+        if !(node.state.takes_work() && !node.circuit_open && node.spec.capabilities.contains(request.capabilities)) {
+            return false;
+        }
+        let plain_free = node.spec.capacity.minus(&node.allocated);
+        if !plain_free.covers(&request.amounts) {
+            return false;
+        }
+        node.reservations.is_empty() || self.free_for(i, request, &[]).covers(&request.amounts)
+    }
+
+    /// Allocates `request` on `node`, or says why not.
+    pub fn allocate(&mut self, node: NodeIdx, request: &Request) -> Result<AllocId, PoolError> {
+        let i = node.0 as usize;
+        if i >= self.nodes.len() {
+            return Err(PoolError::UnknownNode(node));
+        }
+        if !self.fits_index(i, request) {
+            return Err(PoolError::DoesNotFit(node));
+        }
+        Ok(self.allocate_unchecked(i, request))
+    }
+
+    fn allocate_unchecked(&mut self, i: usize, request: &Request) -> AllocId {
+        self.sequence += 1;
+        let allocation = Allocation {
+            node: i as u32,
+            task: request.task,
+            spec: request.spec,
+            amounts: request.amounts,
+            priority: request.priority,
+            sequence: self.sequence,
+            slot_in_node: self.nodes[i].allocs.len() as u32,
+        };
+        let (index, generation) = match self.free_slot {
+            Some(index) => {
+                let Slot::Free { generation, next_free } = self.slots[index as usize] else {
+                    unreachable!("the free list holds free slots only");
+                };
+                self.free_slot = next_free;
+                self.slots[index as usize] = Slot::Used { generation, allocation };
+                (index, generation)
+            }
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 live allocations");
+                self.slots.push(Slot::Used { generation: 0, allocation });
+                (index, 0)
+            }
+        };
+        self.live += 1;
+        let old_load = self.load(NodeIdx(i as u32));
+        let node = &mut self.nodes[i];
+        node.allocs.push(index);
+        node.allocated = node.allocated.plus(&request.amounts);
+        assert!(node.spec.capacity.covers(&node.allocated), "node {i} over-committed");
+        for (t, a) in self.allocated_total.iter_mut().zip(request.amounts.0) {
+            *t += u64::from(a);
+        }
+        self.reload(i, old_load);
+        AllocId { index, generation }
+    }
+
+    fn allocation(&self, slot: u32) -> &Allocation {
+        match &self.slots[slot as usize] {
+            Slot::Used { allocation, .. } => allocation,
+            Slot::Free { .. } => unreachable!("nodes list live allocations only"),
+        }
+    }
+
+    /// The task, node and amounts of a live allocation.
+    pub fn lookup(&self, alloc: AllocId) -> Option<Released> {
+        match self.slots.get(alloc.index as usize) {
+            Some(Slot::Used { generation, allocation }) if *generation == alloc.generation => Some(Released {
+                alloc,
+                node: NodeIdx(allocation.node),
+                task: allocation.task,
+                amounts: allocation.amounts,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Releases an allocation, restoring exactly what it took. A stale handle is refused.
+    pub fn release(&mut self, alloc: AllocId) -> Result<Released, PoolError> {
+        let released = self.lookup(alloc).ok_or(PoolError::UnknownAllocation(alloc))?;
+        let Slot::Used { allocation, .. } = std::mem::replace(
+            &mut self.slots[alloc.index as usize],
+            Slot::Free { generation: alloc.generation.wrapping_add(1), next_free: self.free_slot },
+        ) else {
+            unreachable!("lookup found it used");
+        };
+        self.free_slot = Some(alloc.index);
+        self.live -= 1;
+        let i = allocation.node as usize;
+        let old_load = self.load(NodeIdx(allocation.node));
+        let node = &mut self.nodes[i];
+        let at = allocation.slot_in_node as usize;
+        assert_eq!(node.allocs[at], alloc.index, "the node lists the allocation where it says");
+        node.allocs.swap_remove(at);
+        node.allocated = node.allocated.minus(&allocation.amounts);
+        if let Some(&moved) = node.allocs.get(at)
+            && let Slot::Used { allocation, .. } = &mut self.slots[moved as usize]
+        {
+            allocation.slot_in_node = at as u32;
+        }
+        for (t, a) in self.allocated_total.iter_mut().zip(allocation.amounts.0) {
+            *t -= u64::from(a);
+        }
+        self.reload(i, old_load);
+        Ok(released)
+    }
+
+    /// After node `i`'s allocations changed: the load sum and the index.
+    fn reload(&mut self, i: usize, old_load: u32) {
+        let new_load = self.load(NodeIdx(i as u32));
+        self.load_sum = self.load_sum - u64::from(old_load) + u64::from(new_load);
+        self.update(i);
+    }
+
+    fn leaf_summary(&self, i: usize) -> Summary {
+        let node = &self.nodes[i];
+        let eligible = node.state.takes_work() && !node.circuit_open;
+        if !eligible {
+            return Summary::EMPTY;
+        }
+        let load = dominant_share(&node.allocated, &node.spec.capacity);
+        Summary {
+            free_max: node.spec.capacity.minus(&node.allocated),
+            capabilities: CapSet(node.spec.capabilities.0 | CapSet::ELIGIBLE),
+            load_min: load,
+            load_max: load,
+        }
+    }
+
+    fn update(&mut self, i: usize) {
+        let mut t = self.leaves + i;
+        self.tree[t] = self.leaf_summary(i);
+        while t > 1 {
+            t /= 2;
+            let merged = Summary::merge(&self.tree[2 * t], &self.tree[2 * t + 1]);
+            if self.tree[t] == merged {
+                break; // Nothing above changes either.
+            }
+            self.tree[t] = merged;
+        }
+    }
+
+    /// The capability mask a search uses: the request's plus eligibility.
+    fn need(request: &Request) -> CapSet {
+        CapSet(request.capabilities.0 | CapSet::ELIGIBLE)
+    }
+
+    /// The first node in `range`, at or after `start` and wrapping round to the range's start,
+    /// that fits `request`.
+    pub fn first_fit(&self, range: Range<usize>, start: usize, request: &Request) -> Option<NodeIdx> {
+        let range = range.start..range.end.min(self.nodes.len());
+        let start = start.clamp(range.start, range.end);
+        let need = Self::need(request);
+        self.leftmost(1, 0, self.leaves, start..range.end, request, need)
+            .or_else(|| self.leftmost(1, 0, self.leaves, range.start..start, request, need))
+            .map(|i| NodeIdx(i as u32))
+    }
+
+    fn leftmost(
+        &self,
+        t: usize,
+        lo: usize,
+        hi: usize,
+        range: Range<usize>,
+        request: &Request,
+        need: CapSet,
+    ) -> Option<usize> {
+        if hi <= range.start || range.end <= lo || !self.tree[t].may_fit(&request.amounts, need) {
+            return None;
+        }
+        if hi - lo == 1 {
+            return self.fits_index(lo, request).then_some(lo);
+        }
+        let mid = (lo + hi) / 2;
+        self.leftmost(2 * t, lo, mid, range.clone(), request, need)
+            .or_else(|| self.leftmost(2 * t + 1, mid, hi, range, request, need))
+    }
+
+    /// The least or most loaded node in `range` that fits `request`; ties go to the lowest index.
+    pub fn by_load(&self, range: Range<usize>, order: LoadOrder, request: &Request) -> Option<NodeIdx> {
+        let range = range.start..range.end.min(self.nodes.len());
+        let mut best: Option<(u32, usize)> = None;
+        self.bound(1, 0, self.leaves, &range, order, request, Self::need(request), &mut best);
+        best.map(|(_, i)| NodeIdx(i as u32))
+    }
+
+    #[allow(clippy::too_many_arguments)] // A recursive search's state; a struct would only rename it.
+    fn bound(
+        &self,
+        t: usize,
+        lo: usize,
+        hi: usize,
+        range: &Range<usize>,
+        order: LoadOrder,
+        request: &Request,
+        need: CapSet,
+        best: &mut Option<(u32, usize)>,
+    ) {
+        let s = &self.tree[t];
+        if hi <= range.start || range.end <= lo || !s.may_fit(&request.amounts, need) {
+            return;
+        }
+        // Branch and bound on (load, index): a subtree whose best possible load, at its lowest
+        // index, cannot beat the best found is skipped. Ties therefore go to the lowest index.
+        let beats = |load: u32, index: usize, best: &Option<(u32, usize)>| match (order, best) {
+            (_, None) => true,
+            (LoadOrder::Least, Some((b, bi))) => (load, index) < (*b, *bi),
+            (LoadOrder::Most, Some((b, bi))) => load > *b || (load == *b && index < *bi),
+        };
+        let bound = if order == LoadOrder::Least { s.load_min } else { s.load_max };
+        if !beats(bound, lo, best) {
+            return;
+        }
+        if hi - lo == 1 {
+            if self.fits_index(lo, request) {
+                *best = Some((bound, lo));
+            }
+            return;
+        }
+        let mid = (lo + hi) / 2;
+        let (left, right) = (&self.tree[2 * t], &self.tree[2 * t + 1]);
+        // Visit the more promising child first so the bound tightens early; on equal promise the
+        // left child first, which keeps ties at the lowest index.
+        let right_first = match order {
+            LoadOrder::Least => right.load_min < left.load_min,
+            LoadOrder::Most => right.load_max > left.load_max,
+        };
+        if right_first {
+            self.bound(2 * t + 1, mid, hi, range, order, request, need, best);
+            self.bound(2 * t, lo, mid, range, order, request, need, best);
+        } else {
+            self.bound(2 * t, lo, mid, range, order, request, need, best);
+            self.bound(2 * t + 1, mid, hi, range, order, request, need, best);
+        }
+    }
+
+    /// Up to `count` nodes in `range` that fit `request`, in order from `start`, wrapping.
+    pub fn sample(&self, range: Range<usize>, start: usize, count: usize, request: &Request, out: &mut Vec<NodeIdx>) {
+        out.clear();
+        let range = range.start..range.end.min(self.nodes.len());
+        let start = start.clamp(range.start, range.end);
+        let need = Self::need(request);
+        self.collect(1, 0, self.leaves, start..range.end, request, need, count, out);
+        self.collect(1, 0, self.leaves, range.start..start, request, need, count, out);
+    }
+
+    #[allow(clippy::too_many_arguments)] // As `bound`.
+    fn collect(
+        &self,
+        t: usize,
+        lo: usize,
+        hi: usize,
+        range: Range<usize>,
+        request: &Request,
+        need: CapSet,
+        count: usize,
+        out: &mut Vec<NodeIdx>,
+    ) {
+        if out.len() >= count || hi <= range.start || range.end <= lo || !self.tree[t].may_fit(&request.amounts, need) {
+            return;
+        }
+        if hi - lo == 1 {
+            if self.fits_index(lo, request) {
+                out.push(NodeIdx(lo as u32));
+            }
+            return;
+        }
+        let mid = (lo + hi) / 2;
+        self.collect(2 * t, lo, mid, range.clone(), request, need, count, out);
+        self.collect(2 * t + 1, mid, hi, range, request, need, count, out);
+    }
+
+    /// Whether anything in the whole pool could fit `request` by the index's bound; a cheap
+    /// "certainly not" for unschedulable requests.
+    pub fn may_fit_anywhere(&self, request: &Request) -> bool {
+        self.tree[1].may_fit(&request.amounts, Self::need(request))
+    }
+
+    /// Preemption: the node in `ranges` where evicting the fewest, least important allocations of
+    /// strictly lower priority makes `request` fit; `None` if there is none. Victims on a node
+    /// are taken lowest priority first, newest first among equals. Candidates are ranked by the
+    /// highest victim priority, then the number of victims, then node index. This scans the
+    /// candidate nodes (O(n)); it runs only when nothing fits without preemption.
+    pub fn preemption_plan(&self, ranges: &[Range<usize>], request: &Request) -> Option<(NodeIdx, Vec<AllocId>)> {
+        let mut best: Option<((u32, usize, usize), Vec<u32>)> = None;
+        for range in ranges {
+            for i in range.start..range.end.min(self.nodes.len()) {
+                let node = &self.nodes[i];
+                let takes = node.state.takes_work() && !node.circuit_open;
+                if !takes
+                    || !node.spec.capabilities.contains(request.capabilities)
+                    || !node.spec.capacity.covers(&request.amounts)
+                {
+                    continue;
+                }
+                let mut candidates: Vec<u32> =
+                    node.allocs.iter().copied().filter(|&s| self.allocation(s).priority < request.priority).collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                candidates.sort_by_key(|&s| {
+                    let a = self.allocation(s);
+                    (a.priority, std::cmp::Reverse(a.sequence))
+                });
+                let mut victims = Vec::new();
+                for slot in candidates {
+                    victims.push(slot);
+                    if self.free_for(i, request, &victims).covers(&request.amounts) {
+                        let top = victims.iter().map(|&s| self.allocation(s).priority).max().unwrap_or(0);
+                        let cost = (top, victims.len(), i);
+                        if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                            best = Some((cost, victims));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        best.map(|((_, _, i), victims)| {
+            let ids = victims
+                .into_iter()
+                .map(|slot| match &self.slots[slot as usize] {
+                    Slot::Used { generation, .. } => AllocId { index: slot, generation: *generation },
+                    Slot::Free { .. } => unreachable!("victims are live"),
+                })
+                .collect();
+            (NodeIdx(i as u32), ids)
+        })
+    }
+
+    /// Utilisation of the cluster.
+    pub fn utilization(&self) -> Utilization {
+        let per_resource = self
+            .capacity_total
+            .iter()
+            .zip(self.allocated_total.iter())
+            .map(|(&c, &a)| if c == 0 { 0.0 } else { a as f64 / c as f64 })
+            .collect();
+        let n = self.nodes.len().max(1) as f64;
+        Utilization {
+            per_resource,
+            node_mean: self.load_sum as f64 / f64::from(PPM) / n,
+            node_max: (0..self.nodes.len()).map(|i| self.load(NodeIdx(i as u32))).max().unwrap_or(0) as f64
+                / f64::from(PPM),
+        }
+    }
+
+    /// Mean and maximum load of the nodes that may take work, in parts per million; cheap
+    /// (maintained incrementally) for the mean of all nodes, read from the index for the max.
+    pub fn load_mean_and_max(&self) -> (u32, u32) {
+        let n = self.nodes.len().max(1) as u64;
+        let max = if self.tree[1].capabilities.contains(CapSet(CapSet::ELIGIBLE)) { self.tree[1].load_max } else { 0 };
+        ((self.load_sum / n) as u32, max)
+    }
+
+    /// An upper estimate of the heap memory the pool holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.nodes.capacity() * size_of::<Node>()
+            + self
+                .nodes
+                .iter()
+                .map(|n| n.allocs.capacity() * size_of::<u32>() + n.reservations.capacity() * size_of::<Reservation>())
+                .sum::<usize>()
+            + self.tree.capacity() * size_of::<Summary>()
+            + self.slots.capacity() * size_of::<Slot>()
+    }
+}
+
+/// How full the cluster is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Utilization {
+    /// Allocated over capacity for each resource kind, cluster-wide, in [`super::Catalog`] order.
+    pub per_resource: Vec<f64>,
+    /// Mean over nodes of each node's dominant share.
+    pub node_mean: f64,
+    /// Largest dominant share of any node.
+    pub node_max: f64,
+}

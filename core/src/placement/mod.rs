@@ -52,7 +52,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 pub use pool::{
-    AllocId, LoadOrder, Locality, NodeIdx, NodeSpec, NodeState, Pool, PoolError, Released, Request, Reservation,
+    AllocId, LoadOrder, Locality, NodeIdx, NodeSpec, NodeState, Pool, PoolError, Released, Request, Reservation, Scope,
     TaskKey, Utilization,
 };
 pub use resources::{Amounts, CapSet, Catalog, CatalogError, FIXED_RESOURCES, KINDS, PPM, dominant_share};
@@ -142,16 +142,22 @@ pub fn adaptive_choice(observed: &Observations, load_mean_ppm: u32, load_max_ppm
     }
 }
 
-/// Groups of node ranges in order of preference.
-type Tiers = Vec<Vec<Range<usize>>>;
+/// Part of a candidate set: nodes of one index scope within sorted, disjoint ranges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Part {
+    scope: Scope,
+    ranges: Vec<Range<usize>>,
+}
 
-/// A run of consecutive nodes with the same labels, for tiers.
+/// A candidate set: equally preferred nodes, as parts.
+type Tier = Vec<Part>;
+
+/// A run of consecutive nodes with the same labels, for locality tiers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Segment {
     range: Range<usize>,
     region: Option<u16>,
     zone: Option<u16>,
-    capabilities: CapSet,
 }
 
 /// Places tasks onto a [`Pool`] by the scenario's strategies.
@@ -161,15 +167,92 @@ pub struct Placer {
     allocation: Allocation,
     weights: Weights,
     preemption: bool,
+    search: Search,
+    tiers: TierCache,
+}
+
+/// The moving parts of searches: the seeded generator and where the last one stopped.
+#[derive(Clone, Debug)]
+struct Search {
     rng: ChaCha8Rng,
     /// Where `round_robin` and the sampled strategies continue.
     cursor: usize,
-    segments: Vec<Segment>,
-    /// Tiers by (locality, capabilities) for `locality` and `capability`, computed once each.
-    tiers: BTreeMap<(Locality, CapSet, bool), Tiers>,
-    /// The ranges a strict locality allows, computed once each.
-    strict_ranges: BTreeMap<Locality, Vec<Range<usize>>>,
     scratch: Vec<NodeIdx>,
+}
+
+/// Candidate tiers per kind of request, computed once each and then only borrowed.
+#[derive(Clone, Debug)]
+struct TierCache {
+    segments: Vec<Segment>,
+    classes: Vec<CapSet>,
+    /// Every node.
+    all: Tier,
+    index: BTreeMap<(TierKind, Locality, CapSet), usize>,
+    sets: Vec<Vec<Tier>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TierKind {
+    /// The nodes a strict locality allows (one tier).
+    Strict,
+    /// `locality`'s tiers: zone, region, the rest.
+    Locality,
+    /// `capability`'s tiers: by the number of capabilities the task does not need.
+    Capability,
+}
+
+impl TierCache {
+    /// The id of the tiers of `kind` for `request`, computing them the first time.
+    fn id(&mut self, kind: TierKind, request: &Request) -> usize {
+        let caps = if kind == TierKind::Capability { request.capabilities } else { CapSet::default() };
+        let key = (kind, request.locality, caps);
+        if let Some(&id) = self.index.get(&key) {
+            return id;
+        }
+        let l = request.locality;
+        let all = [0..self.all_len()];
+        let whole = |ranges: Vec<Range<usize>>| vec![Part { scope: Scope::All, ranges }];
+        let tiers: Vec<Tier> = match kind {
+            TierKind::Strict => locality_tiers(&self.segments, &all, l).into_iter().take(1).map(whole).collect(),
+            TierKind::Locality => locality_tiers(&self.segments, &all, l).into_iter().map(whole).collect(),
+            TierKind::Capability => {
+                // Each capability class has an index of its own, so a tier of classes is
+                // searched without wading through other classes' free nodes.
+                let ranges = if l.strict {
+                    locality_tiers(&self.segments, &all, l).into_iter().next().unwrap_or_default()
+                } else {
+                    all.to_vec()
+                };
+                let mut by_extra: BTreeMap<u32, Tier> = BTreeMap::new();
+                for (c, caps) in self.classes.iter().enumerate().filter(|(_, caps)| caps.contains(request.capabilities))
+                {
+                    let part = Part { scope: Scope::Class(c as u32), ranges: ranges.clone() };
+                    by_extra.entry(caps.without(request.capabilities).len()).or_default().push(part);
+                }
+                by_extra.into_values().collect()
+            }
+        };
+        self.sets.push(tiers);
+        self.index.insert(key, self.sets.len() - 1);
+        self.sets.len() - 1
+    }
+
+    fn all_len(&self) -> usize {
+        self.all.first().and_then(|p| p.ranges.first()).map_or(0, |r| r.end)
+    }
+
+    /// The id of the nodes a request may use at all (`None`: every node), for split borrows.
+    fn allowed_id(&mut self, request: &Request) -> Option<usize> {
+        request.locality.strict.then(|| self.id(TierKind::Strict, request))
+    }
+
+    /// The nodes of [`TierCache::allowed_id`].
+    fn allowed(&self, id: Option<usize>) -> &[Part] {
+        match id {
+            None => &self.all,
+            Some(id) => self.sets[id].first().map_or(&[], Vec::as_slice),
+        }
+    }
 }
 
 impl Placer {
@@ -186,15 +269,8 @@ impl Placer {
         for i in 0..pool.len() {
             let spec = pool.spec(NodeIdx(i as u32));
             match segments.last_mut() {
-                Some(s) if s.region == spec.region && s.zone == spec.zone && s.capabilities == spec.capabilities => {
-                    s.range.end = i + 1;
-                }
-                _ => segments.push(Segment {
-                    range: i..i + 1,
-                    region: spec.region,
-                    zone: spec.zone,
-                    capabilities: spec.capabilities,
-                }),
+                Some(s) if s.region == spec.region && s.zone == spec.zone => s.range.end = i + 1,
+                _ => segments.push(Segment { range: i..i + 1, region: spec.region, zone: spec.zone }),
             }
         }
         Placer {
@@ -202,12 +278,18 @@ impl Placer {
             allocation,
             weights,
             preemption,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            cursor: 0,
-            segments,
-            tiers: BTreeMap::new(),
-            strict_ranges: BTreeMap::new(),
-            scratch: Vec::with_capacity(SCORE_SAMPLE),
+            search: Search {
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                cursor: 0,
+                scratch: Vec::with_capacity(SCORE_SAMPLE),
+            },
+            tiers: TierCache {
+                segments,
+                classes: pool.classes().to_vec(),
+                all: vec![Part { scope: Scope::All, ranges: vec![0..pool.len()] }],
+                index: BTreeMap::new(),
+                sets: Vec::new(),
+            },
         }
     }
 
@@ -217,27 +299,35 @@ impl Placer {
     }
 
     /// Places one task: allocates it on the chosen node, or preempts, or says why not.
+    ///
+    /// A successful placement costs about O(log n). Finding that nothing fits is as cheap, but
+    /// saying why, and looking for preemption victims, scans the allowed nodes (O(n)), so a
+    /// caller should not retry an unschedulable task before capacity or node states change.
     pub fn place(&mut self, pool: &mut Pool, request: &Request, observed: &Observations) -> Placement {
-        let choice = self.choose(pool, request, observed);
-        if let Some(node) = choice {
+        if let Some(node) = self.choose(pool, request, observed) {
             let alloc = pool.allocate(node, request).expect("the chosen node passed the same filters");
             return Placement::Placed { node, alloc };
         }
-        if self.preemption && request.priority > 0 {
-            let tiers = self.allowed(pool, request);
-            if let Some((node, victims)) = pool.preemption_plan(&tiers, request) {
-                let evicted: Vec<Released> =
-                    victims.into_iter().map(|v| pool.release(v).expect("the plan names live allocations")).collect();
-                let alloc = pool.allocate(node, request).expect("the plan freed enough");
-                return Placement::Preempted { node, alloc, evicted };
-            }
+        let id = self.tiers.allowed_id(request);
+        let allowed: Vec<Range<usize>> =
+            self.tiers.allowed(id).iter().flat_map(|part| part.ranges.iter().cloned()).collect();
+        if self.preemption
+            && request.priority > 0
+            && let Some((node, victims)) = pool.preemption_plan(&allowed, request)
+        {
+            let evicted: Vec<Released> =
+                victims.into_iter().map(|v| pool.release(v).expect("the plan names live allocations")).collect();
+            let alloc = pool.allocate(node, request).expect("the plan freed enough");
+            return Placement::Preempted { node, alloc, evicted };
         }
-        Placement::Unschedulable(self.why(pool, request))
+        Placement::Unschedulable(why(pool, &allowed, request))
     }
 
     /// Allocates `request` anywhere by the allocation strategy alone, as a plain resource pool.
     pub fn allocate_any(&mut self, pool: &mut Pool, request: &Request) -> Option<(NodeIdx, AllocId)> {
-        let node = self.within(pool, &[0..pool.len()], self.allocation, request)?;
+        let id = self.tiers.allowed_id(request);
+        let allowed = self.tiers.allowed(id);
+        let node = self.search.within(pool, allowed, &self.tiers.segments, self.allocation, request)?;
         let alloc = pool.allocate(node, request).expect("the chosen node passed the same filters");
         Some((node, alloc))
     }
@@ -246,95 +336,91 @@ impl Placer {
         if !pool.may_fit_anywhere(request) {
             return None;
         }
-        // A strict locality is a filter for every strategy, not a preference.
-        let allowed = self.allowed(pool, request);
+        let search = &mut self.search;
+        let allowed_id = self.tiers.allowed_id(request);
+        let allowed = self.tiers.allowed(allowed_id);
         match self.distribution {
             Distribution::RoundRobin => {
-                let node = first_fit_from(pool, &allowed, self.cursor, request)?;
-                self.cursor = node.0 as usize + 1;
+                let node = first_fit_from(pool, allowed, search.cursor, request)?;
+                search.cursor = node.0 as usize + 1;
                 Some(node)
             }
             Distribution::Random => {
-                let start = (self.rng.next_u64() % pool.len() as u64) as usize;
-                first_fit_from(pool, &allowed, start, request)
+                let start = (search.rng.next_u64() % pool.len() as u64) as usize;
+                first_fit_from(pool, allowed, start, request)
             }
-            Distribution::LeastLoaded => best_of(pool, &allowed, LoadOrder::Least, request),
-            Distribution::Weighted => {
-                let weights = self.weights.clone();
-                self.weighted(pool, &allowed, request, &weights)
-            }
+            Distribution::LeastLoaded => best_by_load(pool, allowed, LoadOrder::Least, request),
+            Distribution::Weighted => search.weighted(pool, allowed, request, &self.weights),
             Distribution::Capability | Distribution::Locality => {
-                let allocation = self.allocation;
-                for tier in self.tiers_for(request) {
-                    if let Some(node) = self.within(pool, &tier, allocation, request) {
-                        return Some(node);
-                    }
-                }
-                None
+                let kind = if self.distribution == Distribution::Capability {
+                    TierKind::Capability
+                } else {
+                    TierKind::Locality
+                };
+                let id = self.tiers.id(kind, request);
+                let segments = &self.tiers.segments;
+                self.tiers.sets[id]
+                    .iter()
+                    .find_map(|tier| search.within(pool, tier, segments, self.allocation, request))
             }
             Distribution::Adaptive => {
                 let (mean, max) = pool.load_mean_and_max();
                 match adaptive_choice(observed, mean, max, pool.len()) {
                     AdaptiveChoice::AvoidFailures => {
                         let weights = Weights { health: 4.0, free_resources: 1.0, load: 1.0, locality: 1.0 };
-                        self.weighted(pool, &allowed, request, &weights)
+                        search.weighted(pool, allowed, request, &weights)
                     }
                     AdaptiveChoice::Rebalance | AdaptiveChoice::Spread => {
-                        best_of(pool, &allowed, LoadOrder::Least, request)
+                        best_by_load(pool, allowed, LoadOrder::Least, request)
                     }
-                    AdaptiveChoice::Pack => best_of(pool, &allowed, LoadOrder::Most, request),
+                    AdaptiveChoice::Pack => best_by_load(pool, allowed, LoadOrder::Most, request),
                 }
             }
         }
     }
+}
 
-    /// The nodes a request may use at all: everything, or its strict locality.
-    fn allowed(&mut self, pool: &Pool, request: &Request) -> Vec<Range<usize>> {
-        if !request.locality.strict {
-            return vec![0..pool.len()];
-        }
-        let segments = &self.segments;
-        self.strict_ranges
-            .entry(request.locality)
-            .or_insert_with(|| {
-                locality_tiers(segments, &[0..pool.len()], request.locality).into_iter().next().unwrap_or_default()
-            })
-            .clone()
-    }
-
-    /// The allocation strategy over `ranges`, in order of preference for `locality`.
+impl Search {
+    /// The allocation strategy over a tier.
     fn within(
         &mut self,
         pool: &Pool,
-        ranges: &[Range<usize>],
+        tier: &[Part],
+        segments: &[Segment],
         allocation: Allocation,
         request: &Request,
     ) -> Option<NodeIdx> {
         match allocation {
-            Allocation::FirstFit => ranges.iter().find_map(|r| pool.first_fit(r.clone(), r.start, request)),
-            Allocation::BestFit => best_of(pool, ranges, LoadOrder::Most, request),
+            Allocation::FirstFit => first_fit_from(pool, tier, 0, request),
+            Allocation::BestFit => best_by_load(pool, tier, LoadOrder::Most, request),
             Allocation::Balanced => {
-                self.best_scored(pool, ranges, request, |pool, node| balance_score(pool, node, request))
+                self.best_scored(pool, tier, request, |pool, node| balance_score(pool, node, request))
             }
             Allocation::Locality => {
                 if request.locality.region.is_none() && request.locality.zone.is_none() {
-                    return ranges.iter().find_map(|r| pool.first_fit(r.clone(), r.start, request));
+                    return first_fit_from(pool, tier, 0, request);
                 }
-                let tiers = locality_tiers(&self.segments, ranges, request.locality);
-                tiers.iter().find_map(|tier| tier.iter().find_map(|r| pool.first_fit(r.clone(), r.start, request)))
+                // The tier's parts cut down to the task's zone, then region, then the rest.
+                let by_place: Vec<Vec<Part>> = tier
+                    .iter()
+                    .map(|part| {
+                        locality_tiers(segments, &part.ranges, Locality { strict: false, ..request.locality })
+                            .into_iter()
+                            .map(|ranges| Part { scope: part.scope, ranges })
+                            .collect()
+                    })
+                    .collect();
+                (0..3).find_map(|k| {
+                    let level: Vec<Part> = by_place.iter().filter_map(|parts| parts.get(k).cloned()).collect();
+                    first_fit_from(pool, &level, 0, request)
+                })
             }
         }
     }
 
-    fn weighted(
-        &mut self,
-        pool: &Pool,
-        ranges: &[Range<usize>],
-        request: &Request,
-        weights: &Weights,
-    ) -> Option<NodeIdx> {
+    fn weighted(&mut self, pool: &Pool, tier: &[Part], request: &Request, weights: &Weights) -> Option<NodeIdx> {
         let total = weights.free_resources + weights.health + weights.load + weights.locality;
-        self.best_scored(pool, ranges, request, |pool, node| {
+        self.best_scored(pool, tier, request, |pool, node| {
             let spec = pool.spec(node);
             let after = pool.allocated(node).plus(&request.amounts);
             let free = 1.0 - f64::from(dominant_share(&after, &spec.capacity)) / f64::from(PPM);
@@ -350,115 +436,76 @@ impl Placer {
     }
 
     /// Scores up to [`SCORE_SAMPLE`] fitting nodes from the cursor on; the best wins, ties to
-    /// the lowest index.
+    /// the lowest index. The cursor moves past the sample.
     fn best_scored(
         &mut self,
         pool: &Pool,
-        ranges: &[Range<usize>],
+        tier: &[Part],
         request: &Request,
         score: impl Fn(&Pool, NodeIdx) -> f64,
     ) -> Option<NodeIdx> {
+        self.scratch.clear();
+        for part in tier {
+            pool.sample(part.scope, &part.ranges, self.cursor, SCORE_SAMPLE, request, &mut self.scratch);
+        }
         let mut best: Option<(f64, NodeIdx)> = None;
-        let mut sample = std::mem::take(&mut self.scratch);
-        let mut last = None;
-        for range in ranges {
-            let start = self.cursor.clamp(range.start, range.end);
-            pool.sample(range.clone(), start, SCORE_SAMPLE, request, &mut sample);
-            for &node in &sample {
-                let s = score(pool, node);
-                let better = match best {
-                    None => true,
-                    Some((b, bn)) => s > b || (s == b && node < bn),
-                };
-                if better {
-                    best = Some((s, node));
-                }
-            }
-            last = sample.last().copied().or(last);
-            if best.is_some() {
-                break;
+        for &node in &self.scratch {
+            let s = score(pool, node);
+            if best.is_none_or(|(b, bn)| s > b || (s == b && node < bn)) {
+                best = Some((s, node));
             }
         }
-        self.scratch = sample;
-        if let Some(last) = last {
-            self.cursor = last.0 as usize + 1;
-            if self.cursor >= pool.len() {
-                self.cursor = 0;
-            }
+        if let Some(last) = self.scratch.last() {
+            self.cursor = (last.0 as usize + 1) % pool.len().max(1);
         }
         best.map(|(_, node)| node)
     }
-
-    /// Tiers of ranges for `locality` (by place) or `capability` (by extra capabilities).
-    fn tiers_for(&mut self, request: &Request) -> Vec<Vec<Range<usize>>> {
-        let by_capability = self.distribution == Distribution::Capability;
-        let key = (request.locality, request.capabilities, by_capability);
-        if let Some(tiers) = self.tiers.get(&key) {
-            return tiers.clone();
-        }
-        let all: Vec<Range<usize>> = self.segments.iter().map(|s| s.range.clone()).collect();
-        let tiers = if by_capability {
-            let mut by_extra: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
-            let l = request.locality;
-            let in_place = |s: &&Segment| {
-                !l.strict || (l.region.is_none_or(|r| s.region == Some(r)) && l.zone.is_none_or(|z| s.zone == Some(z)))
-            };
-            for s in self.segments.iter().filter(in_place).filter(|s| s.capabilities.contains(request.capabilities)) {
-                by_extra.entry(s.capabilities.without(request.capabilities).len()).or_default().push(s.range.clone());
-            }
-            by_extra.into_values().collect()
-        } else {
-            locality_tiers(&self.segments, &all, request.locality)
-        };
-        self.tiers.insert(key, tiers.clone());
-        tiers
-    }
-
-    fn why(&self, pool: &Pool, request: &Request) -> Unschedulable {
-        let mut capable = false;
-        for i in 0..pool.len() {
-            let node = NodeIdx(i as u32);
-            let spec = pool.spec(node);
-            if spec.capabilities.contains(request.capabilities) && spec.capacity.covers(&request.amounts) {
-                capable = true;
-                if pool.eligible(node) {
-                    return Unschedulable::Busy;
-                }
-            }
-        }
-        if capable { Unschedulable::NoEligibleNode } else { Unschedulable::NeverFits }
-    }
 }
 
-/// The first fitting node at or after `start` in `ranges` (sorted), wrapping round.
-fn first_fit_from(pool: &Pool, ranges: &[Range<usize>], start: usize, request: &Request) -> Option<NodeIdx> {
-    let after =
-        ranges.iter().filter(|r| r.end > start).find_map(|r| pool.first_fit(r.start.max(start)..r.end, 0, request));
-    after.or_else(|| {
-        ranges.iter().filter(|r| r.start < start).find_map(|r| pool.first_fit(r.start..r.end.min(start), 0, request))
-    })
+/// The first fitting node of `tier` at or after `start`, wrapping round.
+fn first_fit_from(pool: &Pool, tier: &[Part], start: usize, request: &Request) -> Option<NodeIdx> {
+    tier.iter()
+        .filter_map(|part| pool.first_fit(part.scope, &part.ranges, start, request))
+        .min_by_key(|node| ((node.0 as usize) < start, *node))
 }
 
-fn best_of(pool: &Pool, ranges: &[Range<usize>], order: LoadOrder, request: &Request) -> Option<NodeIdx> {
-    let mut best: Option<NodeIdx> = None;
-    for range in ranges {
-        if let Some(node) = pool.by_load(range.clone(), order, request) {
-            let better = match best {
-                None => true,
-                Some(b) => {
-                    let (l, bl) = (pool.load(node), pool.load(b));
-                    match order {
-                        LoadOrder::Least => (l, node) < (bl, b),
-                        LoadOrder::Most => l > bl || (l == bl && node < b),
-                    }
-                }
-            };
-            if better {
-                best = Some(node);
+/// The least or most loaded fitting node of `tier`; ties to the lowest index.
+fn best_by_load(pool: &Pool, tier: &[Part], order: LoadOrder, request: &Request) -> Option<NodeIdx> {
+    let key = |node: &NodeIdx| {
+        let load = pool.load(*node);
+        (if order == LoadOrder::Least { load } else { PPM - load }, *node)
+    };
+    tier.iter().filter_map(|part| pool.by_load(part.scope, &part.ranges, order, request)).min_by_key(key)
+}
+
+/// Why nothing in `allowed` fits: never (no node capable and large enough), not now (none of
+/// those eligible), or busy.
+fn why(pool: &Pool, allowed: &[Range<usize>], request: &Request) -> Unschedulable {
+    let mut capable = false;
+    for i in allowed.iter().flat_map(|r| r.clone()) {
+        let node = NodeIdx(i as u32);
+        let spec = pool.spec(node);
+        if spec.capabilities.contains(request.capabilities) && spec.capacity.covers(&request.amounts) {
+            capable = true;
+            if pool.eligible(node) {
+                return Unschedulable::Busy;
             }
         }
     }
-    best
+    if capable { Unschedulable::NoEligibleNode } else { Unschedulable::NeverFits }
+}
+
+/// Sorted ranges with touching neighbours joined.
+fn merged(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// 1 − the standard deviation of the per-resource fractions after placement, over the resource
@@ -512,7 +559,7 @@ fn locality_tiers(segments: &[Segment], ranges: &[Range<usize>], locality: Local
             tiers[tier].push(start..end);
         }
     }
-    let [exact, region, rest] = tiers;
+    let [exact, region, rest] = tiers.map(merged);
     let mut out = vec![exact];
     if !locality.strict {
         if locality.zone.is_some() && locality.region.is_some() {
@@ -558,5 +605,126 @@ impl Labels {
     /// The index of a known label.
     pub fn get(&self, label: &str) -> Option<u16> {
         self.0.get(label).copied()
+    }
+}
+
+/// The request for instance `index` (from 1) of task entry `spec` of `scenario`, or `None` if the
+/// task needs a capability or custom resource no node has (so it can never be placed).
+pub fn request_for(
+    scenario: &Scenario,
+    catalog: &Catalog,
+    labels: &Labels,
+    spec: crate::scenario::TaskSpecId,
+    index: u32,
+    now_ms: u64,
+) -> Option<Request> {
+    let task = &scenario.workload.tasks[spec.0 as usize];
+    let locality = task.locality.as_ref().map_or(Locality::default(), |l| Locality {
+        region: l.region.as_deref().and_then(|r| labels.get(r)),
+        zone: l.zone.as_deref().and_then(|z| labels.get(z)),
+        strict: l.strict,
+    });
+    let until_ms = match &task.work {
+        crate::scenario::Work::Command { command: Some(c), .. } => Some(now_ms.saturating_add(c.timeout_ms)),
+        crate::scenario::Work::Load(load) => {
+            Some(now_ms.saturating_add(load.pattern.duration_ms()).saturating_add(load.timeout_ms))
+        }
+        crate::scenario::Work::Command { command: None, .. } => None,
+    };
+    Some(Request {
+        task: TaskKey((u64::from(spec.0) << 32) | u64::from(index)),
+        spec: Some(spec),
+        amounts: catalog.amounts(&task.requires)?,
+        capabilities: catalog.capabilities(&task.capabilities)?,
+        priority: task.priority,
+        locality,
+        now_ms,
+        until_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{self, TaskSpecId};
+
+    const SCENARIO: &str = r#"{
+      "name": "t", "description": "two regions", "duration_s": 60,
+      "cluster": { "groups": [
+        { "name": "eu", "count": 2, "region": "eu", "resources": { "cpu_millis": 1000 } },
+        { "name": "us", "count": 2, "region": "us", "resources": { "cpu_millis": 1000 } } ] },
+      "workload": { "tasks": [
+        { "name": "soft", "count": 4, "kind": "command", "priority": 1, "locality": { "region": "us" },
+          "requires": { "cpu_millis": 600 }, "sim": { "duration_ms": { "mean": 1 } } },
+        { "name": "strict", "kind": "command", "priority": 9, "locality": { "region": "us", "strict": true },
+          "requires": { "cpu_millis": 600 }, "sim": { "duration_ms": { "mean": 1 } } } ] }
+    }"#;
+
+    fn setup(distribution: Distribution, preemption: bool) -> (Scenario, Pool, Catalog, Labels, Placer) {
+        let scenario = scenario::parse(SCENARIO.as_bytes()).expect("valid");
+        let (pool, catalog, labels) = pool_of_scenario(&scenario);
+        let placer = Placer::new(&pool, distribution, Allocation::FirstFit, Weights::default(), preemption, 0);
+        (scenario, pool, catalog, labels, placer)
+    }
+
+    fn node(outcome: &Placement) -> Option<u32> {
+        match outcome {
+            Placement::Placed { node, .. } | Placement::Preempted { node, .. } => Some(node.0),
+            Placement::Unschedulable(_) => None,
+        }
+    }
+
+    #[test]
+    fn the_adaptive_rule_takes_the_first_matching_branch() {
+        let quiet = Observations { failure_rate: 0.0, queue_len: 0 };
+        assert_eq!(adaptive_choice(&quiet, 100_000, 200_000, 10), AdaptiveChoice::Spread);
+        let failing = Observations { failure_rate: 0.2, queue_len: 1_000 };
+        assert_eq!(adaptive_choice(&failing, 0, PPM, 10), AdaptiveChoice::AvoidFailures);
+        assert_eq!(adaptive_choice(&quiet, 100_000, 350_000, 10), AdaptiveChoice::Rebalance);
+        let queued = Observations { failure_rate: 0.1, queue_len: 20 };
+        assert_eq!(adaptive_choice(&queued, 100_000, 200_000, 10), AdaptiveChoice::Pack);
+        assert_eq!(adaptive_choice(&Observations { queue_len: 19, ..queued }, 0, 0, 10), AdaptiveChoice::Spread);
+    }
+
+    #[test]
+    fn locality_falls_back_when_the_region_is_full_or_partitioned_away() {
+        let (scenario, mut pool, catalog, labels, mut placer) = setup(Distribution::Locality, false);
+        let observed = Observations::default();
+        let soft = |i| request_for(&scenario, &catalog, &labels, TaskSpecId(0), i, 0).expect("placeable");
+        // us-1 and us-2 are nodes 2 and 3; the region fills, then the rest falls back to eu.
+        let placed: Vec<Option<u32>> = (1..=4).map(|i| node(&placer.place(&mut pool, &soft(i), &observed))).collect();
+        assert_eq!(placed, [Some(2), Some(3), Some(0), Some(1)]);
+
+        let (_, mut pool, _, _, mut placer) = setup(Distribution::Locality, false);
+        for us in [2, 3] {
+            pool.set_state(NodeIdx(us), NodeState::Suspected).expect("known node");
+        }
+        assert_eq!(node(&placer.place(&mut pool, &soft(1), &observed)), Some(0), "partitioned away: falls back");
+        let strict = request_for(&scenario, &catalog, &labels, TaskSpecId(1), 1, 0).expect("placeable");
+        assert_eq!(
+            placer.place(&mut pool, &strict, &observed),
+            Placement::Unschedulable(Unschedulable::NoEligibleNode),
+            "a strict locality waits rather than leave its region"
+        );
+    }
+
+    #[test]
+    fn preemption_evicts_lower_priority_work_and_hands_it_back() {
+        let (scenario, mut pool, catalog, labels, mut placer) = setup(Distribution::LeastLoaded, true);
+        let observed = Observations::default();
+        let soft: Vec<Request> = (1..=4)
+            .map(|i| request_for(&scenario, &catalog, &labels, TaskSpecId(0), i, 0).expect("placeable"))
+            .collect();
+        for request in &soft {
+            assert!(node(&placer.place(&mut pool, request, &observed)).is_some());
+        }
+        let strict = request_for(&scenario, &catalog, &labels, TaskSpecId(1), 1, 0).expect("placeable");
+        let Placement::Preempted { node, evicted, .. } = placer.place(&mut pool, &strict, &observed) else {
+            panic!("the cluster is full, so the strict task must preempt");
+        };
+        assert_eq!(node, NodeIdx(2), "in its region, lowest index among equal victims");
+        assert_eq!(evicted.len(), 1);
+        assert!(soft.iter().any(|r| r.task == evicted[0].task), "the evicted task is one of the placed ones");
+        assert_eq!(pool.allocations(), 4, "three soft tasks and the strict one");
     }
 }

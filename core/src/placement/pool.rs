@@ -9,6 +9,7 @@
 //! fitting node and is skipped whole; the exact check (reservations included) is made at a leaf.
 //! Full and ineligible parts of the cluster therefore cost nothing to search past.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::resources::{Amounts, CapSet, PPM, dominant_share};
@@ -147,6 +148,9 @@ struct Node {
     /// Live allocations, as slab indices.
     allocs: Vec<u32>,
     reservations: Vec<Reservation>,
+    /// Its capability class and its leaf in that class's tree.
+    class: u32,
+    class_leaf: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -154,7 +158,8 @@ struct Allocation {
     node: u32,
     task: TaskKey,
     spec: Option<TaskSpecId>,
-    amounts: Amounts,
+    /// What it holds, as an index into the pool's shared table of amounts.
+    shape: u32,
     priority: u32,
     /// Order of allocation, for "newest first" eviction.
     sequence: u64,
@@ -166,6 +171,73 @@ struct Allocation {
 enum Slot {
     Used { generation: u32, allocation: Allocation },
     Free { generation: u32, next_free: Option<u32> },
+}
+
+/// The distinct amounts live allocations hold, shared and reference-counted: the instances of a
+/// task entry all ask for the same amounts, so an allocation keeps a 4-byte index instead of a
+/// copy (100,000 allocations take 4.8 MB less).
+#[derive(Clone, Debug, Default)]
+struct Shapes {
+    table: Vec<(Amounts, u32)>,
+    index: BTreeMap<[u32; super::resources::KINDS], u32>,
+    free: Vec<u32>,
+    /// The most recently interned shape, which consecutive requests usually repeat.
+    last: u32,
+}
+
+impl Shapes {
+    fn intern(&mut self, amounts: &Amounts) -> u32 {
+        if let Some((a, refs)) = self.table.get_mut(self.last as usize)
+            && *refs > 0
+            && a == amounts
+        {
+            *refs += 1;
+            return self.last;
+        }
+        let id = match self.index.get(&amounts.0) {
+            Some(&id) => {
+                self.table[id as usize].1 += 1;
+                id
+            }
+            None => {
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.table[id as usize] = (*amounts, 1);
+                        id
+                    }
+                    None => {
+                        self.table.push((*amounts, 1));
+                        (self.table.len() - 1) as u32
+                    }
+                };
+                self.index.insert(amounts.0, id);
+                id
+            }
+        };
+        self.last = id;
+        id
+    }
+
+    fn get(&self, id: u32) -> &Amounts {
+        &self.table[id as usize].0
+    }
+
+    fn release(&mut self, id: u32) {
+        let (amounts, refs) = &mut self.table[id as usize];
+        *refs -= 1;
+        if *refs == 0 {
+            self.index.remove(&amounts.0);
+            self.free.push(id);
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        // A B-tree entry costs about its key and value plus a pointer's share of its node.
+        self.table.capacity() * size_of::<(Amounts, u32)>()
+            + self.index.len() * (size_of::<Amounts>() + size_of::<u32>() + size_of::<usize>())
+            + self.free.capacity() * size_of::<u32>()
+    }
 }
 
 /// Aggregates of a subtree of the index.
@@ -197,6 +269,75 @@ impl Summary {
     }
 }
 
+/// A segment tree over some of the nodes (all, or one capability class), in pool order.
+#[derive(Clone, Debug)]
+struct Tree {
+    /// Pool index of each leaf, increasing.
+    members: Vec<u32>,
+    leaves: usize,
+    summary: Vec<Summary>,
+}
+
+impl Tree {
+    fn new(members: Vec<u32>) -> Tree {
+        let leaves = members.len().next_power_of_two().max(1);
+        Tree { members, leaves, summary: vec![Summary::EMPTY; 2 * leaves] }
+    }
+
+    /// The pool indices under leaves `lo..hi` span this range (empty for padding leaves).
+    #[inline]
+    fn span(&self, lo: usize, hi: usize) -> Range<usize> {
+        let hi = hi.min(self.members.len());
+        if lo >= hi { 0..0 } else { self.members[lo] as usize..self.members[hi - 1] as usize + 1 }
+    }
+
+    /// Sets a leaf and the summaries above it.
+    fn set(&mut self, leaf: usize, summary: Summary) {
+        let mut t = self.leaves + leaf;
+        self.summary[t] = summary;
+        while t > 1 {
+            t /= 2;
+            let merged = Summary::merge(&self.summary[2 * t], &self.summary[2 * t + 1]);
+            if self.summary[t] == merged {
+                break; // Nothing above changes either.
+            }
+            self.summary[t] = merged;
+        }
+    }
+
+    fn root(&self) -> &Summary {
+        &self.summary[1]
+    }
+}
+
+/// Which tree a search runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Every node.
+    All,
+    /// The nodes of one capability class (see [`Pool::classes`]).
+    Class(u32),
+}
+
+/// Where a search may look: nodes in one of `ranges` (sorted, disjoint) and inside `window`.
+struct Bounds<'a> {
+    ranges: &'a [Range<usize>],
+    window: Range<usize>,
+}
+
+impl Bounds<'_> {
+    /// Whether any node in the pool-index span is within bounds: O(log ranges).
+    #[inline]
+    fn touch(&self, span: Range<usize>) -> bool {
+        let (lo, hi) = (span.start.max(self.window.start), span.end.min(self.window.end));
+        if lo >= hi {
+            return false;
+        }
+        let i = self.ranges.partition_point(|r| r.end <= lo);
+        self.ranges.get(i).is_some_and(|r| r.start < hi)
+    }
+}
+
 /// Which extreme of load a search looks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoadOrder {
@@ -211,11 +352,14 @@ pub enum LoadOrder {
 #[derive(Clone, Debug)]
 pub struct Pool {
     nodes: Vec<Node>,
-    /// Segment tree: `tree[1]` is the root, leaves start at `leaves`.
-    tree: Vec<Summary>,
-    leaves: usize,
+    /// The index over every node.
+    tree: Tree,
+    /// One index per distinct capability set, and the sets.
+    classes: Vec<Tree>,
+    class_capabilities: Vec<CapSet>,
     slots: Vec<Slot>,
     free_slot: Option<u32>,
+    shapes: Shapes,
     live: u32,
     sequence: u64,
     /// Sums over all nodes, for cluster-wide utilisation.
@@ -227,11 +371,28 @@ pub struct Pool {
 impl Pool {
     /// A pool of `nodes`, all healthy with nothing allocated.
     pub fn new(nodes: Vec<NodeSpec>) -> Pool {
-        let leaves = nodes.len().next_power_of_two().max(1);
+        // Capability classes, numbered in order of first appearance.
+        let mut class_capabilities: Vec<CapSet> = Vec::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut node_class = Vec::with_capacity(nodes.len());
+        for (i, spec) in nodes.iter().enumerate() {
+            let class = match class_capabilities.iter().position(|&c| c == spec.capabilities) {
+                Some(class) => class,
+                None => {
+                    class_capabilities.push(spec.capabilities);
+                    members.push(Vec::new());
+                    class_capabilities.len() - 1
+                }
+            };
+            node_class.push((class as u32, members[class].len() as u32));
+            members[class].push(i as u32);
+        }
+        let count = nodes.len() as u32;
         let mut pool = Pool {
             nodes: nodes
                 .into_iter()
-                .map(|spec| Node {
+                .zip(node_class)
+                .map(|(spec, (class, class_leaf))| Node {
                     spec,
                     allocated: Amounts::ZERO,
                     state: NodeState::Healthy,
@@ -239,12 +400,16 @@ impl Pool {
                     health: 100,
                     allocs: Vec::new(),
                     reservations: Vec::new(),
+                    class,
+                    class_leaf,
                 })
                 .collect(),
-            tree: vec![Summary::EMPTY; 2 * leaves],
-            leaves,
+            tree: Tree::new((0..count).collect()),
+            classes: members.into_iter().map(Tree::new).collect(),
+            class_capabilities,
             slots: Vec::new(),
             free_slot: None,
+            shapes: Shapes::default(),
             live: 0,
             sequence: 0,
             capacity_total: [0; super::resources::KINDS],
@@ -257,12 +422,14 @@ impl Pool {
             }
         }
         for i in 0..pool.nodes.len() {
-            pool.tree[leaves + i] = pool.leaf_summary(i);
-        }
-        for t in (1..leaves).rev() {
-            pool.tree[t] = Summary::merge(&pool.tree[2 * t], &pool.tree[2 * t + 1]);
+            pool.update(i);
         }
         pool
+    }
+
+    /// The distinct capability sets of the nodes; [`Scope::Class`] indexes this.
+    pub fn classes(&self) -> &[CapSet] {
+        &self.class_capabilities
     }
 
     /// Number of nodes.
@@ -358,7 +525,7 @@ impl Pool {
         let node = &self.nodes[i];
         let mut allocated = node.allocated;
         for &slot in excluded {
-            allocated = allocated.minus(&self.allocation(slot).amounts);
+            allocated = allocated.minus(self.amounts_of(self.allocation(slot)));
         }
         let mut free = node.spec.capacity.minus(&allocated);
         let until = request.until_ms.unwrap_or(u64::MAX);
@@ -372,7 +539,7 @@ impl Pool {
             for &slot in node.allocs.iter().filter(|s| !excluded.contains(s)) {
                 let a = self.allocation(slot);
                 if a.spec == Some(r.owner) {
-                    owner_uses = owner_uses.plus(&a.amounts);
+                    owner_uses = owner_uses.plus(self.amounts_of(a));
                 }
             }
             free = free.saturating_minus(&r.amounts.saturating_minus(&owner_uses));
@@ -413,11 +580,12 @@ impl Pool {
 
     fn allocate_unchecked(&mut self, i: usize, request: &Request) -> AllocId {
         self.sequence += 1;
+        let shape = self.shapes.intern(&request.amounts);
         let allocation = Allocation {
             node: i as u32,
             task: request.task,
             spec: request.spec,
-            amounts: request.amounts,
+            shape,
             priority: request.priority,
             sequence: self.sequence,
             slot_in_node: self.nodes[i].allocs.len() as u32,
@@ -450,6 +618,10 @@ impl Pool {
         AllocId { index, generation }
     }
 
+    fn amounts_of(&self, allocation: &Allocation) -> &Amounts {
+        self.shapes.get(allocation.shape)
+    }
+
     fn allocation(&self, slot: u32) -> &Allocation {
         match &self.slots[slot as usize] {
             Slot::Used { allocation, .. } => allocation,
@@ -464,7 +636,7 @@ impl Pool {
                 alloc,
                 node: NodeIdx(allocation.node),
                 task: allocation.task,
-                amounts: allocation.amounts,
+                amounts: *self.amounts_of(allocation),
             }),
             _ => None,
         }
@@ -487,13 +659,14 @@ impl Pool {
         let at = allocation.slot_in_node as usize;
         assert_eq!(node.allocs[at], alloc.index, "the node lists the allocation where it says");
         node.allocs.swap_remove(at);
-        node.allocated = node.allocated.minus(&allocation.amounts);
+        node.allocated = node.allocated.minus(&released.amounts);
         if let Some(&moved) = node.allocs.get(at)
             && let Slot::Used { allocation, .. } = &mut self.slots[moved as usize]
         {
             allocation.slot_in_node = at as u32;
         }
-        for (t, a) in self.allocated_total.iter_mut().zip(allocation.amounts.0) {
+        self.shapes.release(allocation.shape);
+        for (t, a) in self.allocated_total.iter_mut().zip(released.amounts.0) {
             *t -= u64::from(a);
         }
         self.reload(i, old_load);
@@ -523,15 +696,16 @@ impl Pool {
     }
 
     fn update(&mut self, i: usize) {
-        let mut t = self.leaves + i;
-        self.tree[t] = self.leaf_summary(i);
-        while t > 1 {
-            t /= 2;
-            let merged = Summary::merge(&self.tree[2 * t], &self.tree[2 * t + 1]);
-            if self.tree[t] == merged {
-                break; // Nothing above changes either.
-            }
-            self.tree[t] = merged;
+        let summary = self.leaf_summary(i);
+        self.tree.set(i, summary);
+        let node = &self.nodes[i];
+        self.classes[node.class as usize].set(node.class_leaf as usize, summary);
+    }
+
+    fn scope(&self, scope: Scope) -> &Tree {
+        match scope {
+            Scope::All => &self.tree,
+            Scope::Class(c) => &self.classes[c as usize],
         }
     }
 
@@ -540,59 +714,75 @@ impl Pool {
         CapSet(request.capabilities.0 | CapSet::ELIGIBLE)
     }
 
-    /// The first node in `range`, at or after `start` and wrapping round to the range's start,
-    /// that fits `request`.
-    pub fn first_fit(&self, range: Range<usize>, start: usize, request: &Request) -> Option<NodeIdx> {
-        let range = range.start..range.end.min(self.nodes.len());
-        let start = start.clamp(range.start, range.end);
+    /// The first node of `scope` in `ranges` (sorted and disjoint) at or after `start`, wrapping
+    /// round, that fits `request`.
+    pub fn first_fit(&self, scope: Scope, ranges: &[Range<usize>], start: usize, request: &Request) -> Option<NodeIdx> {
         let need = Self::need(request);
-        self.leftmost(1, 0, self.leaves, start..range.end, request, need)
-            .or_else(|| self.leftmost(1, 0, self.leaves, range.start..start, request, need))
-            .map(|i| NodeIdx(i as u32))
-    }
-
-    fn leftmost(
-        &self,
-        t: usize,
-        lo: usize,
-        hi: usize,
-        range: Range<usize>,
-        request: &Request,
-        need: CapSet,
-    ) -> Option<usize> {
-        if hi <= range.start || range.end <= lo || !self.tree[t].may_fit(&request.amounts, need) {
-            return None;
-        }
-        if hi - lo == 1 {
-            return self.fits_index(lo, request).then_some(lo);
-        }
-        let mid = (lo + hi) / 2;
-        self.leftmost(2 * t, lo, mid, range.clone(), request, need)
-            .or_else(|| self.leftmost(2 * t + 1, mid, hi, range, request, need))
-    }
-
-    /// The least or most loaded node in `range` that fits `request`; ties go to the lowest index.
-    pub fn by_load(&self, range: Range<usize>, order: LoadOrder, request: &Request) -> Option<NodeIdx> {
-        let range = range.start..range.end.min(self.nodes.len());
-        let mut best: Option<(u32, usize)> = None;
-        self.bound(1, 0, self.leaves, &range, order, request, Self::need(request), &mut best);
-        best.map(|(_, i)| NodeIdx(i as u32))
+        let tree = self.scope(scope);
+        let search =
+            |window: Range<usize>| self.leftmost(tree, 1, 0, tree.leaves, &Bounds { ranges, window }, request, need);
+        search(start..usize::MAX).or_else(|| search(0..start)).map(|i| NodeIdx(i as u32))
     }
 
     #[allow(clippy::too_many_arguments)] // A recursive search's state; a struct would only rename it.
-    fn bound(
+    fn leftmost(
         &self,
+        tree: &Tree,
         t: usize,
         lo: usize,
         hi: usize,
-        range: &Range<usize>,
+        bounds: &Bounds,
+        request: &Request,
+        need: CapSet,
+    ) -> Option<usize> {
+        if !tree.summary[t].may_fit(&request.amounts, need) || !bounds.touch(tree.span(lo, hi)) {
+            return None;
+        }
+        if hi - lo == 1 {
+            let i = tree.members[lo] as usize;
+            return self.fits_index(i, request).then_some(i);
+        }
+        let mid = (lo + hi) / 2;
+        self.leftmost(tree, 2 * t, lo, mid, bounds, request, need)
+            .or_else(|| self.leftmost(tree, 2 * t + 1, mid, hi, bounds, request, need))
+    }
+
+    /// The least or most loaded node of `scope` in `ranges` (sorted and disjoint) that fits
+    /// `request`; ties go to the lowest index.
+    pub fn by_load(
+        &self,
+        scope: Scope,
+        ranges: &[Range<usize>],
+        order: LoadOrder,
+        request: &Request,
+    ) -> Option<NodeIdx> {
+        let mut best: Option<(u32, usize)> = None;
+        let bounds = Bounds { ranges, window: 0..usize::MAX };
+        let tree = self.scope(scope);
+        self.bound(tree, 1, 0, tree.leaves, &bounds, order, request, Self::need(request), &mut best);
+        best.map(|(_, i)| NodeIdx(i as u32))
+    }
+
+    #[allow(clippy::too_many_arguments)] // As `leftmost`.
+    fn bound(
+        &self,
+        tree: &Tree,
+        t: usize,
+        lo: usize,
+        hi: usize,
+        bounds: &Bounds,
         order: LoadOrder,
         request: &Request,
         need: CapSet,
         best: &mut Option<(u32, usize)>,
     ) {
-        let s = &self.tree[t];
-        if hi <= range.start || range.end <= lo || !s.may_fit(&request.amounts, need) {
+        let s = &tree.summary[t];
+        if !s.may_fit(&request.amounts, need) {
+            return;
+        }
+        let span = tree.span(lo, hi);
+        let first = span.start;
+        if !bounds.touch(span) {
             return;
         }
         // Branch and bound on (load, index): a subtree whose best possible load, at its lowest
@@ -603,72 +793,83 @@ impl Pool {
             (LoadOrder::Most, Some((b, bi))) => load > *b || (load == *b && index < *bi),
         };
         let bound = if order == LoadOrder::Least { s.load_min } else { s.load_max };
-        if !beats(bound, lo, best) {
+        if !beats(bound, first, best) {
             return;
         }
         if hi - lo == 1 {
-            if self.fits_index(lo, request) {
-                *best = Some((bound, lo));
+            if self.fits_index(first, request) {
+                *best = Some((bound, first));
             }
             return;
         }
         let mid = (lo + hi) / 2;
-        let (left, right) = (&self.tree[2 * t], &self.tree[2 * t + 1]);
-        // Visit the more promising child first so the bound tightens early; on equal promise the
-        // left child first, which keeps ties at the lowest index.
+        let (left, right) = (&tree.summary[2 * t], &tree.summary[2 * t + 1]);
+        // Visit the more promising child first so the bound tightens early.
         let right_first = match order {
             LoadOrder::Least => right.load_min < left.load_min,
             LoadOrder::Most => right.load_max > left.load_max,
         };
-        if right_first {
-            self.bound(2 * t + 1, mid, hi, range, order, request, need, best);
-            self.bound(2 * t, lo, mid, range, order, request, need, best);
+        let children = if right_first {
+            [(2 * t + 1, mid, hi), (2 * t, lo, mid)]
         } else {
-            self.bound(2 * t, lo, mid, range, order, request, need, best);
-            self.bound(2 * t + 1, mid, hi, range, order, request, need, best);
+            [(2 * t, lo, mid), (2 * t + 1, mid, hi)]
+        };
+        for (child, lo, hi) in children {
+            self.bound(tree, child, lo, hi, bounds, order, request, need, best);
         }
     }
 
-    /// Up to `count` nodes in `range` that fit `request`, in order from `start`, wrapping.
-    pub fn sample(&self, range: Range<usize>, start: usize, count: usize, request: &Request, out: &mut Vec<NodeIdx>) {
-        out.clear();
-        let range = range.start..range.end.min(self.nodes.len());
-        let start = start.clamp(range.start, range.end);
+    /// Appends to `out` up to `count` nodes of `scope` in `ranges` (sorted and disjoint) that fit
+    /// `request`, in index order from `start`, wrapping round.
+    #[allow(clippy::too_many_arguments)] // The search's inputs, each needed.
+    pub fn sample(
+        &self,
+        scope: Scope,
+        ranges: &[Range<usize>],
+        start: usize,
+        count: usize,
+        request: &Request,
+        out: &mut Vec<NodeIdx>,
+    ) {
         let need = Self::need(request);
-        self.collect(1, 0, self.leaves, start..range.end, request, need, count, out);
-        self.collect(1, 0, self.leaves, range.start..start, request, need, count, out);
+        let tree = self.scope(scope);
+        for window in [start..usize::MAX, 0..start] {
+            self.collect(tree, 1, 0, tree.leaves, &Bounds { ranges, window }, request, need, count, out);
+        }
     }
 
-    #[allow(clippy::too_many_arguments)] // As `bound`.
+    #[allow(clippy::too_many_arguments)] // As `leftmost`.
     fn collect(
         &self,
+        tree: &Tree,
         t: usize,
         lo: usize,
         hi: usize,
-        range: Range<usize>,
+        bounds: &Bounds,
         request: &Request,
         need: CapSet,
         count: usize,
         out: &mut Vec<NodeIdx>,
     ) {
-        if out.len() >= count || hi <= range.start || range.end <= lo || !self.tree[t].may_fit(&request.amounts, need) {
+        if out.len() >= count || !tree.summary[t].may_fit(&request.amounts, need) || !bounds.touch(tree.span(lo, hi)) {
             return;
         }
         if hi - lo == 1 {
-            if self.fits_index(lo, request) {
-                out.push(NodeIdx(lo as u32));
+            let i = tree.members[lo] as usize;
+            if self.fits_index(i, request) {
+                out.push(NodeIdx(i as u32));
             }
             return;
         }
         let mid = (lo + hi) / 2;
-        self.collect(2 * t, lo, mid, range.clone(), request, need, count, out);
-        self.collect(2 * t + 1, mid, hi, range, request, need, count, out);
+        self.collect(tree, 2 * t, lo, mid, bounds, request, need, count, out);
+        self.collect(tree, 2 * t + 1, mid, hi, bounds, request, need, count, out);
     }
 
     /// Whether anything in the whole pool could fit `request` by the index's bound; a cheap
     /// "certainly not" for unschedulable requests.
     pub fn may_fit_anywhere(&self, request: &Request) -> bool {
-        self.tree[1].may_fit(&request.amounts, Self::need(request))
+        self.tree.root().may_fit(&request.amounts, Self::need(request))
     }
 
     /// Preemption: the node in `ranges` where evicting the fewest, least important allocations of
@@ -744,7 +945,8 @@ impl Pool {
     /// (maintained incrementally) for the mean of all nodes, read from the index for the max.
     pub fn load_mean_and_max(&self) -> (u32, u32) {
         let n = self.nodes.len().max(1) as u64;
-        let max = if self.tree[1].capabilities.contains(CapSet(CapSet::ELIGIBLE)) { self.tree[1].load_max } else { 0 };
+        let root = self.tree.root();
+        let max = if root.capabilities.contains(CapSet(CapSet::ELIGIBLE)) { root.load_max } else { 0 };
         ((self.load_sum / n) as u32, max)
     }
 
@@ -757,8 +959,12 @@ impl Pool {
                 .iter()
                 .map(|n| n.allocs.capacity() * size_of::<u32>() + n.reservations.capacity() * size_of::<Reservation>())
                 .sum::<usize>()
-            + self.tree.capacity() * size_of::<Summary>()
+            + std::iter::once(&self.tree)
+                .chain(&self.classes)
+                .map(|t| t.summary.capacity() * size_of::<Summary>() + t.members.capacity() * size_of::<u32>())
+                .sum::<usize>()
             + self.slots.capacity() * size_of::<Slot>()
+            + self.shapes.memory_bytes()
     }
 }
 

@@ -2,3 +2,4 @@
 
 mod parse_fuzz;
 mod placement;
+mod placement_snapshots;

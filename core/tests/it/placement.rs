@@ -293,3 +293,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_pool_of_10000_nodes_with_100000_tasks_stays_under_16_mb() {
+    let nodes: Vec<NodeSpec> = (0..10_000u32)
+        .map(|i| NodeSpec {
+            capacity: amounts(16_000, 32_768, u32::from(i % 5 == 0)),
+            capabilities: CapSet(u64::from(i / 50 % 4)),
+            region: Some((i / 500) as u16),
+            zone: Some((i / 100) as u16),
+        })
+        .collect();
+    let mut pool = Pool::new(nodes);
+    let mut placer = Placer::new(&pool, Distribution::RoundRobin, Allocation::FirstFit, Weights::default(), false, 1);
+    for i in 0..100_000u64 {
+        let request = Request {
+            task: TaskKey(i),
+            spec: None,
+            amounts: amounts(100, 128, 0),
+            capabilities: CapSet(0),
+            priority: 0,
+            locality: Locality::default(),
+            now_ms: 0,
+            until_ms: None,
+        };
+        let placed = placer.place(&mut pool, &request, &Observations::default());
+        assert!(matches!(placed, Placement::Placed { .. }), "task {i}: {placed:?}");
+    }
+    let bytes = pool.memory_bytes();
+    assert!(bytes <= 16 << 20, "the pool holds {bytes} bytes, above 16 MiB");
+}

@@ -151,18 +151,18 @@ pub struct StrategyFile {
 pub enum Distribution {
     /// Nodes in turn, skipping those that cannot take the task.
     RoundRobin,
-    /// The node with the most free capacity relative to its size.
+    /// The fitting node whose busiest resource is the least used.
     #[default]
     LeastLoaded,
-    /// A uniformly random fitting node, from the run's seed.
+    /// A random fitting node, drawn from the run's seed.
     Random,
-    /// The node whose capabilities match the task's most closely.
+    /// The nodes with the fewest capabilities the task does not need; `allocation` picks among them.
     Capability,
-    /// The task's region, then zone; elsewhere only when none there fits.
+    /// The task's zone, else its region, else (unless strict) anywhere; `allocation` picks within.
     Locality,
-    /// A weighted sum of free resources, health, load and locality.
+    /// The best weighted sum of free resources, health, fewer tasks and locality (`weights`).
     Weighted,
-    /// Chooses among the others from observed imbalance, failures and queue length.
+    /// Per task, from recent failures, load imbalance and queue length (see docs/scenarios.md).
     Adaptive,
 }
 
@@ -170,14 +170,14 @@ pub enum Distribution {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Allocation {
-    /// The first candidate that fits.
+    /// The lowest-numbered node that fits.
     FirstFit,
-    /// The candidate left with the least free capacity (bin-packing).
+    /// The fitting node already most allocated, packing work onto few nodes.
     #[default]
     BestFit,
-    /// The candidate whose resources end up most evenly used.
+    /// The node whose resources end up most evenly used.
     Balanced,
-    /// The fitting candidate closest to the task's locality.
+    /// The lowest-numbered fitting node in the task's zone, else region, else anywhere.
     Locality,
 }
 

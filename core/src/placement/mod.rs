@@ -323,6 +323,18 @@ impl Placer {
         Placement::Unschedulable(why(pool, &allowed, request))
     }
 
+    /// Places a batch of pending tasks, highest `priority` first and in the given order among
+    /// equals (a stable sort), returning each request's outcome in the order given.
+    pub fn place_all(&mut self, pool: &mut Pool, requests: &[Request], observed: &Observations) -> Vec<Placement> {
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(requests[i].priority));
+        let mut outcomes: Vec<Option<Placement>> = vec![None; requests.len()];
+        for i in order {
+            outcomes[i] = Some(self.place(pool, &requests[i], observed));
+        }
+        outcomes.into_iter().map(|o| o.expect("every request was placed or refused")).collect()
+    }
+
     /// Allocates `request` anywhere by the allocation strategy alone, as a plain resource pool.
     pub fn allocate_any(&mut self, pool: &mut Pool, request: &Request) -> Option<(NodeIdx, AllocId)> {
         let id = self.tiers.allowed_id(request);
@@ -672,6 +684,39 @@ mod tests {
             Placement::Placed { node, .. } | Placement::Preempted { node, .. } => Some(node.0),
             Placement::Unschedulable(_) => None,
         }
+    }
+
+    #[test]
+    fn a_batch_is_placed_highest_priority_first() {
+        let (scenario, mut pool, catalog, labels, mut placer) = setup(Distribution::LeastLoaded, false);
+        // Four soft tasks (priority 1) would fill the cluster; the strict one (priority 9) comes
+        // last in the batch but is placed first, so it gets its region.
+        let mut batch: Vec<Request> = (1..=4)
+            .map(|i| request_for(&scenario, &catalog, &labels, TaskSpecId(0), i, 0).expect("placeable"))
+            .collect();
+        batch.push(request_for(&scenario, &catalog, &labels, TaskSpecId(1), 1, 0).expect("placeable"));
+        let outcomes = placer.place_all(&mut pool, &batch, &Observations::default());
+        assert_eq!(node(&outcomes[4]), Some(2), "the high-priority task went first, to us-1");
+        assert_eq!(outcomes.iter().filter(|o| node(o).is_none()).count(), 1, "one low-priority task waits");
+        assert_eq!(outcomes[3], Placement::Unschedulable(Unschedulable::Busy));
+    }
+
+    #[test]
+    fn utilisation_is_reported_per_resource_and_per_node() {
+        let (scenario, mut pool, catalog, labels, mut placer) = setup(Distribution::RoundRobin, false);
+        let soft = request_for(&scenario, &catalog, &labels, TaskSpecId(0), 1, 0).expect("placeable");
+        let Placement::Placed { node, alloc } = placer.place(&mut pool, &soft, &Observations::default()) else {
+            panic!("an empty cluster takes a task");
+        };
+        assert_eq!(pool.load(node), 600_000, "600 of 1000 millicores");
+        let u = pool.utilization();
+        assert_eq!(u.per_resource[0], 600.0 / 4000.0, "cluster-wide cpu");
+        assert_eq!(u.per_resource[1], 0.0, "no memory asked for");
+        assert_eq!(u.node_max, 0.6);
+        assert_eq!(u.node_mean, 0.6 / 4.0);
+        pool.release(alloc).expect("live");
+        assert_eq!(pool.utilization().node_max, 0.0);
+        assert_eq!(pool.load_mean_and_max(), (0, 0));
     }
 
     #[test]

@@ -26,15 +26,8 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
 
     let groups = b.groups(&file.cluster.groups, &root.key("cluster").key("groups"));
     let capabilities: BTreeSet<&str> = groups.iter().flat_map(|g| g.capabilities.iter().map(String::as_str)).collect();
-    if capabilities.len() > CAPABILITIES_MAX {
-        b.problem(
-            root.key("cluster").key("groups"),
-            format!(
-                "{} distinct capabilities, above the limit of {CAPABILITIES_MAX} (CAPABILITIES_MAX)",
-                capabilities.len()
-            ),
-        );
-    }
+    let at = root.key("cluster").key("groups");
+    b.at_most(&at, capabilities.len() as u64, "distinct capabilities", CAPABILITIES_MAX as u64, "CAPABILITIES_MAX");
     let custom_kinds: BTreeSet<&str> = file
         .cluster
         .groups
@@ -44,15 +37,7 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
         .chain(file.reservations.iter().map(|r| &r.resources))
         .flat_map(|r| r.custom.keys().map(String::as_str))
         .collect();
-    if custom_kinds.len() > CUSTOM_KINDS_MAX {
-        b.problem(
-            root.key("cluster").key("groups"),
-            format!(
-                "{} distinct custom resources, above the limit of {CUSTOM_KINDS_MAX} (CUSTOM_KINDS_MAX)",
-                custom_kinds.len()
-            ),
-        );
-    }
+    b.at_most(&at, custom_kinds.len() as u64, "distinct custom resources", CUSTOM_KINDS_MAX as u64, "CUSTOM_KINDS_MAX");
     let targets = b.targets(&file.targets, &root.key("targets"));
     let tasks = b.tasks(file, &groups, &targets, &root.key("workload").key("tasks"));
     let reservations = b.reservations(file, &groups, &root.key("reservations"));
@@ -167,6 +152,13 @@ struct Builder {
 impl Builder {
     fn problem(&mut self, path: Path, message: impl Into<String>) {
         self.problems.push((path, message.into()));
+    }
+
+    /// Reports `count` above a named limit: "120003 nodes in all, above the limit of 100000 (NODES_MAX)".
+    fn at_most(&mut self, path: &Path, count: u64, what: &str, limit: u64, name: &str) {
+        if count > limit {
+            self.problem(path.clone(), format!("{count} {what}, above the limit of {limit} ({name})"));
+        }
     }
 
     /// Names of groups, tasks, targets and the like: letters, digits, `_`, `-` and `.`, starting
@@ -285,12 +277,7 @@ impl Builder {
                 capabilities: self.names(&g.capabilities, &at.key("capabilities"), "capability"),
             });
         }
-        if nodes_total > NODES_MAX {
-            self.problem(
-                path.clone(),
-                format!("{nodes_total} nodes in all, above the limit of {NODES_MAX} (NODES_MAX)"),
-            );
-        }
+        self.at_most(path, nodes_total, "nodes in all", NODES_MAX, "NODES_MAX");
         groups
     }
 
@@ -414,12 +401,7 @@ impl Builder {
                 );
             }
         }
-        if total > TASKS_MAX {
-            self.problem(
-                path.clone(),
-                format!("{total} task instances in all, above the limit of {TASKS_MAX} (TASKS_MAX)"),
-            );
-        }
+        self.at_most(path, total, "task instances in all", TASKS_MAX, "TASKS_MAX");
         tasks
     }
 

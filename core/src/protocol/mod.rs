@@ -1,0 +1,11 @@
+//! The orchestration protocol's building blocks; the orchestrator and agent state machines
+//! join them (issue 4).
+//!
+//! - [`breaker`]: a circuit breaker per node (closed, open, half-open).
+//! - [`backoff`]: exponential backoff with full jitter, from a seeded generator.
+
+pub mod backoff;
+pub mod breaker;
+
+pub use backoff::full_jitter_ms;
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};

@@ -42,6 +42,15 @@ pub struct Packet<T> {
     pub body: T,
 }
 
+/// What travels between two ends: a message, or the acknowledgement of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame<T> {
+    /// A message.
+    Data(Packet<T>),
+    /// The receiver got the reliable message with this id.
+    Ack(u64),
+}
+
 /// Settings of an [`Outbox`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {

@@ -109,8 +109,8 @@ impl Agent {
         let mut agent = Agent {
             config,
             incarnation,
-            outbox: Outbox::new(config.outbox),
-            inbox: Inbox::new(),
+            outbox: Outbox::new(config.outbox, incarnation.0),
+            inbox: Inbox::new(incarnation.0),
             running: BTreeMap::new(),
             finished: BTreeMap::new(),
             finished_order: VecDeque::new(),
@@ -160,12 +160,12 @@ impl Agent {
     /// A frame from the orchestrator arrived at `now_ms`.
     pub fn handle(&mut self, now_ms: u64, frame: Frame<ToAgent>) {
         let packet = match frame {
-            Frame::Ack(id) => return self.outbox.acknowledge(id),
+            Frame::Ack { session, id } => return self.outbox.acknowledge(session, id),
             Frame::Data(packet) => packet,
         };
         let receipt = self.inbox.receive(&packet);
         if let Some(id) = receipt.ack {
-            self.transmit.push_back(Frame::Ack(id));
+            self.transmit.push_back(Frame::Ack { session: packet.session, id });
         }
         if !receipt.deliver {
             return;
@@ -316,7 +316,7 @@ mod tests {
 
     fn assign(id: u64, task: u64, attempt: u32) -> Frame<ToAgent> {
         let body = ToAgent::Assign { task: TaskId(task), attempt: Attempt(attempt), work: 0, timeout_ms: 10_000 };
-        Frame::Data(Packet { id, floor: 1, mode: DeliveryMode::ExactlyOnce, body })
+        Frame::Data(Packet { session: 1, id, floor: 1, mode: DeliveryMode::ExactlyOnce, body })
     }
 
     fn drain(agent: &mut Agent) -> (Vec<AgentAction>, Vec<Frame<ToOrchestrator>>) {
@@ -354,7 +354,7 @@ mod tests {
         a.handle(4, assign(3, 7, 1)); // an older attempt
         let (actions, frames) = drain(&mut a);
         assert_eq!(actions, [AgentAction::Start { task: TaskId(7), attempt: Attempt(2), work: 0 }]);
-        assert_eq!(frames.iter().filter(|f| matches!(f, Frame::Ack(_))).count(), 4, "every copy is acknowledged");
+        assert_eq!(frames.iter().filter(|f| matches!(f, Frame::Ack { .. })).count(), 4, "every copy is acknowledged");
         a.handle(5, assign(4, 7, 3)); // a newer attempt replaces the running one
         let (actions, _) = drain(&mut a);
         assert_eq!(
@@ -378,9 +378,12 @@ mod tests {
         a.tick(100 + 200);
         let (_, frames) = drain(&mut a);
         assert_eq!(finished(&frames), sent, "resent with the same id while unacknowledged");
-        a.handle(400, Frame::Ack(sent[0].0));
+        a.handle(400, Frame::Ack { session: 1, id: sent[0].0 });
         let accepted = ToAgent::ResultAccepted { task: TaskId(7), attempt: Attempt(1) };
-        a.handle(400, Frame::Data(Packet { id: 2, floor: 1, mode: DeliveryMode::ExactlyOnce, body: accepted }));
+        a.handle(
+            400,
+            Frame::Data(Packet { session: 1, id: 2, floor: 1, mode: DeliveryMode::ExactlyOnce, body: accepted }),
+        );
         a.tick(10_000);
         let (_, frames) = drain(&mut a);
         assert!(finished(&frames).is_empty());
@@ -395,7 +398,7 @@ mod tests {
         a.handle(0, assign(1, 1, 1));
         a.handle(0, assign(2, 2, 1));
         let cancel = ToAgent::Cancel { task: TaskId(2), attempt: Attempt(1) };
-        a.handle(5, Frame::Data(Packet { id: 3, floor: 1, mode: DeliveryMode::ExactlyOnce, body: cancel }));
+        a.handle(5, Frame::Data(Packet { session: 1, id: 3, floor: 1, mode: DeliveryMode::ExactlyOnce, body: cancel }));
         a.tick(10_000);
         let (actions, frames) = drain(&mut a);
         assert!(actions.contains(&AgentAction::Stop { task: TaskId(2), attempt: Attempt(1) }));

@@ -13,6 +13,10 @@
 //! window, as TCP's), so the receiver remembers at most `window` ids. A restarted
 //! node is a new sender (a new incarnation) and gets a new [`Inbox`].
 //!
+//! Every packet and acknowledgement belongs to a **session** (the agent's incarnation): when a
+//! node restarts, both sides start new sessions whose ids begin again at 1, and late frames of
+//! the old session are ignored instead of being mistaken for new ones.
+//!
 //! Resends back off exponentially from `retry_ms` up to `retry_cap_ms`. Time is passed in.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +35,8 @@ pub enum DeliveryMode {
 /// A message on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet<T> {
+    /// The conversation this packet belongs to.
+    pub session: u64,
     /// The sender's sequence number of reliable messages, from 1; 0 for fire-and-forget ones,
     /// which are never acknowledged or deduplicated.
     pub id: u64,
@@ -47,8 +53,13 @@ pub struct Packet<T> {
 pub enum Frame<T> {
     /// A message.
     Data(Packet<T>),
-    /// The receiver got the reliable message with this id.
-    Ack(u64),
+    /// The receiver got the reliable message `id` of `session`.
+    Ack {
+        /// The conversation.
+        session: u64,
+        /// The message.
+        id: u64,
+    },
 }
 
 /// Settings of an [`Outbox`].
@@ -85,14 +96,15 @@ struct InFlight<T> {
 #[derive(Clone, Debug)]
 pub struct Outbox<T> {
     config: OutboxConfig,
+    session: u64,
     next_id: u64,
     in_flight: BTreeMap<u64, InFlight<T>>,
 }
 
 impl<T: Clone> Outbox<T> {
-    /// An empty outbox.
-    pub fn new(config: OutboxConfig) -> Outbox<T> {
-        Outbox { config, next_id: 1, in_flight: BTreeMap::new() }
+    /// An empty outbox for `session`.
+    pub fn new(config: OutboxConfig, session: u64) -> Outbox<T> {
+        Outbox { config, session, next_id: 1, in_flight: BTreeMap::new() }
     }
 
     fn floor(&self) -> u64 {
@@ -102,7 +114,7 @@ impl<T: Clone> Outbox<T> {
     /// Sends `body` at `now_ms`: the packet to put on the wire now.
     pub fn send(&mut self, now_ms: u64, mode: DeliveryMode, body: T) -> Result<Packet<T>, Full> {
         if mode == DeliveryMode::FireAndForget {
-            return Ok(Packet { id: 0, floor: self.floor(), mode, body });
+            return Ok(Packet { session: self.session, id: 0, floor: self.floor(), mode, body });
         }
         if self.next_id - self.floor() >= self.config.window as u64 {
             return Err(Full);
@@ -111,25 +123,28 @@ impl<T: Clone> Outbox<T> {
         self.next_id += 1;
         let due_ms = now_ms.saturating_add(self.config.retry_ms);
         self.in_flight.insert(id, InFlight { mode, body: body.clone(), resends: 0, due_ms });
-        Ok(Packet { id, floor: self.floor(), mode, body })
+        Ok(Packet { session: self.session, id, floor: self.floor(), mode, body })
     }
 
-    /// The receiver acknowledged `id`. Unknown or repeated acknowledgements are ignored.
-    pub fn acknowledge(&mut self, id: u64) {
-        self.in_flight.remove(&id);
+    /// The receiver acknowledged `id` of `session`. Acknowledgements of other sessions, unknown
+    /// ids and repeats are ignored.
+    pub fn acknowledge(&mut self, session: u64, id: u64) {
+        if session == self.session {
+            self.in_flight.remove(&id);
+        }
     }
 
     /// The packets due for resending at `now_ms`, oldest first; each is scheduled again with
     /// exponential backoff.
     pub fn poll(&mut self, now_ms: u64) -> Vec<Packet<T>> {
-        let floor = self.floor();
+        let (floor, session) = (self.floor(), self.session);
         let (retry_ms, cap_ms) = (self.config.retry_ms, self.config.retry_cap_ms);
         let mut due = Vec::new();
         for (&id, m) in self.in_flight.iter_mut().filter(|(_, m)| m.due_ms <= now_ms) {
             m.resends += 1;
             let wait = retry_ms.saturating_mul(1 << m.resends.min(20)).min(cap_ms).max(1);
             m.due_ms = now_ms.saturating_add(wait);
-            due.push(Packet { id, floor, mode: m.mode, body: m.body.clone() });
+            due.push(Packet { session, id, floor, mode: m.mode, body: m.body.clone() });
         }
         due
     }
@@ -154,9 +169,10 @@ pub struct Receipt {
     pub ack: Option<u64>,
 }
 
-/// The receiving side for one sender: deduplicates exactly-once messages.
+/// The receiving side of one session: deduplicates exactly-once messages.
 #[derive(Clone, Debug, Default)]
 pub struct Inbox {
+    session: u64,
     /// Every id below this was acknowledged by the sender's own account.
     floor: u64,
     /// Exactly-once ids at or above the floor already delivered.
@@ -164,13 +180,17 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// A receiver that has seen nothing.
-    pub fn new() -> Inbox {
-        Inbox::default()
+    /// A receiver for `session` that has seen nothing.
+    pub fn new(session: u64) -> Inbox {
+        Inbox { session, ..Inbox::default() }
     }
 
-    /// Takes in a packet: whether to deliver it and what to acknowledge.
+    /// Takes in a packet: whether to deliver it and what to acknowledge. Packets of another
+    /// session are neither delivered nor acknowledged.
     pub fn receive<T>(&mut self, packet: &Packet<T>) -> Receipt {
+        if packet.session != self.session {
+            return Receipt { deliver: false, ack: None };
+        }
         if packet.floor > self.floor {
             self.floor = packet.floor;
             self.seen = self.seen.split_off(&self.floor);
@@ -203,8 +223,8 @@ mod tests {
     /// first `faulty_ms`, then behaves; returns how often each message's effect happened.
     fn run(mode: DeliveryMode, count: u64, seed: u64, faulty_ms: u64) -> (Vec<u32>, usize) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut outbox: Outbox<u64> = Outbox::new(OutboxConfig { window: 16, retry_ms: 50, retry_cap_ms: 400 });
-        let mut inbox = Inbox::new();
+        let mut outbox: Outbox<u64> = Outbox::new(OutboxConfig { window: 16, retry_ms: 50, retry_cap_ms: 400 }, 1);
+        let mut inbox = Inbox::new(1);
         let mut effects = vec![0u32; count as usize + 1];
         let mut wire: Vec<(u64, Packet<u64>)> = Vec::new(); // (arrival time, packet)
         let mut acks: Vec<(u64, u64)> = Vec::new(); // (arrival time, id)
@@ -248,7 +268,7 @@ mod tests {
             let (arrived, rest): (Vec<_>, Vec<_>) = acks.drain(..).partition(|(t, _)| *t <= now);
             acks = rest;
             for (_, id) in arrived {
-                outbox.acknowledge(id);
+                outbox.acknowledge(1, id);
             }
         }
         (effects[1..].to_vec(), remembered_max)
@@ -284,12 +304,14 @@ mod tests {
 
     #[test]
     fn the_window_bounds_what_is_in_flight() {
-        let mut outbox: Outbox<()> = Outbox::new(OutboxConfig { window: 2, ..OutboxConfig::default() });
+        let mut outbox: Outbox<()> = Outbox::new(OutboxConfig { window: 2, ..OutboxConfig::default() }, 1);
         assert!(outbox.send(0, DeliveryMode::ExactlyOnce, ()).is_ok());
         assert!(outbox.send(0, DeliveryMode::AtLeastOnce, ()).is_ok());
         assert_eq!(outbox.send(0, DeliveryMode::ExactlyOnce, ()), Err(Full));
         assert!(outbox.send(0, DeliveryMode::FireAndForget, ()).is_ok(), "unreliable messages are not held");
-        outbox.acknowledge(1);
+        outbox.acknowledge(2, 1); // another session's acknowledgement changes nothing
+        assert_eq!(outbox.in_flight(), 2);
+        outbox.acknowledge(1, 1);
         let p = outbox.send(0, DeliveryMode::ExactlyOnce, ()).expect("room again");
         assert_eq!((p.id, p.floor), (3, 2), "2 is the oldest unacknowledged");
         assert_eq!(outbox.send(0, DeliveryMode::ExactlyOnce, ()), Err(Full), "3 is as far as 2 allows");
@@ -297,5 +319,22 @@ mod tests {
         assert_eq!(outbox.poll(199).len(), 0);
         assert_eq!(outbox.poll(200).len(), 2);
         assert_eq!(outbox.next_due_ms(), Some(600), "backed off to 400 ms");
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    #[test]
+    fn frames_of_another_session_are_ignored() {
+        let mut old: Outbox<&str> = Outbox::new(OutboxConfig::default(), 1);
+        let mut new: Outbox<&str> = Outbox::new(OutboxConfig::default(), 2);
+        let late = old.send(0, DeliveryMode::ExactlyOnce, "for the old life").expect("room");
+        let fresh = new.send(0, DeliveryMode::ExactlyOnce, "for the new life").expect("room");
+        assert_eq!((late.id, fresh.id), (1, 1), "both sessions number from 1");
+        let mut inbox = Inbox::new(2);
+        assert_eq!(inbox.receive(&late), Receipt { deliver: false, ack: None });
+        assert_eq!(inbox.receive(&fresh), Receipt { deliver: true, ack: Some(1) });
     }
 }

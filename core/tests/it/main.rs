@@ -3,3 +3,4 @@
 mod parse_fuzz;
 mod placement;
 mod placement_snapshots;
+mod protocol;

@@ -164,6 +164,29 @@ impl PhiAccrual {
         phi(silence, mean, stddev)
     }
 
+    /// When phi will reach the threshold if no heartbeat arrives: the moment to look at this
+    /// node again. `None` before the first heartbeat. Solves Akka's approximation for the
+    /// threshold (Newton's method on a monotone cubic), so it costs a few multiplications.
+    pub fn suspect_at_ms(&self) -> Option<u64> {
+        let last = self.last_ms?;
+        let mean = self.mean_ms() + self.config.acceptable_pause_ms;
+        let stddev = self.stddev_ms().max(self.config.min_stddev_ms).max(f64::MIN_POSITIVE);
+        // phi = threshold where y (1.5976 + 0.070566 y^2) = ln((1 - p) / p), p = 10^-threshold.
+        let p = 10f64.powf(-self.config.threshold);
+        let k = ((1.0 - p) / p).ln();
+        let mut y = k / 1.5976;
+        for _ in 0..50 {
+            let f = 0.070566 * y * y * y + 1.5976 * y - k;
+            let step = f / (0.211698 * y * y + 1.5976);
+            y -= step;
+            if step.abs() < 1e-9 {
+                break;
+            }
+        }
+        let silence = (mean + y * stddev).max(0.0).ceil();
+        Some(last.saturating_add(silence as u64))
+    }
+
     /// Whether phi at `now_ms` is below the threshold.
     pub fn is_available(&self, now_ms: u64) -> bool {
         self.phi(now_ms) < self.config.threshold
@@ -188,6 +211,23 @@ mod tests {
         // Derivation: mean 1000 + pause 3000 = 4000 ms, stddev floored to 100 ms; phi = 8 where
         // y (1.5976 + 0.070566 y^2) = ln(10^8), y = 5.226, so 4000 + 522.6 ms.
         assert_eq!(PhiConfig::default().detection_ms(1_000), 4_523);
+    }
+
+    #[test]
+    fn the_predicted_suspicion_time_is_when_phi_crosses_the_threshold() {
+        for (threshold, pause) in [(8.0, 3_000.0), (1.0, 0.0), (12.0, 500.0), (3.0, 10_000.0)] {
+            let config = PhiConfig { threshold, acceptable_pause_ms: pause, ..PhiConfig::default() };
+            let mut d = PhiAccrual::new(config.clone());
+            let mut now = 0;
+            for i in 0..300u64 {
+                now += 800 + (i * 37) % 400;
+                d.heartbeat(now);
+            }
+            let at = d.suspect_at_ms().expect("heard from");
+            assert!(!d.is_available(at), "threshold {threshold}: not yet suspected at {at}");
+            assert!(d.is_available(at - 2), "threshold {threshold}: suspected before {at}");
+        }
+        assert_eq!(PhiAccrual::new(PhiConfig::default()).suspect_at_ms(), None);
     }
 
     #[test]

@@ -169,6 +169,12 @@ impl NodeHealth {
         self.state
     }
 
+    /// When, without another heartbeat, the node will be dead (see
+    /// [`PhiAccrual::suspect_at_ms`]).
+    pub fn dead_at_ms(&self) -> Option<u64> {
+        self.detector.suspect_at_ms()
+    }
+
     /// The failure detector.
     pub fn detector(&self) -> &PhiAccrual {
         &self.detector

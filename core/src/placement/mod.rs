@@ -300,27 +300,26 @@ impl Placer {
 
     /// Places one task: allocates it on the chosen node, or preempts, or says why not.
     ///
-    /// A successful placement costs about O(log n). Finding that nothing fits is as cheap, but
-    /// saying why, and looking for preemption victims, scans the allowed nodes (O(n)), so a
-    /// caller should not retry an unschedulable task before capacity or node states change.
+    /// Placing, and finding that nothing fits and why, cost about O(log n). Looking for
+    /// preemption victims scans the allowed nodes (O(n)); it happens only with preemption on,
+    /// for a task of some priority that fits nowhere.
     pub fn place(&mut self, pool: &mut Pool, request: &Request, observed: &Observations) -> Placement {
         if let Some(node) = self.choose(pool, request, observed) {
             let alloc = pool.allocate(node, request).expect("the chosen node passed the same filters");
             return Placement::Placed { node, alloc };
         }
         let id = self.tiers.allowed_id(request);
-        let allowed: Vec<Range<usize>> =
-            self.tiers.allowed(id).iter().flat_map(|part| part.ranges.iter().cloned()).collect();
+        let allowed: &[Range<usize>] = self.tiers.allowed(id).first().map_or(&[], |part| &part.ranges);
         if self.preemption
             && request.priority > 0
-            && let Some((node, victims)) = pool.preemption_plan(&allowed, request)
+            && let Some((node, victims)) = pool.preemption_plan(allowed, request)
         {
             let evicted: Vec<Released> =
                 victims.into_iter().map(|v| pool.release(v).expect("the plan names live allocations")).collect();
             let alloc = pool.allocate(node, request).expect("the plan freed enough");
             return Placement::Preempted { node, alloc, evicted };
         }
-        Placement::Unschedulable(why(pool, &allowed, request))
+        Placement::Unschedulable(why(pool, allowed, request))
     }
 
     /// Places a batch of pending tasks, highest `priority` first and in the given order among
@@ -492,19 +491,20 @@ fn best_by_load(pool: &Pool, tier: &[Part], order: LoadOrder, request: &Request)
 
 /// Why nothing in `allowed` fits: never (no node capable and large enough), not now (none of
 /// those eligible), or busy.
+///
+/// Two index queries, O(log n): whether any node offers the capabilities and has, resource by
+/// resource, the capacity (`NeverFits` when not; a mix of nodes each large in a different
+/// resource counts as fitting), and whether any eligible node with the capabilities exists in
+/// the allowed ranges (`NoEligibleNode` when not). Otherwise the capable nodes are busy.
 fn why(pool: &Pool, allowed: &[Range<usize>], request: &Request) -> Unschedulable {
-    let mut capable = false;
-    for i in allowed.iter().flat_map(|r| r.clone()) {
-        let node = NodeIdx(i as u32);
-        let spec = pool.spec(node);
-        if spec.capabilities.contains(request.capabilities) && spec.capacity.covers(&request.amounts) {
-            capable = true;
-            if pool.eligible(node) {
-                return Unschedulable::Busy;
-            }
-        }
+    if !pool.could_ever_fit(request) {
+        return Unschedulable::NeverFits;
     }
-    if capable { Unschedulable::NoEligibleNode } else { Unschedulable::NeverFits }
+    let anything = Request { amounts: Amounts::ZERO, ..request.clone() };
+    if pool.first_fit(Scope::All, allowed, 0, &anything).is_none() {
+        return Unschedulable::NoEligibleNode;
+    }
+    Unschedulable::Busy
 }
 
 /// Sorted ranges with touching neighbours joined.

@@ -357,6 +357,9 @@ pub struct Pool {
     /// One index per distinct capability set, and the sets.
     classes: Vec<Tree>,
     class_capabilities: Vec<CapSet>,
+    /// Component-wise largest capacity, and every capability, over all nodes.
+    capacity_max: Amounts,
+    capabilities_all: CapSet,
     slots: Vec<Slot>,
     free_slot: Option<u32>,
     shapes: Shapes,
@@ -407,6 +410,8 @@ impl Pool {
             tree: Tree::new((0..count).collect()),
             classes: members.into_iter().map(Tree::new).collect(),
             class_capabilities,
+            capacity_max: Amounts::ZERO,
+            capabilities_all: CapSet(0),
             slots: Vec::new(),
             free_slot: None,
             shapes: Shapes::default(),
@@ -420,6 +425,8 @@ impl Pool {
             for (t, c) in pool.capacity_total.iter_mut().zip(node.spec.capacity.0) {
                 *t += u64::from(c);
             }
+            pool.capacity_max = pool.capacity_max.max(&node.spec.capacity);
+            pool.capabilities_all.0 |= node.spec.capabilities.0;
         }
         for i in 0..pool.nodes.len() {
             pool.update(i);
@@ -864,6 +871,12 @@ impl Pool {
         let mid = (lo + hi) / 2;
         self.collect(tree, 2 * t, lo, mid, bounds, request, need, count, out);
         self.collect(tree, 2 * t + 1, mid, hi, bounds, request, need, count, out);
+    }
+
+    /// Whether some node offers `request`'s capabilities and, resource by resource, has its
+    /// capacity (whatever is allocated and whatever the nodes' states): O(1).
+    pub fn could_ever_fit(&self, request: &Request) -> bool {
+        self.capabilities_all.contains(request.capabilities) && self.capacity_max.covers(&request.amounts)
     }
 
     /// Whether anything in the whole pool could fit `request` by the index's bound; a cheap

@@ -21,6 +21,7 @@
 //! attempt outcomes; an open breaker keeps new work away from it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -241,6 +242,9 @@ struct Node {
     inbox: Inbox,
     dead: bool,
     leases: BTreeSet<TaskId>,
+    /// This node's entries in the orchestrator's time indexes.
+    dead_at_ms: Option<u64>,
+    resend_at_ms: Option<u64>,
 }
 
 /// Counters for reports.
@@ -274,6 +278,12 @@ pub struct Orchestrator {
     held: BTreeMap<u32, Vec<TaskId>>,
     /// Whether capacity, node states or the queue changed since the last scheduling pass.
     dirty: bool,
+    /// When each node will be dead without another heartbeat, when an open breaker turns
+    /// half-open, and when a node's outbox resends: time indexes, so a tick costs O(log n) per
+    /// node that has something due, not O(n).
+    dead_at: BTreeSet<(u64, u32)>,
+    breaker_at: BTreeSet<(u64, u32)>,
+    resend_at: BTreeSet<(u64, u32)>,
     /// Counts results of attempts other than the current lease (a test-only fault).
     fencing_off: bool,
     transmit: VecDeque<(NodeIdx, Frame<ToAgent>)>,
@@ -302,6 +312,8 @@ impl Orchestrator {
                     inbox: Inbox::new(0),
                     dead: true,
                     leases: BTreeSet::new(),
+                    dead_at_ms: None,
+                    resend_at_ms: None,
                 }
             })
             .collect();
@@ -318,6 +330,9 @@ impl Orchestrator {
             unfinished: BTreeMap::new(),
             held: BTreeMap::new(),
             dirty: true,
+            dead_at: BTreeSet::new(),
+            breaker_at: BTreeSet::new(),
+            resend_at: BTreeSet::new(),
             fencing_off: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -409,12 +424,47 @@ impl Orchestrator {
     }
 
     fn send(&mut self, now_ms: u64, node: NodeIdx, message: ToAgent) -> bool {
-        match self.nodes[node.0 as usize].outbox.send(now_ms, DeliveryMode::ExactlyOnce, message) {
+        let sent = match self.nodes[node.0 as usize].outbox.send(now_ms, DeliveryMode::ExactlyOnce, message) {
             Ok(packet) => {
                 self.transmit.push_back((node, Frame::Data(packet)));
                 true
             }
             Err(_) => false,
+        };
+        self.watch_outbox(node);
+        sent
+    }
+
+    /// Keeps the node's entry in the resend index up to date.
+    fn watch_outbox(&mut self, node: NodeIdx) {
+        let n = &mut self.nodes[node.0 as usize];
+        let due = n.outbox.next_due_ms();
+        if due == n.resend_at_ms {
+            return;
+        }
+        if let Some(old) = n.resend_at_ms {
+            self.resend_at.remove(&(old, node.0));
+        }
+        n.resend_at_ms = due;
+        if let Some(due) = due {
+            self.resend_at.insert((due, node.0));
+        }
+    }
+
+    /// Keeps the node's entry in the death index up to date: when, without another heartbeat,
+    /// phi will reach the threshold (never earlier than `not_before_ms`).
+    fn watch_health(&mut self, node: NodeIdx, not_before_ms: u64) {
+        let n = &mut self.nodes[node.0 as usize];
+        if let Some(old) = n.dead_at_ms.take() {
+            self.dead_at.remove(&(old, node.0));
+        }
+        if n.dead || n.incarnation.is_none() {
+            return;
+        }
+        if let Some(at) = n.health.dead_at_ms() {
+            let at = at.max(not_before_ms);
+            n.dead_at_ms = Some(at);
+            self.dead_at.insert((at, node.0));
         }
     }
 
@@ -424,6 +474,7 @@ impl Orchestrator {
         let packet = match frame {
             Frame::Ack { session, id } => {
                 self.nodes[node.0 as usize].outbox.acknowledge(session, id);
+                self.watch_outbox(node);
                 return;
             }
             Frame::Data(packet) => packet,
@@ -485,6 +536,7 @@ impl Orchestrator {
         n.outbox = Outbox::new(config.outbox, incarnation.0);
         n.inbox = Inbox::new(incarnation.0);
         n.dead = false;
+        self.watch_outbox(node);
         self.set_pool_state(node, HealthState::Healthy, false);
         self.event(Event::NodeUp { node, incarnation });
         self.heard(now_ms, node, None);
@@ -503,6 +555,7 @@ impl Orchestrator {
         }
         let open = self.nodes[node.0 as usize].breaker.is_open(now_ms);
         self.set_pool_state(node, state, open);
+        self.watch_health(node, now_ms);
     }
 
     fn set_pool_state(&mut self, node: NodeIdx, state: HealthState, circuit_open: bool) {
@@ -546,8 +599,10 @@ impl Orchestrator {
         }
         let failed = matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut);
         let breaker = &mut self.nodes[node.0 as usize].breaker;
-        breaker.record(now_ms, failed);
-        let open = breaker.is_open(now_ms);
+        if let super::breaker::BreakerState::Open { until_ms } = breaker.record(now_ms, failed) {
+            self.breaker_at.insert((until_ms, node.0));
+        }
+        let open = self.nodes[node.0 as usize].breaker.is_open(now_ms);
         let state = self.nodes[node.0 as usize].health.state();
         self.set_pool_state(node, state, open);
         match outcome {
@@ -664,9 +719,13 @@ impl Orchestrator {
     /// Time has passed to `now_ms`: failure detection, lease expiry, retries, scheduling and
     /// resends.
     pub fn tick(&mut self, now_ms: u64, observed: &Observations) {
-        for i in 0..self.nodes.len() {
-            let node = NodeIdx(i as u32);
-            let n = &mut self.nodes[i];
+        while let Some(&(at, i)) = self.dead_at.first()
+            && at <= now_ms
+        {
+            self.dead_at.pop_first();
+            let node = NodeIdx(i);
+            let n = &mut self.nodes[i as usize];
+            n.dead_at_ms = None;
             if n.incarnation.is_none() || n.dead {
                 continue;
             }
@@ -675,11 +734,23 @@ impl Orchestrator {
             if state == HealthState::Dead {
                 n.dead = true;
                 self.event(Event::NodeDead { node });
-                let leases: Vec<TaskId> = self.nodes[i].leases.iter().copied().collect();
+                let leases: Vec<TaskId> = self.nodes[i as usize].leases.iter().copied().collect();
                 for task in leases {
                     self.reassign(task);
                 }
+            } else {
+                // The prediction rounds; look again a moment later.
+                self.watch_health(node, now_ms + 1);
             }
+            self.set_pool_state(node, state, open);
+        }
+        while let Some(&(at, i)) = self.breaker_at.first()
+            && at <= now_ms
+        {
+            self.breaker_at.pop_first();
+            let node = NodeIdx(i);
+            let state = self.nodes[i as usize].health.state();
+            let open = self.nodes[i as usize].breaker.is_open(now_ms);
             self.set_pool_state(node, state, open);
         }
         while let Some(&(expires_ms, task)) = self.expiries.first()
@@ -702,10 +773,15 @@ impl Orchestrator {
         if self.dirty {
             self.schedule(now_ms, observed);
         }
-        for i in 0..self.nodes.len() {
-            for packet in self.nodes[i].outbox.poll(now_ms) {
-                self.transmit.push_back((NodeIdx(i as u32), Frame::Data(packet)));
+        while let Some(&(at, i)) = self.resend_at.first()
+            && at <= now_ms
+        {
+            self.resend_at.pop_first();
+            self.nodes[i as usize].resend_at_ms = None;
+            for packet in self.nodes[i as usize].outbox.poll(now_ms) {
+                self.transmit.push_back((NodeIdx(i), Frame::Data(packet)));
             }
+            self.watch_outbox(NodeIdx(i));
         }
     }
 
@@ -714,8 +790,15 @@ impl Orchestrator {
     fn schedule(&mut self, now_ms: u64, observed: &Observations) {
         self.dirty = false;
         let mut misses = 0;
-        let queue: Vec<(u32, TaskId)> = self.pending.iter().copied().collect();
-        for (key, task) in queue {
+        let mut after: Option<(u32, TaskId)> = None;
+        loop {
+            // Walk the queue in order without copying it: placed tasks leave it as we go.
+            let next = match after {
+                None => self.pending.first().copied(),
+                Some(key) => self.pending.range((Excluded(key), Unbounded)).next().copied(),
+            };
+            let Some((key, task)) = next else { break };
+            after = Some((key, task));
             if misses >= self.config.placement_misses_per_pass {
                 self.dirty = true; // more may fit; look again next tick
                 break;

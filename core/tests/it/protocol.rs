@@ -62,6 +62,8 @@ struct Harness {
 
 #[derive(Default)]
 struct Checker {
+    /// Each task's sequential stage.
+    stages: Vec<u32>,
     ended: BTreeMap<TaskId, u32>,
     /// The attempt and node of each task's latest lease.
     leased: BTreeMap<TaskId, (Attempt, NodeIdx)>,
@@ -73,6 +75,15 @@ impl Checker {
         match event {
             Event::Assigned { task, attempt, node, .. } => {
                 self.leased.insert(*task, (*attempt, *node));
+                let stage = self.stages[task.0 as usize];
+                let early = (0..self.stages.len() as u64)
+                    .map(TaskId)
+                    .filter(|t| self.stages[t.0 as usize] < stage)
+                    .find(|t| !self.ended.contains_key(t));
+                if let Some(unfinished) = early {
+                    self.violations
+                        .push(format!("{now} ms: {task:?} started before {unfinished:?} of an earlier stage ended"));
+                }
             }
             Event::Counted { task, attempt, node, .. } if self.leased.get(task) != Some(&(*attempt, *node)) => {
                 self.violations.push(format!("{now} ms: stale result of {task:?} {attempt:?} from {node:?} counted"));
@@ -109,6 +120,7 @@ impl Harness {
             [Distribution::LeastLoaded, Distribution::RoundRobin, Distribution::Random][seed as usize % 3];
         let placer =
             Placer::new(&pool, distribution, Allocation::BestFit, Weights::default(), seed.is_multiple_of(2), seed);
+        let stages: Vec<u32> = (0..TASKS).map(|i| if seed.is_multiple_of(5) { (i / 8) as u32 } else { 0 }).collect();
         let tasks = (0..TASKS)
             .map(|i| TaskInput {
                 request: Request {
@@ -124,7 +136,7 @@ impl Harness {
                 work: i as u32,
                 timeout_ms: 10_000,
                 max_attempts: 4,
-                stage: if seed.is_multiple_of(5) { (i / 8) as u32 } else { 0 },
+                stage: stages[i],
             })
             .collect();
         let mut orchestrator = Orchestrator::new(pool, placer, tasks, OrchestratorConfig::default(), seed);
@@ -144,7 +156,7 @@ impl Harness {
             cut_until: vec![0; NODES],
             restart_at: vec![None; NODES],
             capacity,
-            checker: Checker::default(),
+            checker: Checker { stages, ..Checker::default() },
         }
     }
 
@@ -181,6 +193,10 @@ impl Harness {
             } else {
                 self.cut_until[node] = now + 1_000 + self.rng.next_u64() % 10_000;
             }
+        }
+        if now < FAULTS_UNTIL_MS && self.chance(1) && self.chance(20) {
+            let task = TaskId(self.rng.next_u64() % TASKS as u64);
+            self.orchestrator.cancel(now, task);
         }
         for node in 0..NODES {
             if self.restart_at[node].is_some_and(|t| t <= now) {

@@ -823,11 +823,13 @@ impl Builder {
             side.nodes.nodes.dedup();
             sides.push(side);
         }
-        if orchestrator_side.is_none() {
-            // Documented in the format: without `orchestrator` on a side, it is on the first.
-            if let Some(first) = sides.first_mut() {
-                first.orchestrator = true;
-            }
+        // Documented in the format: without `orchestrator` on a side, it is on the first side
+        // when there are several, and with the rest of the cluster when one side is cut off.
+        if orchestrator_side.is_none()
+            && sides.len() > 1
+            && let Some(first) = sides.first_mut()
+        {
+            first.orchestrator = true;
         }
         sides
     }

@@ -564,7 +564,8 @@ pub struct ReservationFile {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultFile {
     /// Links between the sides are cut. With one side, it is cut off from everything else.
-    /// The orchestrator stands on the side that names `orchestrator`, or on the first side.
+    /// The orchestrator stands on the side that names `orchestrator`; else on the first side when
+    /// there are several, and with the rest of the cluster when one side is cut off.
     Partition {
         /// Seconds into the scenario.
         #[schemars(range(min = 0, max = DURATION_S_MAX))]

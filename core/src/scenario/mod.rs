@@ -485,7 +485,8 @@ pub struct Fault {
 pub enum FaultKind {
     /// Links between disjoint sides are cut.
     Partition {
-        /// At least one side; with one side, it is cut off from all others.
+        /// At least one side; with one side, it is cut off from all others. The orchestrator is
+        /// on at most one side, and on one when there are several.
         sides: Vec<Side>,
         /// Only traffic from the first side outwards is dropped.
         oneway: bool,
@@ -542,7 +543,7 @@ pub enum FaultKind {
 pub struct Side {
     /// The nodes on this side.
     pub nodes: NodeSet,
-    /// Whether the orchestrator stands here.
+    /// Whether the orchestrator stands here (on no side: with the rest of the cluster).
     pub orchestrator: bool,
 }
 
@@ -595,4 +596,32 @@ pub struct Retry {
     pub backoff_base_ms: f64,
     /// Longest backoff, at least the first.
     pub backoff_cap_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(sides: &str) -> Vec<Side> {
+        let text = format!(
+            r#"{{ "name": "p", "description": "d", "duration_s": 60,
+               "cluster": {{ "groups": [ {{ "name": "a", "count": 2 }}, {{ "name": "b", "count": 2 }} ] }},
+               "workload": {{ "tasks": [ {{ "name": "t", "kind": "command", "sim": {{ "duration_ms": {{ "mean": 1 }} }} }} ] }},
+               "faults": [ {{ "at_s": 1, "type": "partition", "groups": {sides} }} ] }}"#
+        );
+        let scenario = parse(text.as_bytes()).expect("valid");
+        match &scenario.faults[0].kind {
+            FaultKind::Partition { sides, .. } => sides.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_orchestrator_stands_where_the_format_says() {
+        let orchestrator = |sides: &[Side]| sides.iter().map(|s| s.orchestrator).collect::<Vec<_>>();
+        assert_eq!(orchestrator(&partition(r#"[["a"], ["b"]]"#)), [true, false], "the first of several sides");
+        assert_eq!(orchestrator(&partition(r#"[["a"], ["b", "orchestrator"]]"#)), [false, true], "where named");
+        assert_eq!(orchestrator(&partition(r#"[["b"]]"#)), [false], "one side is cut off from the orchestrator");
+        assert_eq!(orchestrator(&partition(r#"[["b", "orchestrator"]]"#)), [true], "unless it is named there");
+    }
 }

@@ -9,11 +9,13 @@
 //!   or every problem with its line, column and field path out).
 //! - [`health`]: failure detection (phi accrual).
 //! - [`protocol`]: the orchestration protocol's parts: circuit breakers and backoff so far.
+//! - [`load`]: the six load patterns as exact functions of time.
 //! - [`placement`]: the resource pool and the strategies that decide which node runs each task.
 //! - [`limits`]: the named upper bound of every count, rate and duration.
 
 pub mod health;
 pub mod limits;
+pub mod load;
 pub mod placement;
 pub mod protocol;
 pub mod scenario;

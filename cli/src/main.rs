@@ -1,5 +1,6 @@
 //! `dtest`: the command-line entry point; maps every outcome to the contract's exit codes.
 
+mod sim;
 mod validate;
 
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Validate(validate::Args),
     /// Print the JSON Schema of the scenario format.
     Schema,
+    /// Simulate a scenario deterministically under madsim.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Schema => print_schema(),
+        Command::Sim(args) => sim::run(&args),
     };
     exit.into()
 }

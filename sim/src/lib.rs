@@ -1,9 +1,18 @@
-//! dtest's simulation shell: runs the core's orchestrator and agents as madsim nodes.
+//! dtest's simulation shell: the core's orchestrator and agents as madsim nodes.
 //!
-//! This crate will carry the core's protocol messages over `madsim::net::Endpoint`, inject the
-//! scenario's faults at their simulated times and check invariants independently of the core
-//! (the `dtest sim` issue). It makes no decision of its own: every decision is the core's, so
-//! the simulator tests exactly what real clusters run.
+//! Every scenario node is a madsim node with its own IP running the core's
+//! [`dtest_core::protocol::Agent`]; the orchestrator is another, running
+//! [`dtest_core::protocol::Orchestrator`]. Their frames cross madsim's simulated network
+//! (`madsim::net::Endpoint`) through `net`, which applies the scenario's partitions, clogs,
+//! loss and latency; kills, restarts and pauses are madsim's own. Work is simulated: command
+//! tasks take their `sim` durations and fail at their `fail_rate`; load tasks draw each request's
+//! latency to match the target's p50 and p99, with queueing beyond its capacity and errors at its
+//! rate, into HdrHistograms merged for the report. The shell decides nothing: every decision is
+//! the core's, so the simulator tests what real clusters run.
+//!
+//! Checkers in `world` trust nothing the orchestrator says about itself: they rebuild leases and
+//! allocations from its events and report any task ended twice, stale result counted, node
+//! over-committed, task never ended after the faults healed, or kill noticed too late.
 //!
 //! The workspace builds with `--cfg madsim` (`.cargo/config.toml`), which compiles madsim's
 //! simulated runtime into the one `dtest` binary. Without the flag this crate refuses to build,
@@ -13,6 +22,238 @@
 compile_error!(
     "dtest-sim needs `--cfg madsim` (set in .cargo/config.toml); is RUSTFLAGS set? it replaces the config's flags"
 );
+
+mod net;
+pub mod report;
+mod world;
+
+use std::fmt;
+
+use base64::Engine;
+use dtest_core::scenario::{Distribution, Scenario};
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use report::*;
+use serde_json::json;
+
+/// How to run a simulation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimOptions {
+    /// The seed: the same seed gives the same run and the same report, byte for byte.
+    pub seed: u64,
+    /// Overrides the scenario's distribution strategy.
+    pub distribution: Option<Distribution>,
+    /// Test-only: the orchestrator counts stale results, to show the checkers catch it.
+    pub break_fencing: bool,
+}
+
+/// Why a scenario cannot be simulated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// Something simulation needs is missing from the scenario.
+    Missing(String),
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::Missing(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
+
+/// Simulates `scenario` with `options` and reports what happened.
+pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, SimError> {
+    world::simulable(scenario)?;
+    let (shared, end_ms, faults_end_ms) = world::run(scenario, options);
+    let world = shared.world.lock().unwrap_or_else(|e| e.into_inner());
+    let checker = &world.checker;
+
+    let submitted = scenario.tasks_total();
+    let mut tasks = Tasks { submitted, ..Tasks::default() };
+    for &(terminal, count) in checker.ended.values() {
+        match terminal {
+            dtest_core::protocol::Terminal::Completed => tasks.completed += 1,
+            dtest_core::protocol::Terminal::Failed => tasks.failed += 1,
+            dtest_core::protocol::Terminal::Cancelled => tasks.cancelled += 1,
+        }
+        tasks.duplicated += u64::from(count > 1);
+    }
+    tasks.lost = submitted - checker.ended.len() as u64;
+
+    let mut violations: Vec<Violation> =
+        checker.violations.iter().map(|(at_ms, what)| Violation { at_ms: *at_ms, what: what.clone() }).collect();
+    if tasks.lost > 0 && faults_end_ms < end_ms {
+        violations.push(Violation {
+            at_ms: end_ms,
+            what: format!(
+                "{} tasks never ended, though every fault had healed at {} s",
+                tasks.lost,
+                faults_end_ms / 1000
+            ),
+        });
+    }
+
+    // From each kill to the first sign the orchestrator knew: declared dead, or the restart seen.
+    // A node it already held dead (cut off by a partition, say) needs no noticing.
+    let mut detection: Vec<u64> = Vec::new();
+    for &(node, at) in &world.kills {
+        if checker.dead_at(node, at) {
+            detection.push(0);
+            continue;
+        }
+        let noticed = checker
+            .dead_events
+            .iter()
+            .chain(checker.up_events.iter())
+            .filter(|&&(t, n)| n == node && t >= at)
+            .map(|&(t, _)| t)
+            .min();
+        match noticed {
+            Some(t) => detection.push(t - at),
+            None => detection.push(end_ms - at),
+        }
+    }
+    detection.sort_unstable();
+    let failure_detection_ms = (!detection.is_empty())
+        .then(|| Spread { p50: detection[detection.len() / 2], max: detection[detection.len() - 1] });
+    if let (Some(limit), Some(spread)) = (scenario.expect.failure_detected_within_ms, failure_detection_ms)
+        && spread.max > limit
+    {
+        violations.push(Violation {
+            at_ms: end_ms,
+            what: format!(
+                "a killed node went unnoticed for {} ms, above the {limit} ms the scenario allows",
+                spread.max
+            ),
+        });
+    }
+    violations.sort_by(|a, b| (a.at_ms, &a.what).cmp(&(b.at_ms, &b.what)));
+
+    let has_load = scenario.workload.tasks.iter().any(|t| matches!(t.work, dtest_core::scenario::Work::Load(_)));
+    let load_s = load_seconds(scenario);
+    let percentiles = world.latency.as_ref().map(|h| {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 }
+    });
+    let histogram = world.latency.as_ref().map(|h| {
+        let mut bytes = Vec::new();
+        V2DeflateSerializer::new().serialize(h, &mut bytes).expect("a histogram serializes into memory");
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    });
+    let rps = (world.requests as f64 / load_s.max(1e-9)).min(f64::MAX);
+
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        mode: "sim",
+        seed: options.seed,
+        strategy: StrategyUsed {
+            distribution: name(&options.distribution.unwrap_or(scenario.strategy.distribution)),
+            allocation: name(&scenario.strategy.allocation),
+        },
+        simulated_s: end_ms as f64 / 1000.0,
+        makespan_s: world.done_at_ms.map(|ms| ms as f64 / 1000.0),
+        tasks,
+        reassignments: world.stats.reassignments,
+        stale_results_refused: world.stats.stale_results,
+        nodes: Nodes {
+            total: scenario.nodes_total(),
+            declared_dead: checker.dead_events.len() as u64,
+            false_suspicions: world.false_suspicions,
+        },
+        failure_detection_ms,
+        messages: Messages { sent: world.sent, dropped: world.dropped },
+        utilization: Utilization {
+            mean: if world.util_samples == 0 { 0.0 } else { world.util_sum / world.util_samples as f64 },
+            max: world.util_max,
+        },
+        requests: has_load.then_some(world.requests),
+        errors: has_load.then_some(world.errors),
+        duration_s: has_load.then_some(load_s),
+        rps: has_load.then_some(rps),
+        latency_ms: if has_load { percentiles } else { None },
+        latency_uncorrected_ms: if has_load { percentiles } else { None },
+        histogram: if has_load { histogram } else { None },
+        expectations: Vec::new(),
+        violations,
+    };
+    report.expectations = expectations(scenario, &report);
+    Ok(report)
+}
+
+/// Seconds of load: from the first load's start to the last one's end (their sum when
+/// sequential).
+fn load_seconds(scenario: &Scenario) -> f64 {
+    let loads = scenario.workload.tasks.iter().filter_map(|t| match &t.work {
+        dtest_core::scenario::Work::Load(load) => Some((load.start_ms, load.start_ms + load.pattern.duration_ms())),
+        dtest_core::scenario::Work::Command { .. } => None,
+    });
+    let spans: Vec<(u64, u64)> = loads.collect();
+    let ms = match scenario.workload.mode {
+        dtest_core::scenario::WorkloadMode::Sequential => spans.iter().map(|(s, e)| e - s).sum::<u64>(),
+        dtest_core::scenario::WorkloadMode::Parallel => {
+            let start = spans.iter().map(|s| s.0).min().unwrap_or(0);
+            let end = spans.iter().map(|s| s.1).max().unwrap_or(0);
+            end - start
+        }
+    };
+    ms as f64 / 1000.0
+}
+
+/// The serde name of a strategy (`least_loaded`), as users write it.
+fn name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// Checks every expectation the scenario sets.
+fn expectations(scenario: &Scenario, r: &Report) -> Vec<Expectation> {
+    let e = &scenario.expect;
+    let mut out = Vec::new();
+    let mut check = |name: &str, ok: bool, actual: serde_json::Value, limit: serde_json::Value| {
+        out.push(Expectation { name: name.to_owned(), ok, actual, limit });
+    };
+    if let Some(want) = e.all_tasks_complete {
+        let all = r.tasks.completed == r.tasks.submitted;
+        check("all_tasks_complete", all == want, json!(all), json!(want));
+    }
+    if let Some(max) = e.max_failed_tasks {
+        check("max_failed_tasks", r.tasks.failed <= max, json!(r.tasks.failed), json!(max));
+    }
+    if let Some(max) = e.max_reassignments {
+        check("max_reassignments", r.reassignments <= max, json!(r.reassignments), json!(max));
+    }
+    if let Some(max) = e.max_false_suspicions {
+        check("max_false_suspicions", r.nodes.false_suspicions <= max, json!(r.nodes.false_suspicions), json!(max));
+    }
+    if let Some(limit) = e.failure_detected_within_ms {
+        let worst = r.failure_detection_ms.map_or(0, |d| d.max);
+        check("failure_detected_within_s", worst <= limit, json!(worst as f64 / 1e3), json!(limit as f64 / 1e3));
+    }
+    let latency = r.latency_ms;
+    for (name, limit, actual) in [
+        ("latency_p50_ms", e.latency_p50_ms, latency.map(|l| l.p50)),
+        ("latency_p90_ms", e.latency_p90_ms, latency.map(|l| l.p90)),
+        ("latency_p99_ms", e.latency_p99_ms, latency.map(|l| l.p99)),
+    ] {
+        if let Some(limit) = limit {
+            let ok = actual.is_some_and(|a| a <= limit);
+            check(name, ok, json!(actual), json!(limit));
+        }
+    }
+    if let Some(max) = e.error_rate_max {
+        let rate = match (r.requests, r.errors) {
+            (Some(requests), Some(errors)) if requests > 0 => errors as f64 / requests as f64,
+            _ => 0.0,
+        };
+        check("error_rate_max", rate <= max, json!(rate), json!(max));
+    }
+    if let Some(min) = e.rps_min {
+        let rps = r.rps.unwrap_or(0.0);
+        check("rps_min", rps >= min, json!(rps), json!(min));
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,598 @@
+//! One simulated run: madsim nodes running the core's agents, one running its orchestrator,
+//! the scenario's faults at their times, simulated work and load, and the checkers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dtest_core::health::Metrics;
+use dtest_core::load::Schedule;
+use dtest_core::placement::{NodeIdx, Observations, Placer, Pool, pool_of_scenario, request_for};
+use dtest_core::protocol::{
+    Agent, AgentAction, AgentConfig, Attempt, Event, Frame, Incarnation, Orchestrator, OrchestratorConfig, Outcome,
+    TaskId, TaskInput, Terminal, ToAgent, ToOrchestrator,
+};
+use dtest_core::scenario::{FaultKind, NodeRef, Scenario, TaskSpecId, Work};
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use hdrhistogram::Histogram;
+use madsim::net::Endpoint;
+use madsim::rand::{Rng, thread_rng};
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+use madsim::time::{Instant, sleep, sleep_until};
+
+use crate::net::{Direction, NetFaults, Verdict};
+use crate::{SimError, SimOptions};
+
+const PORT: u16 = 7_000;
+/// Tag of frames to nodes. Frames to the orchestrator carry `FROM_NODE_TAG + node index`.
+const TAG: u64 = 1;
+/// madsim's mailbox keeps messages nobody waits for in a `Vec` and hands them out with
+/// `swap_remove`, so under a backlog the newest jumps the queue and older ones can starve. With
+/// one tag per sender, and one receiving task per tag, no queue ever mixes senders.
+const FROM_NODE_TAG: u64 = 1 << 32;
+/// How often the orchestrator's timers are looked at, in simulated milliseconds.
+const ORCHESTRATOR_TICK_MS: u64 = 100;
+/// Latencies are recorded in microseconds up to an hour.
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+
+fn orchestrator_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+}
+
+fn node_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8))
+}
+
+/// What the checkers and the report need, shared by every simulated node.
+#[derive(Default)]
+pub(crate) struct World {
+    pub faults: NetFaults,
+    pub sent: u64,
+    pub dropped: u64,
+    /// Each node's current incarnation.
+    pub incarnations: Vec<u64>,
+    /// Per node: killed at, and whether it has come back since.
+    pub kills: Vec<(usize, u64)>,
+    pub paused: BTreeSet<usize>,
+    pub checker: Checker,
+    /// Latency histograms of load attempts, until their result is counted.
+    pub attempt_latency: BTreeMap<(TaskId, Attempt), Histogram<u64>>,
+    pub attempt_requests: BTreeMap<(TaskId, Attempt), (u64, u64)>,
+    pub latency: Option<Histogram<u64>>,
+    pub requests: u64,
+    pub errors: u64,
+    pub util_samples: u64,
+    pub util_sum: f64,
+    pub util_max: f64,
+    pub done_at_ms: Option<u64>,
+    /// The orchestrator's counters, copied as it runs.
+    pub stats: dtest_core::protocol::Stats,
+    /// Nodes declared dead while alive and reachable.
+    pub false_suspicions: u64,
+}
+
+/// Checkers that trust nothing the orchestrator says about itself: they rebuild the books
+/// from its events and compare.
+#[derive(Default)]
+pub(crate) struct Checker {
+    pub capacity: Vec<dtest_core::placement::Amounts>,
+    pub task_amounts: Vec<dtest_core::placement::Amounts>,
+    /// Per node, what the checker believes is allocated.
+    pub allocated: Vec<dtest_core::placement::Amounts>,
+    /// Per task, its current lease as the events tell it.
+    pub lease: BTreeMap<TaskId, (Attempt, NodeIdx)>,
+    pub ended: BTreeMap<TaskId, (Terminal, u32)>,
+    pub dead_events: Vec<(u64, usize)>,
+    /// A new incarnation said hello.
+    pub up_events: Vec<(u64, usize)>,
+    /// A node declared dead was heard from again.
+    pub back_events: Vec<(u64, usize)>,
+    pub violations: Vec<(u64, String)>,
+}
+
+impl Checker {
+    fn end_lease(&mut self, task: TaskId) {
+        if let Some((_, node)) = self.lease.remove(&task) {
+            let n = node.0 as usize;
+            self.allocated[n] = self.allocated[n].saturating_minus(&self.task_amounts[task.0 as usize]);
+        }
+    }
+
+    /// Whether the orchestrator held `node` dead at `at`: declared dead, and not heard from
+    /// since (no new incarnation, no return).
+    pub fn dead_at(&self, node: usize, at: u64) -> bool {
+        let last =
+            |events: &[(u64, usize)]| events.iter().filter(|&&(t, n)| n == node && t <= at).map(|&(t, _)| t).max();
+        let revived = last(&self.up_events).max(last(&self.back_events));
+        matches!((last(&self.dead_events), revived), (Some(d), r) if r.is_none_or(|r| r < d))
+    }
+
+    fn observe(&mut self, now: u64, event: &Event) {
+        match event {
+            Event::Assigned { task, attempt, node, .. } => {
+                self.end_lease(*task);
+                self.lease.insert(*task, (*attempt, *node));
+                let n = node.0 as usize;
+                self.allocated[n] = self.allocated[n].plus(&self.task_amounts[task.0 as usize]);
+                if !self.capacity[n].covers(&self.allocated[n]) {
+                    self.violations.push((now, format!("node {n} over-committed by {task:?}")));
+                }
+            }
+            Event::Counted { task, attempt, node, .. } => {
+                if self.lease.get(task) == Some(&(*attempt, *node)) {
+                    self.end_lease(*task);
+                } else {
+                    self.violations.push((now, format!("a stale result of {task:?} ({attempt:?}) was counted")));
+                }
+            }
+            Event::Reassigned { task, .. } | Event::LeaseExpired { task, .. } => self.end_lease(*task),
+            Event::Ended { task, terminal } => {
+                let entry = self.ended.entry(*task).or_insert((*terminal, 0));
+                entry.1 += 1;
+                if entry.1 > 1 {
+                    self.violations.push((now, format!("{task:?} ended a second time ({terminal:?})")));
+                }
+            }
+            Event::NodeDead { node } => self.dead_events.push((now, node.0 as usize)),
+            Event::NodeUp { node, .. } => self.up_events.push((now, node.0 as usize)),
+            Event::NodeBack { node } => self.back_events.push((now, node.0 as usize)),
+            Event::Stale { .. } => {}
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub world: Mutex<World>,
+    pub scenario: Scenario,
+    pub start: Instant,
+    pub node_refs: Vec<NodeRef>,
+    pub seed: u64,
+}
+
+impl Shared {
+    pub fn now_ms(&self) -> u64 {
+        Instant::now().duration_since(self.start).as_millis() as u64
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        // The simulation runs on one thread; a poisoned lock means a checker panicked already.
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sends a frame between the orchestrator and node `node` through the fault layer.
+fn send<T: Send + Sync + 'static>(
+    shared: &Arc<Shared>,
+    ep: &Arc<Endpoint>,
+    node: usize,
+    direction: Direction,
+    to: SocketAddr,
+    frame: T,
+) {
+    let verdict = {
+        let mut world = shared.world();
+        world.sent += 1;
+        let mut rng = thread_rng();
+        let verdict = world.faults.verdict(shared.node_refs[node], direction, || rng.r#gen::<f64>());
+        if !matches!(verdict, Verdict::Deliver(_)) {
+            world.dropped += 1;
+        }
+        verdict
+    };
+    let Verdict::Deliver(delay_ms) = verdict else { return };
+    let ep = ep.clone();
+    madsim::task::spawn(async move {
+        if delay_ms > 0 {
+            sleep(Duration::from_millis(delay_ms)).await;
+        }
+        // A send fails only when the simulated network is down for the node; the protocol resends.
+        let tag = match direction {
+            Direction::ToNode => TAG,
+            Direction::ToOrchestrator => FROM_NODE_TAG + node as u64,
+        };
+        let _ = ep.send_to_raw(to, tag, Box::new(frame)).await;
+    });
+}
+
+/// A normal draw (Box–Muller) from madsim's seeded generator.
+fn normal(mean: f64, stddev: f64) -> f64 {
+    let mut rng = thread_rng();
+    let (u1, u2): (f64, f64) = (rng.r#gen::<f64>().max(f64::MIN_POSITIVE), rng.r#gen::<f64>());
+    mean + stddev * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A node's agent, for one incarnation; madsim runs it again on restart.
+async fn agent_main(shared: Arc<Shared>, node: usize) {
+    let incarnation = {
+        let mut world = shared.world();
+        world.incarnations[node] += 1;
+        world.incarnations[node]
+    };
+    let ep = Arc::new(Endpoint::bind(SocketAddr::new(node_ip(node), PORT)).await.expect("bind a node's endpoint"));
+    let (frames_tx, mut frames) = mpsc::unbounded::<Frame<ToAgent>>();
+    let receiver = ep.clone();
+    madsim::task::spawn(async move {
+        while let Ok((payload, _)) = receiver.recv_from_raw(TAG).await {
+            if let Ok(frame) = payload.downcast::<Frame<ToAgent>>() {
+                let _ = frames_tx.unbounded_send(*frame);
+            }
+        }
+    });
+    let (done_tx, mut done) = mpsc::unbounded::<(TaskId, Attempt, Outcome)>();
+    let heartbeat_interval_ms = shared.scenario.failure_detector.heartbeat_interval_ms;
+    let mut agent = Agent::new(
+        shared.now_ms(),
+        Incarnation(incarnation),
+        AgentConfig { heartbeat_interval_ms, ..AgentConfig::default() },
+    );
+    let mut work: BTreeMap<(TaskId, Attempt), madsim::task::JoinHandle<()>> = BTreeMap::new();
+    let orchestrator = SocketAddr::new(orchestrator_ip(), PORT);
+    loop {
+        agent.set_metrics(Metrics { cpu: 0.3, memory: 0.4, disk: 0.2, network: 0.1, task_error_rate: 0.0 });
+        while let Some(action) = agent.poll_action() {
+            match action {
+                AgentAction::Start { task, attempt, work: spec } => {
+                    let handle = madsim::task::spawn(run_work(shared.clone(), done_tx.clone(), task, attempt, spec));
+                    work.insert((task, attempt), handle);
+                }
+                AgentAction::Stop { task, attempt } => {
+                    if let Some(handle) = work.remove(&(task, attempt)) {
+                        handle.abort();
+                    }
+                }
+            }
+        }
+        while let Some(frame) = agent.poll_transmit() {
+            send(&shared, &ep, node, Direction::ToOrchestrator, orchestrator, frame);
+        }
+        let wake = shared.start + Duration::from_millis(agent.next_tick_ms().min(u64::MAX / 4));
+        futures::select_biased! {
+            frame = frames.next() => if let Some(frame) = frame { agent.handle(shared.now_ms(), frame) },
+            finished = done.next() => if let Some((task, attempt, outcome)) = finished {
+                work.remove(&(task, attempt));
+                agent.work_finished(shared.now_ms(), task, attempt, outcome);
+            },
+            _ = sleep_until(wake).fuse() => {},
+        }
+        agent.tick(shared.now_ms());
+    }
+}
+
+/// Simulated work for one attempt: a command's run time and failure, or a load task's requests.
+async fn run_work(
+    shared: Arc<Shared>,
+    done: mpsc::UnboundedSender<(TaskId, Attempt, Outcome)>,
+    task: TaskId,
+    attempt: Attempt,
+    spec: u32,
+) {
+    let spec = &shared.scenario.workload.tasks[spec as usize];
+    let outcome = match &spec.work {
+        Work::Command { sim, .. } => {
+            let sim = sim.as_ref().expect("checked before the run: command tasks have `sim`");
+            let ms = normal(sim.duration_mean_ms, sim.duration_stddev_ms).max(0.0);
+            sleep(Duration::from_micros((ms * 1000.0) as u64)).await;
+            if thread_rng().r#gen::<f64>() < sim.fail_rate {
+                Outcome::Failed("simulated failure".to_owned())
+            } else {
+                Outcome::Passed
+            }
+        }
+        Work::Load(load) => {
+            let target = &shared.scenario.targets[load.target.0 as usize];
+            let model = target.sim.as_ref().expect("checked before the run: load targets have `sim`");
+            let schedule = Schedule::new(load.pattern.clone(), shared.seed ^ u64::from(load.target.0));
+            let share = 1.0 / f64::from(spec.count);
+            let wait = load.start_ms.saturating_sub(shared.now_ms());
+            sleep(Duration::from_millis(wait)).await;
+            let sigma = (model.latency_p99_ms / model.latency_p50_ms.max(1e-3)).max(1.0).ln() / 2.326;
+            let (mut requests, mut errors) = (0u64, 0u64);
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds");
+            let mut carry = 0.0;
+            let seconds = load.pattern.duration_ms().div_ceil(1000);
+            for second in 0..seconds {
+                let from = second as f64 * 1000.0;
+                let expected = schedule.arrivals_between(from, from + 1000.0) * share + carry;
+                let arrivals = expected.floor() as u64;
+                carry = expected - arrivals as f64;
+                // Queueing when the target's total demand exceeds its capacity.
+                let demand = schedule.rate_at(from);
+                let queue_ms = match model.capacity_rps {
+                    Some(capacity) if demand >= capacity => 1000.0 * (demand - capacity) / capacity,
+                    Some(capacity) => {
+                        let rho = demand / capacity;
+                        1000.0 / capacity * rho / (1.0 - rho)
+                    }
+                    None => 0.0,
+                };
+                for _ in 0..arrivals {
+                    let latency_ms = model.latency_p50_ms * (sigma * normal(0.0, 1.0)).exp()
+                        + queue_ms * thread_rng().r#gen::<f64>() * 2.0;
+                    requests += 1;
+                    let failed = thread_rng().r#gen::<f64>() < model.error_rate || latency_ms > load.timeout_ms as f64;
+                    errors += u64::from(failed);
+                    let us =
+                        (latency_ms.min(load.timeout_ms as f64) * 1000.0).round().clamp(1.0, LATENCY_US_MAX as f64);
+                    histogram.saturating_record(us as u64);
+                }
+                sleep(Duration::from_millis(1000)).await;
+            }
+            let mut world = shared.world();
+            world.attempt_latency.insert((task, attempt), histogram);
+            world.attempt_requests.insert((task, attempt), (requests, errors));
+            Outcome::Passed
+        }
+    };
+    let _ = done.unbounded_send((task, attempt, outcome));
+}
+
+/// The orchestrator: the core's state machine, fed by the network and a timer.
+async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) {
+    let ep = Arc::new(Endpoint::bind(SocketAddr::new(orchestrator_ip(), PORT)).await.expect("bind the orchestrator"));
+    let (frames_tx, mut frames) = mpsc::unbounded::<(usize, Frame<ToOrchestrator>)>();
+    for node in 0..shared.node_refs.len() {
+        let (receiver, frames_tx) = (ep.clone(), frames_tx.clone());
+        madsim::task::spawn(async move {
+            while let Ok((payload, _)) = receiver.recv_from_raw(FROM_NODE_TAG + node as u64).await {
+                if let Ok(frame) = payload.downcast::<Frame<ToOrchestrator>>() {
+                    let _ = frames_tx.unbounded_send((node, *frame));
+                }
+            }
+        });
+    }
+    let mut next_tick = 0u64;
+    let mut next_sample = 0u64;
+    loop {
+        let wake = shared.start + Duration::from_millis(next_tick);
+        futures::select_biased! {
+            frame = frames.next() => if let Some((node, frame)) = frame {
+                orchestrator.handle(shared.now_ms(), NodeIdx(node as u32), frame);
+            },
+            _ = sleep_until(wake).fuse() => {},
+        }
+        let now = shared.now_ms();
+        if now >= next_tick {
+            orchestrator.tick(now, &Observations::default());
+            next_tick = now + ORCHESTRATOR_TICK_MS;
+        }
+        while let Some((node, frame)) = orchestrator.poll_transmit() {
+            let to = SocketAddr::new(node_ip(node.0 as usize), PORT);
+            send(&shared, &ep, node.0 as usize, Direction::ToNode, to, frame);
+        }
+        let mut world = shared.world();
+        while let Some(event) = orchestrator.poll_event() {
+            if let Event::Counted { task, attempt, outcome: Outcome::Passed, .. } = &event
+                && let Some(histogram) = world.attempt_latency.remove(&(*task, *attempt))
+            {
+                let (requests, errors) = world.attempt_requests.remove(&(*task, *attempt)).unwrap_or_default();
+                world.requests += requests;
+                world.errors += errors;
+                match &mut world.latency {
+                    Some(total) => total.add(&histogram).expect("histograms with the same bounds merge"),
+                    None => world.latency = Some(histogram),
+                }
+            }
+            if let Event::NodeDead { node } = &event {
+                let n = node.0 as usize;
+                let killed = world
+                    .kills
+                    .iter()
+                    .any(|&(k, at)| k == n && !world.checker.up_events.iter().any(|&(t, u)| u == n && t >= at));
+                let justified = killed || world.paused.contains(&n) || world.faults.cuts(shared.node_refs[n]);
+                if !justified {
+                    world.false_suspicions += 1;
+                }
+            }
+            world.checker.observe(now, &event);
+        }
+        world.stats = orchestrator.stats();
+        if now >= next_sample {
+            let (mean, max) = orchestrator.pool().load_mean_and_max();
+            world.util_samples += 1;
+            world.util_sum += f64::from(mean) / 1e6;
+            world.util_max = world.util_max.max(f64::from(max) / 1e6);
+            next_sample = now + 1_000;
+        }
+        if orchestrator.is_done() && world.done_at_ms.is_none() {
+            world.done_at_ms = Some(now);
+        }
+    }
+}
+
+/// Builds the orchestrator's tasks from the scenario.
+fn task_inputs(
+    scenario: &Scenario,
+    pool_and_more: &(Pool, dtest_core::placement::Catalog, dtest_core::placement::Labels),
+) -> Vec<TaskInput> {
+    let (_, catalog, labels) = pool_and_more;
+    let sequential = scenario.workload.mode == dtest_core::scenario::WorkloadMode::Sequential;
+    let mut inputs = Vec::new();
+    for (s, spec) in scenario.workload.tasks.iter().enumerate() {
+        let timeout_ms = match &spec.work {
+            Work::Command { command: Some(c), .. } => c.timeout_ms,
+            Work::Command { command: None, sim } => {
+                let sim = sim.as_ref().expect("a command task has `command` or `sim`");
+                // Without a real command's timeout, allow ten times the mean plus ten deviations.
+                ((sim.duration_mean_ms + 10.0 * sim.duration_stddev_ms) * 10.0).max(1_000.0) as u64
+            }
+            Work::Load(load) => load.start_ms + load.pattern.duration_ms() + 60_000,
+        };
+        for index in 1..=spec.count {
+            let request = request_for(scenario, catalog, labels, TaskSpecId(s as u32), index, 0)
+                .expect("validated scenarios only have placeable tasks");
+            inputs.push(TaskInput {
+                request,
+                work: s as u32,
+                timeout_ms,
+                max_attempts: spec.max_attempts,
+                stage: if sequential { s as u32 } else { 0 },
+            });
+        }
+    }
+    inputs
+}
+
+/// Checks that the scenario has what simulation needs.
+pub(crate) fn simulable(scenario: &Scenario) -> Result<(), SimError> {
+    for group in &scenario.groups {
+        if group.resources.is_none() {
+            return Err(SimError::Missing(format!("group {:?} has no `resources`; dtest sim needs them", group.name)));
+        }
+    }
+    for task in &scenario.workload.tasks {
+        match &task.work {
+            Work::Command { sim: None, .. } => {
+                return Err(SimError::Missing(format!(
+                    "task {:?} has no `sim` section; dtest sim needs it",
+                    task.name
+                )));
+            }
+            Work::Load(load) if scenario.targets[load.target.0 as usize].sim.is_none() => {
+                let target = &scenario.targets[load.target.0 as usize].name;
+                return Err(SimError::Missing(format!("target {target:?} has no `sim` section; dtest sim needs it")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs the simulation and returns the shared state at its end, plus when it ended.
+pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u64, u64) {
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, madsim::Config::default());
+    let scenario = scenario.clone();
+    let options = options.clone();
+    runtime.block_on(async move {
+        let handle = Handle::current();
+        let built = pool_of_scenario(&scenario);
+        let inputs = task_inputs(&scenario, &built);
+        let (pool, _, _) = built;
+        let distribution = options.distribution.unwrap_or(scenario.strategy.distribution);
+        let placer = Placer::new(
+            &pool,
+            distribution,
+            scenario.strategy.allocation,
+            scenario.strategy.weights.clone(),
+            scenario.strategy.preemption,
+            options.seed,
+        );
+        let config = OrchestratorConfig {
+            phi: (&scenario.failure_detector).into(),
+            backoff_base_ms: scenario.retry.backoff_base_ms,
+            backoff_cap_ms: scenario.retry.backoff_cap_ms,
+            ..OrchestratorConfig::default()
+        };
+        let nodes = scenario.nodes_total() as usize;
+        let mut checker = Checker {
+            capacity: (0..nodes).map(|i| pool.spec(NodeIdx(i as u32)).capacity).collect(),
+            task_amounts: inputs.iter().map(|t| t.request.amounts).collect(),
+            allocated: vec![Default::default(); nodes],
+            ..Checker::default()
+        };
+        checker.lease.clear();
+        let mut orchestrator = Orchestrator::new(pool, placer, inputs, config, options.seed);
+        if options.break_fencing {
+            orchestrator.disable_fencing_for_tests();
+        }
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World { incarnations: vec![0; nodes], checker, ..World::default() }),
+            node_refs: scenario.nodes().collect(),
+            scenario: scenario.clone(),
+            start: Instant::now(),
+            seed: options.seed,
+        });
+        let s = shared.clone();
+        handle
+            .create_node()
+            .name("orchestrator")
+            .ip(orchestrator_ip())
+            .build()
+            .spawn(orchestrator_main(s, orchestrator));
+        let ids: Vec<NodeId> = (0..nodes)
+            .map(|i| {
+                let s = shared.clone();
+                handle
+                    .create_node()
+                    .name(scenario.node_id(shared.node_refs[i]))
+                    .ip(node_ip(i))
+                    .init(move || agent_main(s.clone(), i))
+                    .build()
+                    .id()
+            })
+            .collect();
+
+        // The fault timeline: (time, sequence, fault index, starting?).
+        let mut timeline: Vec<(u64, usize, bool)> = Vec::new();
+        let mut faults_end_ms = 0;
+        for (i, fault) in scenario.faults.iter().enumerate() {
+            timeline.push((fault.at_ms, i, true));
+            let end = match &fault.kind {
+                FaultKind::Partition { heal_at_ms: end, .. }
+                | FaultKind::Kill { restart_at_ms: end, .. }
+                | FaultKind::PacketLoss { until_ms: end, .. }
+                | FaultKind::Latency { until_ms: end, .. }
+                | FaultKind::Clog { until_ms: end, .. }
+                | FaultKind::Pause { until_ms: end, .. } => *end,
+            };
+            match end {
+                Some(end) => {
+                    timeline.push((end, i, false));
+                    faults_end_ms = faults_end_ms.max(end);
+                }
+                None => faults_end_ms = faults_end_ms.max(scenario.duration_ms),
+            }
+        }
+        timeline.sort();
+        let members = |set: &dtest_core::scenario::NodeSet| -> Vec<usize> {
+            (0..nodes).filter(|&i| set.contains(shared.node_refs[i])).collect()
+        };
+        let mut next = 0;
+        loop {
+            // Apply the faults due, then sleep until the next one or the next second.
+            let now = shared.now_ms();
+            while next < timeline.len() && timeline[next].0 <= now {
+                let (_, i, starting) = timeline[next];
+                next += 1;
+                match &scenario.faults[i].kind {
+                    FaultKind::Kill { nodes: set, .. } => {
+                        for n in members(set) {
+                            if starting {
+                                handle.kill(ids[n]);
+                                shared.world().kills.push((n, now));
+                            } else {
+                                handle.restart(ids[n]);
+                            }
+                        }
+                    }
+                    FaultKind::Pause { nodes: set, .. } => {
+                        for n in members(set) {
+                            if starting {
+                                handle.pause(ids[n]);
+                                shared.world().paused.insert(n);
+                            } else {
+                                handle.resume(ids[n]);
+                                shared.world().paused.remove(&n);
+                            }
+                        }
+                    }
+                    _ => {
+                        let mut world = shared.world();
+                        if starting { world.faults.start(&scenario, i) } else { world.faults.end(i) }
+                    }
+                }
+            }
+            let done = shared.world().done_at_ms.is_some();
+            if now >= scenario.duration_ms || (done && now >= faults_end_ms) {
+                break;
+            }
+            let next_fault = timeline.get(next).map_or(u64::MAX, |t| t.0);
+            let wake = next_fault.min(now + 1_000).min(scenario.duration_ms);
+            sleep_until(shared.start + Duration::from_millis(wake.max(now + 1))).await;
+        }
+        let end = shared.now_ms();
+        (shared, end, faults_end_ms)
+    })
+}

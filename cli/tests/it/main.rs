@@ -2,6 +2,7 @@
 
 mod conventions;
 mod schema;
+mod sim;
 mod validate;
 
 use std::path::{Path, PathBuf};

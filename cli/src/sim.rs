@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use dtest_core::scenario::Distribution;
+use dtest_core::scenario::{Distribution, Scenario};
+use dtest_sim::report::Report;
+use dtest_sim::sweep::{swarm_scenario, sweep};
 use dtest_sim::{SimOptions, simulate};
 
 use crate::Exit;
@@ -14,10 +16,18 @@ pub struct Args {
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// The seed; the same seed gives the same run and the same report.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, conflicts_with = "seeds")]
     seed: u64,
+    /// Sweep seeds A to B-1 on every core, then list every failing seed with the command that
+    /// replays it.
+    #[arg(long, value_name = "A..B")]
+    seeds: Option<String>,
+    /// Replace the scenario's faults with a mix drawn from each seed (partitions, kills, loss,
+    /// latency, clogs); seeds are then judged by the invariants alone.
+    #[arg(long)]
+    swarm: bool,
     /// Override the scenario's distribution strategy (round_robin, least_loaded, random,
-    /// capability, locality, weighted, adaptive).
+    /// capability, locality, weighted, adaptive), or `all` to compare them on the same seed.
     #[arg(long, value_name = "NAME")]
     strategy: Option<String>,
     /// Run the seed twice and fail unless the two reports are identical, byte for byte.
@@ -42,7 +52,8 @@ pub fn run(args: &Args) -> Exit {
             return Exit::BadInput;
         }
     };
-    let distribution = match args.strategy.as_deref().map(parse_distribution).transpose() {
+    let all = args.strategy.as_deref() == Some("all");
+    let distribution = match args.strategy.as_deref().filter(|_| !all).map(parse_distribution).transpose() {
         Ok(d) => d,
         Err(message) => {
             eprintln!("error: {message}");
@@ -50,6 +61,13 @@ pub fn run(args: &Args) -> Exit {
         }
     };
     let options = SimOptions { seed: args.seed, distribution, break_fencing: false };
+    if let Some(range) = &args.seeds {
+        return run_sweep(args, &scenario, range, &options);
+    }
+    let scenario = if args.swarm { swarm_scenario(&scenario, args.seed) } else { scenario };
+    if all {
+        return compare_strategies(args, &scenario);
+    }
     let report = match simulate(&scenario, &options) {
         Ok(report) => report,
         Err(e) => {
@@ -82,7 +100,166 @@ pub fn run(args: &Args) -> Exit {
     if printed != Exit::Ok {
         return printed;
     }
-    if report.passed() { Exit::Ok } else { Exit::Failed }
+    let passed = if args.swarm { report.violations.is_empty() } else { report.passed() };
+    if passed { Exit::Ok } else { Exit::Failed }
+}
+
+/// The command line that replays a seed of this run, without `--seed`.
+fn replay_command(args: &Args) -> String {
+    let mut command = format!("dtest sim {}", args.file.display());
+    if args.swarm {
+        command.push_str(" --swarm");
+    }
+    if let Some(strategy) = &args.strategy {
+        command.push_str(&format!(" --strategy {strategy}"));
+    }
+    command
+}
+
+fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions) -> Exit {
+    let Some(seeds) = parse_range(range) else {
+        eprintln!("error: --seeds expects A..B with A < B, like 0..1000; found {range:?}");
+        return Exit::BadInput;
+    };
+    if args.strategy.as_deref() == Some("all") {
+        eprintln!("error: --strategy all compares strategies on one seed; use it with --seed, not --seeds");
+        return Exit::BadInput;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(seeds.end - seeds.start),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {msg} [{elapsed} of ~{duration}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let failed = std::sync::atomic::AtomicU64::new(0);
+    let progress = |outcome: &dtest_sim::sweep::SeedOutcome| {
+        if !outcome.passed {
+            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        bar.set_message(format!("{} failed", failed.load(std::sync::atomic::Ordering::Relaxed)));
+        bar.inc(1);
+    };
+    let result = sweep(scenario, seeds, args.swarm, options, threads, &progress);
+    bar.finish_and_clear();
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("{}: {e}", args.file.display());
+            return Exit::BadInput;
+        }
+    };
+    let replay = replay_command(args);
+    let printed = if args.json {
+        let failing: Vec<serde_json::Value> = result
+            .failing()
+            .map(|o| serde_json::json!({ "seed": o.seed, "reason": o.reason, "replay": format!("{replay} --seed {}", o.seed) }))
+            .collect();
+        let summary = serde_json::json!({
+            "scenario": scenario.name,
+            "seeds": result.outcomes.len(),
+            "swarm": args.swarm,
+            "passed": result.outcomes.len() - failing.len(),
+            "failed": failing.len(),
+            "failing": failing,
+        });
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary).unwrap_or_default()))
+    } else {
+        print_stdout(&result.summary(&replay))
+    };
+    if printed != Exit::Ok {
+        return printed;
+    }
+    if result.failing().next().is_some() { Exit::Failed } else { Exit::Ok }
+}
+
+/// `A..B` with A < B.
+fn parse_range(text: &str) -> Option<std::ops::Range<u64>> {
+    let (a, b) = text.split_once("..")?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a < b).then_some(a..b)
+}
+
+const DISTRIBUTIONS: [Distribution; 7] = [
+    Distribution::RoundRobin,
+    Distribution::LeastLoaded,
+    Distribution::Random,
+    Distribution::Capability,
+    Distribution::Locality,
+    Distribution::Weighted,
+    Distribution::Adaptive,
+];
+
+/// `--strategy all`: every distribution strategy on the same seed, one row each.
+fn compare_strategies(args: &Args, scenario: &Scenario) -> Exit {
+    let mut rows: Vec<(String, Report)> = Vec::new();
+    for distribution in DISTRIBUTIONS {
+        let options = SimOptions { seed: args.seed, distribution: Some(distribution), break_fencing: false };
+        match simulate(scenario, &options) {
+            Ok(report) => rows.push((report.strategy.distribution.clone(), report)),
+            Err(e) => {
+                eprintln!("{}: {e}", args.file.display());
+                return Exit::BadInput;
+            }
+        }
+    }
+    let passed = |r: &Report| if args.swarm { r.violations.is_empty() } else { r.passed() };
+    let printed = if args.json {
+        let table: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, r)| {
+                serde_json::json!({
+                    "strategy": name,
+                    "passed": passed(r),
+                    "makespan_s": r.makespan_s,
+                    "utilization_mean": r.utilization.mean,
+                    "utilization_max": r.utilization.max,
+                    "imbalance": r.utilization.max - r.utilization.mean,
+                    "reassignments": r.reassignments,
+                    "failure_detection_max_ms": r.failure_detection_ms.map(|d| d.max),
+                    "latency_p99_ms": r.latency_ms.map(|l| l.p99),
+                })
+            })
+            .collect();
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&table).unwrap_or_default()))
+    } else {
+        print_stdout(&strategy_table(scenario, args.seed, &rows, passed))
+    };
+    if printed != Exit::Ok {
+        return printed;
+    }
+    if rows.iter().all(|(_, r)| passed(r)) { Exit::Ok } else { Exit::Failed }
+}
+
+fn strategy_table(
+    scenario: &Scenario,
+    seed: u64,
+    rows: &[(String, Report)],
+    passed: impl Fn(&Report) -> bool,
+) -> String {
+    let mut out = format!("dtest sim {} --seed {seed} --strategy all\n", scenario.name);
+    out.push_str(&format!(
+        "  {:<13} {:>10} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10}  {}\n",
+        "strategy", "makespan", "util mean", "util max", "imbalance", "reassign", "detect max", "p99", "result"
+    ));
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    for (name, r) in rows {
+        out.push_str(&format!(
+            "  {:<13} {:>10} {:>9.0}% {:>8.0}% {:>9.0}% {:>9} {:>10} {:>10}  {}\n",
+            name,
+            or_dash(r.makespan_s.map(|s| format!("{s:.1} s"))),
+            r.utilization.mean * 100.0,
+            r.utilization.max * 100.0,
+            (r.utilization.max - r.utilization.mean) * 100.0,
+            r.reassignments,
+            or_dash(r.failure_detection_ms.map(|d| format!("{:.2} s", d.max as f64 / 1e3))),
+            or_dash(r.latency_ms.map(|l| format!("{:.1} ms", l.p99))),
+            if passed(r) { "passed" } else { "FAILED" },
+        ));
+    }
+    out
 }
 
 fn parse_distribution(name: &str) -> Result<Distribution, String> {

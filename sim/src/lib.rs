@@ -25,6 +25,7 @@ compile_error!(
 
 mod net;
 pub mod report;
+pub mod sweep;
 mod world;
 
 use std::fmt;

@@ -550,6 +550,7 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             (0..nodes).filter(|&i| set.contains(shared.node_refs[i])).collect()
         };
         let mut next = 0;
+        let mut down: BTreeSet<usize> = BTreeSet::new();
         loop {
             // Apply the faults due, then sleep until the next one or the next second.
             let now = shared.now_ms();
@@ -558,11 +559,13 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
                 next += 1;
                 match &scenario.faults[i].kind {
                     FaultKind::Kill { nodes: set, .. } => {
+                        // Overlapping kills (swarm mixes have them) kill a node once and restart
+                        // it once: madsim's restart of a running node would keep its old socket.
                         for n in members(set) {
-                            if starting {
+                            if starting && down.insert(n) {
                                 handle.kill(ids[n]);
                                 shared.world().kills.push((n, now));
-                            } else {
+                            } else if !starting && down.remove(&n) {
                                 handle.restart(ids[n]);
                             }
                         }

@@ -116,3 +116,28 @@ fn the_readme_shows_the_report_the_quick_start_really_prints() {
     let readme = std::fs::read_to_string(crate::root().join("README.md")).expect("read README.md");
     assert!(readme.contains(text.as_ref()), "README.md's sample report differs from what dtest prints:\n{text}");
 }
+
+#[test]
+fn the_strategy_comparison_of_partition_is_reviewed() {
+    let output = dtest(&["sim", "scenarios/partition.json", "--seed", "42", "--strategy", "all"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    for strategy in ["round_robin", "least_loaded", "random", "capability", "locality", "weighted", "adaptive"] {
+        assert!(text.contains(strategy), "{strategy} missing from:\n{text}");
+    }
+    snapshot_settings().bind(|| insta::assert_snapshot!("sim-partition-strategy-all", text));
+}
+
+#[test]
+fn a_swarm_sweep_reports_every_seed_and_replays_one() {
+    let output = dtest(&["sim", "scenarios/node-failure.json", "--seeds", "0..8", "--swarm", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!((summary["seeds"].as_u64(), summary["failed"].as_u64()), (Some(8), Some(0)));
+    // A swarm seed replays on its own, with the same fault mix.
+    let one = dtest(&["sim", "scenarios/node-failure.json", "--seed", "3", "--swarm", "--json", "--check-determinism"]);
+    assert_eq!(one.status.code(), Some(0), "{}", String::from_utf8_lossy(&one.stderr));
+    let bad = dtest(&["sim", "scenarios/node-failure.json", "--seeds", "5..5"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--seeds expects A..B"));
+}

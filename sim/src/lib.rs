@@ -104,13 +104,7 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
             detection.push(0);
             continue;
         }
-        let noticed = checker
-            .dead_events
-            .iter()
-            .chain(checker.up_events.iter())
-            .filter(|&&(t, n)| n == node && t >= at)
-            .map(|&(t, _)| t)
-            .min();
+        let noticed = checker.noticed(node, at);
         match noticed {
             Some(t) => detection.push(t - at),
             None => detection.push(end_ms - at),
@@ -160,7 +154,7 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
         stale_results_refused: world.stats.stale_results,
         nodes: Nodes {
             total: scenario.nodes_total(),
-            declared_dead: checker.dead_events.len() as u64,
+            declared_dead: checker.declared_dead,
             false_suspicions: world.false_suspicions,
         },
         failure_detection_ms,

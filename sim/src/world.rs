@@ -27,12 +27,21 @@ use crate::net::{Direction, NetFaults, Verdict};
 use crate::{SimError, SimOptions};
 
 const PORT: u16 = 7_000;
-/// Tag of frames to nodes. Frames to the orchestrator carry `FROM_NODE_TAG + node index`.
 const TAG: u64 = 1;
-/// madsim's mailbox keeps messages nobody waits for in a `Vec` and hands them out with
-/// `swap_remove`, so under a backlog the newest jumps the queue and older ones can starve. With
-/// one tag per sender, and one receiving task per tag, no queue ever mixes senders.
-const FROM_NODE_TAG: u64 = 1 << 32;
+/// Each node sends to the orchestrator on a port (and tag) of its own, received by a task of its
+/// own. madsim's mailbox keeps messages nobody waits for in a `Vec` and hands them out with
+/// `swap_remove`, so with senders sharing a tag the newest jumps the queue and older ones can
+/// starve; and it finds a waiting receiver by scanning every receiver registered on the
+/// endpoint, so one endpoint with a receiver per node costs O(n) per message. One endpoint per
+/// node has one sender and one receiver.
+const FROM_NODE_PORTS: u64 = 50_000;
+const FROM_NODE_PORT_BASE: u16 = 10_000;
+
+/// The orchestrator's address for frames from node `i`, and their tag.
+fn from_node(i: usize) -> (SocketAddr, u64) {
+    let port = FROM_NODE_PORT_BASE + (i as u64 % FROM_NODE_PORTS) as u16;
+    (SocketAddr::new(orchestrator_ip(), port), TAG + i as u64 / FROM_NODE_PORTS)
+}
 /// How often the orchestrator's timers are looked at, in simulated milliseconds.
 const ORCHESTRATOR_TICK_MS: u64 = 100;
 /// Latencies are recorded in microseconds up to an hour.
@@ -54,8 +63,10 @@ pub(crate) struct World {
     pub dropped: u64,
     /// Each node's current incarnation.
     pub incarnations: Vec<u64>,
-    /// Per node: killed at, and whether it has come back since.
+    /// Every kill: (node, when).
     pub kills: Vec<(usize, u64)>,
+    /// Per node, its latest kill.
+    pub last_kill: Vec<Option<u64>>,
     pub paused: BTreeSet<usize>,
     pub checker: Checker,
     /// Latency histograms of load attempts, until their result is counted.
@@ -74,6 +85,17 @@ pub(crate) struct World {
     pub false_suspicions: u64,
 }
 
+/// What the orchestrator said of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeEvent {
+    /// Declared dead.
+    Dead,
+    /// A new incarnation said hello.
+    Up,
+    /// Heard from again in the same incarnation.
+    Back,
+}
+
 /// Checkers that trust nothing the orchestrator says about itself: they rebuild the books
 /// from its events and compare.
 #[derive(Default)]
@@ -85,11 +107,9 @@ pub(crate) struct Checker {
     /// Per task, its current lease as the events tell it.
     pub lease: BTreeMap<TaskId, (Attempt, NodeIdx)>,
     pub ended: BTreeMap<TaskId, (Terminal, u32)>,
-    pub dead_events: Vec<(u64, usize)>,
-    /// A new incarnation said hello.
-    pub up_events: Vec<(u64, usize)>,
-    /// A node declared dead was heard from again.
-    pub back_events: Vec<(u64, usize)>,
+    /// Per node, in time order: declared dead, a new incarnation, back from the dead.
+    pub history: Vec<Vec<(u64, NodeEvent)>>,
+    pub declared_dead: u64,
     pub violations: Vec<(u64, String)>,
 }
 
@@ -104,10 +124,13 @@ impl Checker {
     /// Whether the orchestrator held `node` dead at `at`: declared dead, and not heard from
     /// since (no new incarnation, no return).
     pub fn dead_at(&self, node: usize, at: u64) -> bool {
-        let last =
-            |events: &[(u64, usize)]| events.iter().filter(|&&(t, n)| n == node && t <= at).map(|&(t, _)| t).max();
-        let revived = last(&self.up_events).max(last(&self.back_events));
-        matches!((last(&self.dead_events), revived), (Some(d), r) if r.is_none_or(|r| r < d))
+        let last = self.history[node].iter().rev().find(|&&(t, _)| t <= at);
+        matches!(last, Some((_, NodeEvent::Dead)))
+    }
+
+    /// When the orchestrator first knew of a kill at `at`: declared dead or saw the restart.
+    pub fn noticed(&self, node: usize, at: u64) -> Option<u64> {
+        self.history[node].iter().find(|&&(t, e)| t >= at && e != NodeEvent::Back).map(|&(t, _)| t)
     }
 
     fn observe(&mut self, now: u64, event: &Event) {
@@ -136,9 +159,12 @@ impl Checker {
                     self.violations.push((now, format!("{task:?} ended a second time ({terminal:?})")));
                 }
             }
-            Event::NodeDead { node } => self.dead_events.push((now, node.0 as usize)),
-            Event::NodeUp { node, .. } => self.up_events.push((now, node.0 as usize)),
-            Event::NodeBack { node } => self.back_events.push((now, node.0 as usize)),
+            Event::NodeDead { node } => {
+                self.declared_dead += 1;
+                self.history[node.0 as usize].push((now, NodeEvent::Dead));
+            }
+            Event::NodeUp { node, .. } => self.history[node.0 as usize].push((now, NodeEvent::Up)),
+            Event::NodeBack { node } => self.history[node.0 as usize].push((now, NodeEvent::Back)),
             Event::Stale { .. } => {}
         }
     }
@@ -191,7 +217,7 @@ fn send<T: Send + Sync + 'static>(
         // A send fails only when the simulated network is down for the node; the protocol resends.
         let tag = match direction {
             Direction::ToNode => TAG,
-            Direction::ToOrchestrator => FROM_NODE_TAG + node as u64,
+            Direction::ToOrchestrator => from_node(node).1,
         };
         let _ = ep.send_to_raw(to, tag, Box::new(frame)).await;
     });
@@ -229,7 +255,7 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         AgentConfig { heartbeat_interval_ms, ..AgentConfig::default() },
     );
     let mut work: BTreeMap<(TaskId, Attempt), madsim::task::JoinHandle<()>> = BTreeMap::new();
-    let orchestrator = SocketAddr::new(orchestrator_ip(), PORT);
+    let orchestrator = from_node(node).0;
     loop {
         agent.set_metrics(Metrics { cpu: 0.3, memory: 0.4, disk: 0.2, network: 0.1, task_error_rate: 0.0 });
         while let Some(action) = agent.poll_action() {
@@ -333,10 +359,20 @@ async fn run_work(
 async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) {
     let ep = Arc::new(Endpoint::bind(SocketAddr::new(orchestrator_ip(), PORT)).await.expect("bind the orchestrator"));
     let (frames_tx, mut frames) = mpsc::unbounded::<(usize, Frame<ToOrchestrator>)>();
+    let mut endpoints: BTreeMap<SocketAddr, Arc<Endpoint>> = BTreeMap::new();
     for node in 0..shared.node_refs.len() {
-        let (receiver, frames_tx) = (ep.clone(), frames_tx.clone());
+        let (addr, tag) = from_node(node);
+        let receiver = match endpoints.get(&addr) {
+            Some(ep) => ep.clone(),
+            None => {
+                let ep = Arc::new(Endpoint::bind(addr).await.expect("bind an orchestrator port"));
+                endpoints.insert(addr, ep.clone());
+                ep
+            }
+        };
+        let frames_tx = frames_tx.clone();
         madsim::task::spawn(async move {
-            while let Ok((payload, _)) = receiver.recv_from_raw(FROM_NODE_TAG + node as u64).await {
+            while let Ok((payload, _)) = receiver.recv_from_raw(tag).await {
                 if let Ok(frame) = payload.downcast::<Frame<ToOrchestrator>>() {
                     let _ = frames_tx.unbounded_send((node, *frame));
                 }
@@ -377,10 +413,10 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
             }
             if let Event::NodeDead { node } = &event {
                 let n = node.0 as usize;
-                let killed = world
-                    .kills
-                    .iter()
-                    .any(|&(k, at)| k == n && !world.checker.up_events.iter().any(|&(t, u)| u == n && t >= at));
+                // Killed and not restarted since: the last kill is after the last new incarnation.
+                let last_up =
+                    world.checker.history[n].iter().rev().find(|&&(_, e)| e == NodeEvent::Up).map(|&(t, _)| t);
+                let killed = world.last_kill[n].is_some_and(|k| last_up.is_none_or(|up| up <= k));
                 let justified = killed || world.paused.contains(&n) || world.faults.cuts(shared.node_refs[n]);
                 if !justified {
                     world.false_suspicions += 1;
@@ -490,6 +526,7 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             capacity: (0..nodes).map(|i| pool.spec(NodeIdx(i as u32)).capacity).collect(),
             task_amounts: inputs.iter().map(|t| t.request.amounts).collect(),
             allocated: vec![Default::default(); nodes],
+            history: vec![Vec::new(); nodes],
             ..Checker::default()
         };
         checker.lease.clear();
@@ -498,7 +535,12 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             orchestrator.disable_fencing_for_tests();
         }
         let shared = Arc::new(Shared {
-            world: Mutex::new(World { incarnations: vec![0; nodes], checker, ..World::default() }),
+            world: Mutex::new(World {
+                incarnations: vec![0; nodes],
+                last_kill: vec![None; nodes],
+                checker,
+                ..World::default()
+            }),
             node_refs: scenario.nodes().collect(),
             scenario: scenario.clone(),
             start: Instant::now(),
@@ -564,7 +606,9 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
                         for n in members(set) {
                             if starting && down.insert(n) {
                                 handle.kill(ids[n]);
-                                shared.world().kills.push((n, now));
+                                let mut world = shared.world();
+                                world.kills.push((n, now));
+                                world.last_kill[n] = Some(now);
                             } else if !starting && down.remove(&n) {
                                 handle.restart(ids[n]);
                             }

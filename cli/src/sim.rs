@@ -182,20 +182,10 @@ fn parse_range(text: &str) -> Option<std::ops::Range<u64>> {
     (a < b).then_some(a..b)
 }
 
-const DISTRIBUTIONS: [Distribution; 7] = [
-    Distribution::RoundRobin,
-    Distribution::LeastLoaded,
-    Distribution::Random,
-    Distribution::Capability,
-    Distribution::Locality,
-    Distribution::Weighted,
-    Distribution::Adaptive,
-];
-
 /// `--strategy all`: every distribution strategy on the same seed, one row each.
 fn compare_strategies(args: &Args, scenario: &Scenario) -> Exit {
     let mut rows: Vec<(String, Report)> = Vec::new();
-    for distribution in DISTRIBUTIONS {
+    for distribution in Distribution::ALL {
         let options = SimOptions { seed: args.seed, distribution: Some(distribution), break_fencing: false };
         match simulate(scenario, &options) {
             Ok(report) => rows.push((report.strategy.distribution.clone(), report)),

@@ -166,6 +166,19 @@ pub enum Distribution {
     Adaptive,
 }
 
+impl Distribution {
+    /// Every distribution strategy, in the order the documentation lists them.
+    pub const ALL: [Distribution; 7] = [
+        Distribution::RoundRobin,
+        Distribution::LeastLoaded,
+        Distribution::Random,
+        Distribution::Capability,
+        Distribution::Locality,
+        Distribution::Weighted,
+        Distribution::Adaptive,
+    ];
+}
+
 /// Allocation strategies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -179,6 +192,12 @@ pub enum Allocation {
     Balanced,
     /// The lowest-numbered fitting node in the task's zone, else region, else anywhere.
     Locality,
+}
+
+impl Allocation {
+    /// Every allocation strategy, in the order the documentation lists them.
+    pub const ALL: [Allocation; 4] =
+        [Allocation::FirstFit, Allocation::BestFit, Allocation::Balanced, Allocation::Locality];
 }
 
 /// Weights of the `weighted` distribution; each is non-negative and at least one is positive.

@@ -12,18 +12,6 @@ use dtest_core::placement::{
 use dtest_core::scenario::{Allocation, Distribution, TaskSpecId, Weights};
 use proptest::prelude::*;
 
-const DISTRIBUTIONS: [Distribution; 7] = [
-    Distribution::RoundRobin,
-    Distribution::LeastLoaded,
-    Distribution::Random,
-    Distribution::Capability,
-    Distribution::Locality,
-    Distribution::Weighted,
-    Distribution::Adaptive,
-];
-const ALLOCATIONS: [Allocation; 4] =
-    [Allocation::FirstFit, Allocation::BestFit, Allocation::Balanced, Allocation::Locality];
-
 fn amounts(cpu: u32, mem: u32, gpus: u32) -> Amounts {
     let mut a = Amounts::ZERO;
     a.0[0] = cpu;
@@ -256,8 +244,8 @@ proptest! {
     fn placements_keep_every_invariant(
         nodes in prop::collection::vec(node_spec(), 1..12),
         steps in prop::collection::vec(step(), 1..80),
-        distribution in prop::sample::select(DISTRIBUTIONS.to_vec()),
-        allocation in prop::sample::select(ALLOCATIONS.to_vec()),
+        distribution in prop::sample::select(Distribution::ALL.to_vec()),
+        allocation in prop::sample::select(Allocation::ALL.to_vec()),
         preemption in any::<bool>(),
         seed in any::<u64>(),
     ) {

@@ -202,14 +202,7 @@ mod tests {
         let horizon = (s.duration_ms as f64 * SWARM_FAULTS_FRACTION) as u64;
         for seed in 0..200 {
             for fault in swarm_scenario(&s, seed).faults {
-                let end = match fault.kind {
-                    FaultKind::Partition { heal_at_ms: end, .. }
-                    | FaultKind::Kill { restart_at_ms: end, .. }
-                    | FaultKind::PacketLoss { until_ms: end, .. }
-                    | FaultKind::Latency { until_ms: end, .. }
-                    | FaultKind::Clog { until_ms: end, .. }
-                    | FaultKind::Pause { until_ms: end, .. } => end,
-                };
+                let end = fault.end_ms();
                 assert!(fault.at_ms < horizon && end.is_none_or(|e| e > fault.at_ms && e <= horizon), "{fault:?}");
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dtest_core::health::Metrics;
 use dtest_core::load::Schedule;
-use dtest_core::placement::{NodeIdx, Observations, Placer, Pool, pool_of_scenario, request_for};
+use dtest_core::placement::{Catalog, Labels, NodeIdx, Observations, Placer, pool_of_scenario, request_for};
 use dtest_core::protocol::{
     Agent, AgentAction, AgentConfig, Attempt, Event, Frame, Incarnation, Orchestrator, OrchestratorConfig, Outcome,
     TaskId, TaskInput, Terminal, ToAgent, ToOrchestrator,
@@ -439,11 +439,7 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
 }
 
 /// Builds the orchestrator's tasks from the scenario.
-fn task_inputs(
-    scenario: &Scenario,
-    pool_and_more: &(Pool, dtest_core::placement::Catalog, dtest_core::placement::Labels),
-) -> Vec<TaskInput> {
-    let (_, catalog, labels) = pool_and_more;
+fn task_inputs(scenario: &Scenario, catalog: &Catalog, labels: &Labels) -> Vec<TaskInput> {
     let sequential = scenario.workload.mode == dtest_core::scenario::WorkloadMode::Sequential;
     let mut inputs = Vec::new();
     for (s, spec) in scenario.workload.tasks.iter().enumerate() {
@@ -503,9 +499,8 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
     let options = options.clone();
     runtime.block_on(async move {
         let handle = Handle::current();
-        let built = pool_of_scenario(&scenario);
-        let inputs = task_inputs(&scenario, &built);
-        let (pool, _, _) = built;
+        let (pool, catalog, labels) = pool_of_scenario(&scenario);
+        let inputs = task_inputs(&scenario, &catalog, &labels);
         let distribution = options.distribution.unwrap_or(scenario.strategy.distribution);
         let placer = Placer::new(
             &pool,
@@ -522,14 +517,13 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             ..OrchestratorConfig::default()
         };
         let nodes = scenario.nodes_total() as usize;
-        let mut checker = Checker {
+        let checker = Checker {
             capacity: (0..nodes).map(|i| pool.spec(NodeIdx(i as u32)).capacity).collect(),
             task_amounts: inputs.iter().map(|t| t.request.amounts).collect(),
             allocated: vec![Default::default(); nodes],
             history: vec![Vec::new(); nodes],
             ..Checker::default()
         };
-        checker.lease.clear();
         let mut orchestrator = Orchestrator::new(pool, placer, inputs, config, options.seed);
         if options.break_fencing {
             orchestrator.disable_fencing_for_tests();
@@ -571,15 +565,7 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
         let mut faults_end_ms = 0;
         for (i, fault) in scenario.faults.iter().enumerate() {
             timeline.push((fault.at_ms, i, true));
-            let end = match &fault.kind {
-                FaultKind::Partition { heal_at_ms: end, .. }
-                | FaultKind::Kill { restart_at_ms: end, .. }
-                | FaultKind::PacketLoss { until_ms: end, .. }
-                | FaultKind::Latency { until_ms: end, .. }
-                | FaultKind::Clog { until_ms: end, .. }
-                | FaultKind::Pause { until_ms: end, .. } => *end,
-            };
-            match end {
+            match fault.end_ms() {
                 Some(end) => {
                     timeline.push((end, i, false));
                     faults_end_ms = faults_end_ms.max(end);

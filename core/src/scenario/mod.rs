@@ -480,6 +480,20 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
+impl Fault {
+    /// When the fault ends (heals, restarts, clears), or `None` if it lasts to the end.
+    pub fn end_ms(&self) -> Option<u64> {
+        match self.kind {
+            FaultKind::Partition { heal_at_ms: end, .. }
+            | FaultKind::Kill { restart_at_ms: end, .. }
+            | FaultKind::PacketLoss { until_ms: end, .. }
+            | FaultKind::Latency { until_ms: end, .. }
+            | FaultKind::Clog { until_ms: end, .. }
+            | FaultKind::Pause { until_ms: end, .. } => end,
+        }
+    }
+}
+
 /// Kinds of fault. Every end time is after the start and inside the scenario.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultKind {

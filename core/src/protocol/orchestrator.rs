@@ -621,8 +621,15 @@ impl Orchestrator {
 
     /// Releases the task's lease, if it has one, leaving the task without a state to be set next.
     fn end_lease(&mut self, task: TaskId) -> Option<Lease> {
-        let State::Leased(lease) = self.tasks[task.0 as usize].state else { return None };
+        let lease = self.forget_lease(task)?;
         self.pool.release(lease.alloc).expect("a lease holds a live allocation");
+        Some(lease)
+    }
+
+    /// Forgets the task's lease but for its allocation, which the caller releases (or the pool
+    /// already has, as after preemption).
+    fn forget_lease(&mut self, task: TaskId) -> Option<Lease> {
+        let State::Leased(lease) = self.tasks[task.0 as usize].state else { return None };
         self.expiries.remove(&(lease.expires_ms, task));
         self.nodes[lease.node.0 as usize].leases.remove(&task);
         self.tasks[task.0 as usize].state = State::Pending; // the caller sets what follows
@@ -659,7 +666,13 @@ impl Orchestrator {
 
     /// Takes a lease back (node dead, new incarnation, preemption) and requeues the task.
     fn reassign(&mut self, task: TaskId) {
-        let Some(lease) = self.end_lease(task) else { return };
+        if let Some(lease) = self.end_lease(task) {
+            self.taken_back(task, lease);
+        }
+    }
+
+    /// Requeues a task whose lease was taken back, counting the reassignment.
+    fn taken_back(&mut self, task: TaskId, lease: Lease) {
         self.stats.reassignments += 1;
         self.event(Event::Reassigned { task, from: lease.node });
         let t = &mut self.tasks[task.0 as usize];
@@ -810,16 +823,11 @@ impl Orchestrator {
                 Placement::Placed { node, alloc } => self.lease(now_ms, (key, task), task, node, alloc),
                 Placement::Preempted { node, alloc, evicted } => {
                     for released in evicted {
+                        // The pool already released the victim's allocation.
                         let victim = TaskId(released.task.0);
-                        if let State::Leased(lease) = self.tasks[victim.0 as usize].state {
-                            // The pool already released it; forget the lease and tell its node.
-                            self.expiries.remove(&(lease.expires_ms, victim));
-                            self.nodes[lease.node.0 as usize].leases.remove(&victim);
+                        if let Some(lease) = self.forget_lease(victim) {
                             self.send(now_ms, lease.node, ToAgent::Cancel { task: victim, attempt: lease.attempt });
-                            self.tasks[victim.0 as usize].state = State::Pending;
-                            self.stats.reassignments += 1;
-                            self.event(Event::Reassigned { task: victim, from: lease.node });
-                            self.requeue(victim);
+                            self.taken_back(victim, lease);
                         }
                     }
                     self.lease(now_ms, (key, task), task, node, alloc);

@@ -25,7 +25,8 @@ fn simulation(c: &mut Criterion) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     group.throughput(Throughput::Elements(20));
     group.bench_function("partition-swarm-sweep-20-seeds", |b| {
-        b.iter(|| sweep(&partition, 0..20, true, &SimOptions::default(), threads, &|_| {}).expect("simulable"));
+        let swarm = SimOptions { swarm: true, ..SimOptions::default() };
+        b.iter(|| sweep(&partition, 0..20, &swarm, threads, &|_| {}).expect("simulable"));
     });
     group.finish();
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use dtest_core::scenario::{Distribution, Scenario};
 use dtest_sim::report::Report;
-use dtest_sim::sweep::{swarm_scenario, sweep};
+use dtest_sim::sweep::sweep;
 use dtest_sim::{SimOptions, simulate};
 
 use crate::Exit;
@@ -60,13 +60,12 @@ pub fn run(args: &Args) -> Exit {
             return Exit::BadInput;
         }
     };
-    let options = SimOptions { seed: args.seed, distribution, break_fencing: false };
+    let options = SimOptions { seed: args.seed, distribution, swarm: args.swarm, break_fencing: false };
     if let Some(range) = &args.seeds {
         return run_sweep(args, &scenario, range, &options);
     }
-    let scenario = if args.swarm { swarm_scenario(&scenario, args.seed) } else { scenario };
     if all {
-        return compare_strategies(args, &scenario);
+        return compare_strategies(args, &scenario, &options);
     }
     let report = match simulate(&scenario, &options) {
         Ok(report) => report,
@@ -100,8 +99,7 @@ pub fn run(args: &Args) -> Exit {
     if printed != Exit::Ok {
         return printed;
     }
-    let passed = if args.swarm { report.violations.is_empty() } else { report.passed() };
-    if passed { Exit::Ok } else { Exit::Failed }
+    if report.passed() { Exit::Ok } else { Exit::Failed }
 }
 
 /// The command line that replays a seed of this run, without `--seed`.
@@ -142,7 +140,7 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
         bar.set_message(format!("{} failed", failed.load(std::sync::atomic::Ordering::Relaxed)));
         bar.inc(1);
     };
-    let result = sweep(scenario, seeds, args.swarm, options, threads, &progress);
+    let result = sweep(scenario, seeds, options, threads, &progress);
     bar.finish_and_clear();
     let result = match result {
         Ok(result) => result,
@@ -183,10 +181,10 @@ fn parse_range(text: &str) -> Option<std::ops::Range<u64>> {
 }
 
 /// `--strategy all`: every distribution strategy on the same seed, one row each.
-fn compare_strategies(args: &Args, scenario: &Scenario) -> Exit {
+fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) -> Exit {
     let mut rows: Vec<(String, Report)> = Vec::new();
     for distribution in Distribution::ALL {
-        let options = SimOptions { seed: args.seed, distribution: Some(distribution), break_fencing: false };
+        let options = SimOptions { distribution: Some(distribution), ..options.clone() };
         match simulate(scenario, &options) {
             Ok(report) => rows.push((report.strategy.distribution.clone(), report)),
             Err(e) => {
@@ -195,14 +193,13 @@ fn compare_strategies(args: &Args, scenario: &Scenario) -> Exit {
             }
         }
     }
-    let passed = |r: &Report| if args.swarm { r.violations.is_empty() } else { r.passed() };
     let printed = if args.json {
         let table: Vec<serde_json::Value> = rows
             .iter()
             .map(|(name, r)| {
                 serde_json::json!({
                     "strategy": name,
-                    "passed": passed(r),
+                    "passed": r.passed(),
                     "makespan_s": r.makespan_s,
                     "utilization_mean": r.utilization.mean,
                     "utilization_max": r.utilization.max,
@@ -215,20 +212,15 @@ fn compare_strategies(args: &Args, scenario: &Scenario) -> Exit {
             .collect();
         print_stdout(&format!("{}\n", serde_json::to_string_pretty(&table).unwrap_or_default()))
     } else {
-        print_stdout(&strategy_table(scenario, args.seed, &rows, passed))
+        print_stdout(&strategy_table(scenario, args.seed, &rows))
     };
     if printed != Exit::Ok {
         return printed;
     }
-    if rows.iter().all(|(_, r)| passed(r)) { Exit::Ok } else { Exit::Failed }
+    if rows.iter().all(|(_, r)| r.passed()) { Exit::Ok } else { Exit::Failed }
 }
 
-fn strategy_table(
-    scenario: &Scenario,
-    seed: u64,
-    rows: &[(String, Report)],
-    passed: impl Fn(&Report) -> bool,
-) -> String {
+fn strategy_table(scenario: &Scenario, seed: u64, rows: &[(String, Report)]) -> String {
     let mut out = format!("dtest sim {} --seed {seed} --strategy all\n", scenario.name);
     out.push_str(&format!(
         "  {:<13} {:>10} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10}  {}\n",
@@ -246,7 +238,7 @@ fn strategy_table(
             r.reassignments,
             or_dash(r.failure_detection_ms.map(|d| format!("{:.2} s", d.max as f64 / 1e3))),
             or_dash(r.latency_ms.map(|l| format!("{:.1} ms", l.p99))),
-            if passed(r) { "passed" } else { "FAILED" },
+            if r.passed() { "passed" } else { "FAILED" },
         ));
     }
     out

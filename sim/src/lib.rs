@@ -43,6 +43,9 @@ pub struct SimOptions {
     pub seed: u64,
     /// Overrides the scenario's distribution strategy.
     pub distribution: Option<Distribution>,
+    /// Replace the scenario's faults with a mix drawn from the seed ([`sweep::swarm_scenario`]);
+    /// the run is then judged by the invariants alone.
+    pub swarm: bool,
     /// Test-only: the orchestrator counts stale results, to show the checkers catch it.
     pub break_fencing: bool,
 }
@@ -67,6 +70,8 @@ impl std::error::Error for SimError {}
 /// Simulates `scenario` with `options` and reports what happened.
 pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, SimError> {
     world::simulable(scenario)?;
+    let swarm = options.swarm.then(|| sweep::swarm_scenario(scenario, options.seed));
+    let scenario = swarm.as_ref().unwrap_or(scenario);
     let (shared, end_ms, faults_end_ms) = world::run(scenario, options);
     let world = shared.world.lock().unwrap_or_else(|e| e.into_inner());
     let checker = &world.checker;
@@ -143,6 +148,7 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
         scenario: scenario.name.clone(),
         mode: "sim",
         seed: options.seed,
+        swarm: options.swarm,
         strategy: StrategyUsed {
             distribution: name(&options.distribution.unwrap_or(scenario.strategy.distribution)),
             allocation: name(&scenario.strategy.allocation),

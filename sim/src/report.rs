@@ -14,6 +14,10 @@ pub struct Report {
     pub mode: &'static str,
     /// The seed that replays this run.
     pub seed: u64,
+    /// Whether the seed drew its own fault mix instead of the scenario's faults; such a run is
+    /// judged by the invariants alone, not by expectations written for other faults.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub swarm: bool,
     /// The strategies used.
     pub strategy: StrategyUsed,
     /// Simulated seconds the run lasted.
@@ -162,9 +166,20 @@ pub struct Violation {
 }
 
 impl Report {
-    /// Whether every expectation held and no invariant was violated (exit 0).
+    /// Whether no invariant was violated and, unless the faults were a swarm mix, every
+    /// expectation held (exit 0).
     pub fn passed(&self) -> bool {
-        self.violations.is_empty() && self.expectations.iter().all(|e| e.ok)
+        self.violations.is_empty() && (self.swarm || self.expectations.iter().all(|e| e.ok))
+    }
+
+    /// Why the run did not pass: its first violation, else its first failed expectation that counts.
+    pub fn failure(&self) -> Option<String> {
+        let violation = self.violations.first().map(|v| format!("at {:.3} s: {}", v.at_ms as f64 / 1e3, v.what));
+        let expectation = (!self.swarm)
+            .then(|| self.expectations.iter().find(|e| !e.ok))
+            .flatten()
+            .map(|e| format!("expectation {} failed: actual {}, limit {}", e.name, e.actual, e.limit));
+        violation.or(expectation)
     }
 
     /// The report as pretty JSON, with a trailing newline.
@@ -178,7 +193,8 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let verdict = if self.passed() { "PASSED" } else { "FAILED" };
-        let _ = writeln!(out, "dtest sim {} --seed {}: {verdict}", self.scenario, self.seed);
+        let swarm = if self.swarm { " --swarm" } else { "" };
+        let _ = writeln!(out, "dtest sim {}{swarm} --seed {}: {verdict}", self.scenario, self.seed);
         let _ = writeln!(out, "  strategy     {} / {}", self.strategy.distribution, self.strategy.allocation);
         let makespan =
             self.makespan_s.map_or("not all tasks ended".to_owned(), |s| format!("all tasks ended at {s:.1} s"));
@@ -227,7 +243,9 @@ impl Report {
             );
         }
         if !self.expectations.is_empty() {
-            let _ = writeln!(out, "  expectations");
+            let note =
+                if self.swarm { " (written for the scenario's own faults; not judged in a swarm run)" } else { "" };
+            let _ = writeln!(out, "  expectations{note}");
             for e in &self.expectations {
                 let mark = if e.ok { "ok  " } else { "FAIL" };
                 let _ = writeln!(out, "    {mark} {:<26} actual {}, limit {}", e.name, e.actual, e.limit);

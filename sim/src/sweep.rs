@@ -61,12 +61,11 @@ impl Sweep {
     }
 }
 
-/// Runs `seeds` on `threads` threads; `options.seed` is replaced by each seed, and with `swarm`
-/// each seed runs its own fault mix. `progress` is called after each seed.
+/// Runs `seeds` on `threads` threads; `options.seed` is replaced by each seed (and with
+/// `options.swarm` each seed runs its own fault mix). `progress` is called after each seed.
 pub fn sweep(
     scenario: &Scenario,
     seeds: std::ops::Range<u64>,
-    swarm: bool,
     options: &SimOptions,
     threads: usize,
     progress: &(dyn Fn(&SeedOutcome) + Sync),
@@ -82,7 +81,7 @@ pub fn sweep(
                     if seed >= seeds.end {
                         break;
                     }
-                    let outcome = run_seed(scenario, seed, swarm, options);
+                    let outcome = run_seed(scenario, &SimOptions { seed, ..options.clone() });
                     progress(&outcome);
                     outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
                 }
@@ -94,21 +93,11 @@ pub fn sweep(
     Ok(Sweep { outcomes })
 }
 
-/// One seed of a sweep (or the run `--seed N --swarm` replays).
-pub fn run_seed(scenario: &Scenario, seed: u64, swarm: bool, options: &SimOptions) -> SeedOutcome {
-    let scenario = if swarm { swarm_scenario(scenario, seed) } else { scenario.clone() };
-    let options = SimOptions { seed, ..options.clone() };
-    match simulate(&scenario, &options) {
-        Ok(report) => {
-            let violation = report.violations.first().map(|v| format!("at {:.3} s: {}", v.at_ms as f64 / 1e3, v.what));
-            // A swarm seed runs faults its author never wrote, so only the invariants judge it.
-            let expectation = (!swarm)
-                .then(|| report.expectations.iter().find(|e| !e.ok))
-                .flatten()
-                .map(|e| format!("expectation {} failed: actual {}, limit {}", e.name, e.actual, e.limit));
-            let passed = if swarm { report.violations.is_empty() } else { report.passed() };
-            SeedOutcome { seed, passed, reason: violation.or(expectation) }
-        }
+/// One seed of a sweep: `options.seed`, judged as the report judges it.
+pub fn run_seed(scenario: &Scenario, options: &SimOptions) -> SeedOutcome {
+    let seed = options.seed;
+    match simulate(scenario, options) {
+        Ok(report) => SeedOutcome { seed, passed: report.passed(), reason: report.failure() },
         Err(e) => SeedOutcome { seed, passed: false, reason: Some(e.to_string()) },
     }
 }
@@ -211,8 +200,8 @@ mod tests {
     #[test]
     fn a_sweep_catches_a_broken_core_and_names_the_seed_to_replay() {
         let s = scenario();
-        let broken = SimOptions { break_fencing: true, ..SimOptions::default() };
-        let sweep = sweep(&s, 0..40, true, &broken, 2, &|_| {}).expect("simulable");
+        let broken = SimOptions { break_fencing: true, swarm: true, ..SimOptions::default() };
+        let sweep = sweep(&s, 0..40, &broken, 2, &|_| {}).expect("simulable");
         let failing: Vec<&SeedOutcome> = sweep.failing().collect();
         assert!(!failing.is_empty(), "fencing off must make some seed fail");
         assert!(
@@ -233,6 +222,6 @@ mod tests {
     }
 
     fn sweep_seeds(s: &Scenario, seeds: &[u64]) -> Vec<SeedOutcome> {
-        seeds.iter().map(|&seed| run_seed(s, seed, true, &SimOptions::default())).collect()
+        seeds.iter().map(|&seed| run_seed(s, &SimOptions { seed, swarm: true, ..SimOptions::default() })).collect()
     }
 }

@@ -14,8 +14,8 @@ use dtest_core::protocol::{
     TaskId, TaskInput, Terminal, ToAgent, ToOrchestrator,
 };
 use dtest_core::scenario::{FaultKind, NodeRef, Scenario, TaskSpecId, Work};
+use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
 use madsim::net::Endpoint;
 use madsim::rand::{Rng, thread_rng};
@@ -238,22 +238,23 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         world.incarnations[node]
     };
     let ep = Arc::new(Endpoint::bind(SocketAddr::new(node_ip(node), PORT)).await.expect("bind a node's endpoint"));
-    let (frames_tx, mut frames) = mpsc::unbounded::<Frame<ToAgent>>();
+    let (inputs_tx, mut inputs) = mpsc::unbounded::<AgentInput>();
     let receiver = ep.clone();
+    let frames_tx = inputs_tx.clone();
     madsim::task::spawn(async move {
         while let Ok((payload, _)) = receiver.recv_from_raw(TAG).await {
             if let Ok(frame) = payload.downcast::<Frame<ToAgent>>() {
-                let _ = frames_tx.unbounded_send(*frame);
+                let _ = frames_tx.unbounded_send(AgentInput::Frame(*frame));
             }
         }
     });
-    let (done_tx, mut done) = mpsc::unbounded::<(TaskId, Attempt, Outcome)>();
     let heartbeat_interval_ms = shared.scenario.failure_detector.heartbeat_interval_ms;
     let mut agent = Agent::new(
         shared.now_ms(),
         Incarnation(incarnation),
         AgentConfig { heartbeat_interval_ms, ..AgentConfig::default() },
     );
+    let mut alarm = Alarm::default();
     let mut work: BTreeMap<(TaskId, Attempt), madsim::task::JoinHandle<()>> = BTreeMap::new();
     let orchestrator = from_node(node).0;
     loop {
@@ -261,7 +262,8 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         while let Some(action) = agent.poll_action() {
             match action {
                 AgentAction::Start { task, attempt, work: spec } => {
-                    let handle = madsim::task::spawn(run_work(shared.clone(), done_tx.clone(), task, attempt, spec));
+                    let done = inputs_tx.clone();
+                    let handle = madsim::task::spawn(run_work(shared.clone(), done, task, attempt, spec));
                     work.insert((task, attempt), handle);
                 }
                 AgentAction::Stop { task, attempt } => {
@@ -274,23 +276,74 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         while let Some(frame) = agent.poll_transmit() {
             send(&shared, &ep, node, Direction::ToOrchestrator, orchestrator, frame);
         }
-        let wake = shared.start + Duration::from_millis(agent.next_tick_ms().min(u64::MAX / 4));
-        futures::select_biased! {
-            frame = frames.next() => if let Some(frame) = frame { agent.handle(shared.now_ms(), frame) },
-            finished = done.next() => if let Some((task, attempt, outcome)) = finished {
+        alarm.arm(&shared, agent.next_tick_ms(), &inputs_tx, AgentInput::Tick);
+        match inputs.next().await {
+            Some(AgentInput::Frame(frame)) => agent.handle(shared.now_ms(), frame),
+            Some(AgentInput::Finished(task, attempt, outcome)) => {
                 work.remove(&(task, attempt));
                 agent.work_finished(shared.now_ms(), task, attempt, outcome);
-            },
-            _ = sleep_until(wake).fuse() => {},
+            }
+            Some(AgentInput::Tick(at_ms)) => alarm.rang(at_ms),
+            // The loop holds a sender, so the channel never ends.
+            None => return,
         }
         agent.tick(shared.now_ms());
+    }
+}
+
+/// What wakes an agent.
+enum AgentInput {
+    Frame(Frame<ToAgent>),
+    Finished(TaskId, Attempt, Outcome),
+    Tick(u64),
+}
+
+/// What wakes the orchestrator.
+enum OrchestratorInput {
+    Frame(usize, Frame<ToOrchestrator>),
+    Tick(u64),
+}
+
+/// A wake-up at a simulated time, delivered as an input. A madsim `Sleep` adds a timer every
+/// time it is polled, so selecting over a sleep and a channel would add a timer per message;
+/// an alarm adds one only when an earlier wake-up is needed than the one already set.
+#[derive(Default)]
+struct Alarm {
+    armed_ms: Option<u64>,
+}
+
+impl Alarm {
+    fn arm<I: Send + 'static>(
+        &mut self,
+        shared: &Arc<Shared>,
+        at_ms: u64,
+        inputs: &mpsc::UnboundedSender<I>,
+        input: fn(u64) -> I,
+    ) {
+        if self.armed_ms.is_some_and(|armed| armed <= at_ms) || at_ms >= u64::MAX / 4 {
+            return;
+        }
+        self.armed_ms = Some(at_ms);
+        let wake = shared.start + Duration::from_millis(at_ms);
+        let inputs = inputs.clone();
+        madsim::task::spawn(async move {
+            sleep_until(wake).await;
+            let _ = inputs.unbounded_send(input(at_ms));
+        });
+    }
+
+    /// An alarm set for `at_ms` went off; later alarms may still be pending and ring harmlessly.
+    fn rang(&mut self, at_ms: u64) {
+        if self.armed_ms == Some(at_ms) {
+            self.armed_ms = None;
+        }
     }
 }
 
 /// Simulated work for one attempt: a command's run time and failure, or a load task's requests.
 async fn run_work(
     shared: Arc<Shared>,
-    done: mpsc::UnboundedSender<(TaskId, Attempt, Outcome)>,
+    done: mpsc::UnboundedSender<AgentInput>,
     task: TaskId,
     attempt: Attempt,
     spec: u32,
@@ -352,13 +405,13 @@ async fn run_work(
             Outcome::Passed
         }
     };
-    let _ = done.unbounded_send((task, attempt, outcome));
+    let _ = done.unbounded_send(AgentInput::Finished(task, attempt, outcome));
 }
 
 /// The orchestrator: the core's state machine, fed by the network and a timer.
 async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) {
     let ep = Arc::new(Endpoint::bind(SocketAddr::new(orchestrator_ip(), PORT)).await.expect("bind the orchestrator"));
-    let (frames_tx, mut frames) = mpsc::unbounded::<(usize, Frame<ToOrchestrator>)>();
+    let (inputs_tx, mut inputs) = mpsc::unbounded::<OrchestratorInput>();
     let mut endpoints: BTreeMap<SocketAddr, Arc<Endpoint>> = BTreeMap::new();
     for node in 0..shared.node_refs.len() {
         let (addr, tag) = from_node(node);
@@ -370,24 +423,27 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
                 ep
             }
         };
-        let frames_tx = frames_tx.clone();
+        let frames_tx = inputs_tx.clone();
         madsim::task::spawn(async move {
             while let Ok((payload, _)) = receiver.recv_from_raw(tag).await {
                 if let Ok(frame) = payload.downcast::<Frame<ToOrchestrator>>() {
-                    let _ = frames_tx.unbounded_send((node, *frame));
+                    let _ = frames_tx.unbounded_send(OrchestratorInput::Frame(node, *frame));
                 }
             }
         });
     }
     let mut next_tick = 0u64;
     let mut next_sample = 0u64;
+    let mut alarm = Alarm::default();
     loop {
-        let wake = shared.start + Duration::from_millis(next_tick);
-        futures::select_biased! {
-            frame = frames.next() => if let Some((node, frame)) = frame {
-                orchestrator.handle(shared.now_ms(), NodeIdx(node as u32), frame);
-            },
-            _ = sleep_until(wake).fuse() => {},
+        alarm.arm(&shared, next_tick, &inputs_tx, OrchestratorInput::Tick);
+        match inputs.next().await {
+            Some(OrchestratorInput::Frame(node, frame)) => {
+                orchestrator.handle(shared.now_ms(), NodeIdx(node as u32), frame)
+            }
+            Some(OrchestratorInput::Tick(at_ms)) => alarm.rang(at_ms),
+            // The loop holds a sender, so the channel never ends.
+            None => return,
         }
         let now = shared.now_ms();
         if now >= next_tick {
@@ -426,6 +482,10 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
         }
         world.stats = orchestrator.stats();
         if now >= next_sample {
+            // madsim keeps a weak reference to every task a node ever spawned until the node is
+            // killed, and a weak reference keeps the task's record allocated; counting the tasks
+            // drops the finished ones. Without this, memory grows with every message sent.
+            Handle::current().metrics().num_tasks();
             let (mean, max) = orchestrator.pool().load_mean_and_max();
             world.util_samples += 1;
             world.util_sum += f64::from(mean) / 1e6;

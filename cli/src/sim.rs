@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use dtest_core::report::Report;
 use dtest_core::scenario::{Distribution, Scenario};
-use dtest_sim::report::Report;
 use dtest_sim::sweep::sweep;
 use dtest_sim::{SimOptions, simulate};
 

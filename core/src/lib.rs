@@ -13,9 +13,12 @@
 //! - [`placement`]: the resource pool and the strategies that decide which node runs each task.
 //! - [`limits`]: the named upper bound of every count, rate and duration.
 
+pub mod checker;
+pub mod faults;
 pub mod health;
 pub mod limits;
 pub mod load;
 pub mod placement;
 pub mod protocol;
+pub mod report;
 pub mod scenario;

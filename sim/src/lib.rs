@@ -23,18 +23,15 @@ compile_error!(
     "dtest-sim needs `--cfg madsim` (set in .cargo/config.toml); is RUSTFLAGS set? it replaces the config's flags"
 );
 
-mod net;
-pub mod report;
 pub mod sweep;
 mod world;
 
 use std::fmt;
 
 use base64::Engine;
+use dtest_core::report::*;
 use dtest_core::scenario::{Distribution, Scenario};
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
-use report::*;
-use serde_json::json;
 
 /// How to run a simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -147,13 +144,14 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
     let mut report = Report {
         scenario: scenario.name.clone(),
         mode: "sim",
-        seed: options.seed,
+        seed: Some(options.seed),
         swarm: options.swarm,
         strategy: StrategyUsed {
             distribution: name(&options.distribution.unwrap_or(scenario.strategy.distribution)),
             allocation: name(&scenario.strategy.allocation),
         },
-        simulated_s: end_ms as f64 / 1000.0,
+        simulated_s: Some(end_ms as f64 / 1000.0),
+        elapsed_s: None,
         makespan_s: world.done_at_ms.map(|ms| ms as f64 / 1000.0),
         tasks,
         reassignments: world.stats.reassignments,
@@ -178,82 +176,10 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
         histogram: if has_load { histogram } else { None },
         expectations: Vec::new(),
         violations,
+        results: Vec::new(),
     };
     report.expectations = expectations(scenario, &report);
     Ok(report)
-}
-
-/// Seconds of load: from the first load's start to the last one's end (their sum when
-/// sequential).
-fn load_seconds(scenario: &Scenario) -> f64 {
-    let loads = scenario.workload.tasks.iter().filter_map(|t| match &t.work {
-        dtest_core::scenario::Work::Load(load) => Some((load.start_ms, load.start_ms + load.pattern.duration_ms())),
-        dtest_core::scenario::Work::Command { .. } => None,
-    });
-    let spans: Vec<(u64, u64)> = loads.collect();
-    let ms = match scenario.workload.mode {
-        dtest_core::scenario::WorkloadMode::Sequential => spans.iter().map(|(s, e)| e - s).sum::<u64>(),
-        dtest_core::scenario::WorkloadMode::Parallel => {
-            let start = spans.iter().map(|s| s.0).min().unwrap_or(0);
-            let end = spans.iter().map(|s| s.1).max().unwrap_or(0);
-            end - start
-        }
-    };
-    ms as f64 / 1000.0
-}
-
-/// The serde name of a strategy (`least_loaded`), as users write it.
-fn name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-/// Checks every expectation the scenario sets.
-fn expectations(scenario: &Scenario, r: &Report) -> Vec<Expectation> {
-    let e = &scenario.expect;
-    let mut out = Vec::new();
-    let mut check = |name: &str, ok: bool, actual: serde_json::Value, limit: serde_json::Value| {
-        out.push(Expectation { name: name.to_owned(), ok, actual, limit });
-    };
-    if let Some(want) = e.all_tasks_complete {
-        let all = r.tasks.completed == r.tasks.submitted;
-        check("all_tasks_complete", all == want, json!(all), json!(want));
-    }
-    if let Some(max) = e.max_failed_tasks {
-        check("max_failed_tasks", r.tasks.failed <= max, json!(r.tasks.failed), json!(max));
-    }
-    if let Some(max) = e.max_reassignments {
-        check("max_reassignments", r.reassignments <= max, json!(r.reassignments), json!(max));
-    }
-    if let Some(max) = e.max_false_suspicions {
-        check("max_false_suspicions", r.nodes.false_suspicions <= max, json!(r.nodes.false_suspicions), json!(max));
-    }
-    if let Some(limit) = e.failure_detected_within_ms {
-        let worst = r.failure_detection_ms.map_or(0, |d| d.max);
-        check("failure_detected_within_s", worst <= limit, json!(worst as f64 / 1e3), json!(limit as f64 / 1e3));
-    }
-    let latency = r.latency_ms;
-    for (name, limit, actual) in [
-        ("latency_p50_ms", e.latency_p50_ms, latency.map(|l| l.p50)),
-        ("latency_p90_ms", e.latency_p90_ms, latency.map(|l| l.p90)),
-        ("latency_p99_ms", e.latency_p99_ms, latency.map(|l| l.p99)),
-    ] {
-        if let Some(limit) = limit {
-            let ok = actual.is_some_and(|a| a <= limit);
-            check(name, ok, json!(actual), json!(limit));
-        }
-    }
-    if let Some(max) = e.error_rate_max {
-        let rate = match (r.requests, r.errors) {
-            (Some(requests), Some(errors)) if requests > 0 => errors as f64 / requests as f64,
-            _ => 0.0,
-        };
-        check("error_rate_max", rate <= max, json!(rate), json!(max));
-    }
-    if let Some(min) = e.rps_min {
-        let rps = r.rps.unwrap_or(0.0);
-        check("rps_min", rps >= min, json!(rps), json!(min));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use dtest_core::load::Schedule;
 use dtest_core::placement::{Catalog, Labels, NodeIdx, Observations, Placer, pool_of_scenario, request_for};
 use dtest_core::protocol::{
     Agent, AgentAction, AgentConfig, Attempt, Event, Frame, Incarnation, Orchestrator, OrchestratorConfig, Outcome,
-    TaskId, TaskInput, Terminal, ToAgent, ToOrchestrator,
+    TaskId, TaskInput, ToAgent, ToOrchestrator,
 };
 use dtest_core::scenario::{FaultKind, NodeRef, Scenario, TaskSpecId, Work};
 use futures::StreamExt;
@@ -23,8 +23,9 @@ use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::{Instant, sleep, sleep_until};
 
-use crate::net::{Direction, NetFaults, Verdict};
 use crate::{SimError, SimOptions};
+use dtest_core::checker::{Checker, NodeEvent};
+use dtest_core::faults::{Direction, NetFaults, Verdict};
 
 const PORT: u16 = 7_000;
 const TAG: u64 = 1;
@@ -83,91 +84,6 @@ pub(crate) struct World {
     pub stats: dtest_core::protocol::Stats,
     /// Nodes declared dead while alive and reachable.
     pub false_suspicions: u64,
-}
-
-/// What the orchestrator said of a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum NodeEvent {
-    /// Declared dead.
-    Dead,
-    /// A new incarnation said hello.
-    Up,
-    /// Heard from again in the same incarnation.
-    Back,
-}
-
-/// Checkers that trust nothing the orchestrator says about itself: they rebuild the books
-/// from its events and compare.
-#[derive(Default)]
-pub(crate) struct Checker {
-    pub capacity: Vec<dtest_core::placement::Amounts>,
-    pub task_amounts: Vec<dtest_core::placement::Amounts>,
-    /// Per node, what the checker believes is allocated.
-    pub allocated: Vec<dtest_core::placement::Amounts>,
-    /// Per task, its current lease as the events tell it.
-    pub lease: BTreeMap<TaskId, (Attempt, NodeIdx)>,
-    pub ended: BTreeMap<TaskId, (Terminal, u32)>,
-    /// Per node, in time order: declared dead, a new incarnation, back from the dead.
-    pub history: Vec<Vec<(u64, NodeEvent)>>,
-    pub declared_dead: u64,
-    pub violations: Vec<(u64, String)>,
-}
-
-impl Checker {
-    fn end_lease(&mut self, task: TaskId) {
-        if let Some((_, node)) = self.lease.remove(&task) {
-            let n = node.0 as usize;
-            self.allocated[n] = self.allocated[n].saturating_minus(&self.task_amounts[task.0 as usize]);
-        }
-    }
-
-    /// Whether the orchestrator held `node` dead at `at`: declared dead, and not heard from
-    /// since (no new incarnation, no return).
-    pub fn dead_at(&self, node: usize, at: u64) -> bool {
-        let last = self.history[node].iter().rev().find(|&&(t, _)| t <= at);
-        matches!(last, Some((_, NodeEvent::Dead)))
-    }
-
-    /// When the orchestrator first knew of a kill at `at`: declared dead or saw the restart.
-    pub fn noticed(&self, node: usize, at: u64) -> Option<u64> {
-        self.history[node].iter().find(|&&(t, e)| t >= at && e != NodeEvent::Back).map(|&(t, _)| t)
-    }
-
-    fn observe(&mut self, now: u64, event: &Event) {
-        match event {
-            Event::Assigned { task, attempt, node, .. } => {
-                self.end_lease(*task);
-                self.lease.insert(*task, (*attempt, *node));
-                let n = node.0 as usize;
-                self.allocated[n] = self.allocated[n].plus(&self.task_amounts[task.0 as usize]);
-                if !self.capacity[n].covers(&self.allocated[n]) {
-                    self.violations.push((now, format!("node {n} over-committed by {task:?}")));
-                }
-            }
-            Event::Counted { task, attempt, node, .. } => {
-                if self.lease.get(task) == Some(&(*attempt, *node)) {
-                    self.end_lease(*task);
-                } else {
-                    self.violations.push((now, format!("a stale result of {task:?} ({attempt:?}) was counted")));
-                }
-            }
-            Event::Reassigned { task, .. } | Event::LeaseExpired { task, .. } => self.end_lease(*task),
-            Event::Ended { task, terminal } => {
-                let entry = self.ended.entry(*task).or_insert((*terminal, 0));
-                entry.1 += 1;
-                if entry.1 > 1 {
-                    self.violations.push((now, format!("{task:?} ended a second time ({terminal:?})")));
-                }
-            }
-            Event::NodeDead { node } => {
-                self.declared_dead += 1;
-                self.history[node.0 as usize].push((now, NodeEvent::Dead));
-            }
-            Event::NodeUp { node, .. } => self.history[node.0 as usize].push((now, NodeEvent::Up)),
-            Event::NodeBack { node } => self.history[node.0 as usize].push((now, NodeEvent::Back)),
-            Event::Stale { .. } => {}
-        }
-    }
 }
 
 pub(crate) struct Shared {
@@ -577,13 +493,10 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             ..OrchestratorConfig::default()
         };
         let nodes = scenario.nodes_total() as usize;
-        let checker = Checker {
-            capacity: (0..nodes).map(|i| pool.spec(NodeIdx(i as u32)).capacity).collect(),
-            task_amounts: inputs.iter().map(|t| t.request.amounts).collect(),
-            allocated: vec![Default::default(); nodes],
-            history: vec![Vec::new(); nodes],
-            ..Checker::default()
-        };
+        let checker = Checker::new(
+            (0..nodes).map(|i| pool.spec(NodeIdx(i as u32)).capacity).collect(),
+            inputs.iter().map(|t| t.request.amounts).collect(),
+        );
         let mut orchestrator = Orchestrator::new(pool, placer, inputs, config, options.seed);
         if options.break_fencing {
             orchestrator.disable_fencing_for_tests();

@@ -1,28 +1,37 @@
-//! The report of a simulation, as the contract fixes it: JSON for machines, text for people.
-//! It holds no wall-clock figure, so the same seed gives the same bytes.
+//! The report of a run, simulated or real, as the contract fixes it: JSON for machines, text
+//! for people. A simulation's report holds no wall-clock figure, so the same seed gives the same
+//! bytes; a real run's says how long it took and what became of every task.
 
 use std::fmt::Write;
 
 use serde::Serialize;
+use serde_json::json;
 
-/// The report of one simulated run.
+use crate::scenario::{Scenario, Work, WorkloadMode};
+
+/// The report of one run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
-    /// Always `sim`.
+    /// `sim` or `run`.
     pub mode: &'static str,
-    /// The seed that replays this run.
-    pub seed: u64,
+    /// The seed that replays this run (simulations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Whether the seed drew its own fault mix instead of the scenario's faults; such a run is
     /// judged by the invariants alone, not by expectations written for other faults.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub swarm: bool,
     /// The strategies used.
     pub strategy: StrategyUsed,
-    /// Simulated seconds the run lasted.
-    pub simulated_s: f64,
-    /// Simulated seconds until the last task ended, if all did.
+    /// Simulated seconds the run lasted (simulations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulated_s: Option<f64>,
+    /// Wall-clock seconds the run lasted (real runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
+    /// Seconds from the start until the last task ended, if all did.
     pub makespan_s: Option<f64>,
     /// What became of the tasks.
     pub tasks: Tasks,
@@ -64,6 +73,32 @@ pub struct Report {
     pub expectations: Vec<Expectation>,
     /// Invariant violations found by the checkers; empty when none.
     pub violations: Vec<Violation>,
+    /// Every task's counted result (real runs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<TaskResult>,
+}
+
+/// The counted result of one task of a real run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskResult {
+    /// The task entry's name.
+    pub task: String,
+    /// The instance, from 1.
+    pub index: u32,
+    /// Instances of the entry.
+    pub count: u32,
+    /// `passed`, `failed`, `timed_out`, `cancelled` or `lost`.
+    pub outcome: &'static str,
+    /// The node that ran the counted attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Seconds the counted attempt ran, as its node measured.
+    pub duration_s: f64,
+    /// Why it failed and the tail of its output.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The strategies a run used.
@@ -193,12 +228,26 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let verdict = if self.passed() { "PASSED" } else { "FAILED" };
-        let swarm = if self.swarm { " --swarm" } else { "" };
-        let _ = writeln!(out, "dtest sim {}{swarm} --seed {}: {verdict}", self.scenario, self.seed);
+        match self.seed {
+            Some(seed) => {
+                let swarm = if self.swarm { " --swarm" } else { "" };
+                let _ = writeln!(out, "dtest sim {}{swarm} --seed {seed}: {verdict}", self.scenario);
+            }
+            None => {
+                let _ = writeln!(out, "dtest {} {}: {verdict}", self.mode, self.scenario);
+            }
+        }
         let _ = writeln!(out, "  strategy     {} / {}", self.strategy.distribution, self.strategy.allocation);
         let makespan =
             self.makespan_s.map_or("not all tasks ended".to_owned(), |s| format!("all tasks ended at {s:.1} s"));
-        let _ = writeln!(out, "  simulated    {:.1} s, {makespan}", self.simulated_s);
+        match (self.simulated_s, self.elapsed_s) {
+            (Some(s), _) => {
+                let _ = writeln!(out, "  simulated    {s:.1} s, {makespan}");
+            }
+            (None, s) => {
+                let _ = writeln!(out, "  ran          {:.1} s, {makespan}", s.unwrap_or(0.0));
+            }
+        }
         let t = &self.tasks;
         let _ = writeln!(
             out,
@@ -251,6 +300,18 @@ impl Report {
                 let _ = writeln!(out, "    {mark} {:<26} actual {}, limit {}", e.name, e.actual, e.limit);
             }
         }
+        let failed: Vec<&TaskResult> = self.results.iter().filter(|r| r.outcome != "passed").collect();
+        if !failed.is_empty() {
+            let _ = writeln!(out, "  not passed");
+            for r in failed.iter().take(20) {
+                let node = r.node.as_deref().unwrap_or("no node");
+                let first = r.message.lines().next().unwrap_or("");
+                let _ = writeln!(out, "    {}[{}/{}] {} on {node}: {first}", r.task, r.index, r.count, r.outcome);
+            }
+            if failed.len() > 20 {
+                let _ = writeln!(out, "    … and {} more", failed.len() - 20);
+            }
+        }
         if self.violations.is_empty() {
             let _ = writeln!(
                 out,
@@ -267,4 +328,77 @@ impl Report {
         }
         out
     }
+}
+
+/// Seconds of load: from the first load's start to the last one's end (their sum when
+/// sequential).
+pub fn load_seconds(scenario: &Scenario) -> f64 {
+    let loads = scenario.workload.tasks.iter().filter_map(|t| match &t.work {
+        Work::Load(load) => Some((load.start_ms, load.start_ms + load.pattern.duration_ms())),
+        Work::Command { .. } => None,
+    });
+    let spans: Vec<(u64, u64)> = loads.collect();
+    let ms = match scenario.workload.mode {
+        WorkloadMode::Sequential => spans.iter().map(|(s, e)| e - s).sum::<u64>(),
+        WorkloadMode::Parallel => {
+            let start = spans.iter().map(|s| s.0).min().unwrap_or(0);
+            let end = spans.iter().map(|s| s.1).max().unwrap_or(0);
+            end - start
+        }
+    };
+    ms as f64 / 1000.0
+}
+
+/// The serde name of a strategy (`least_loaded`), as users write it.
+pub fn name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// Checks every expectation the scenario sets.
+pub fn expectations(scenario: &Scenario, r: &Report) -> Vec<Expectation> {
+    let e = &scenario.expect;
+    let mut out = Vec::new();
+    let mut check = |name: &str, ok: bool, actual: serde_json::Value, limit: serde_json::Value| {
+        out.push(Expectation { name: name.to_owned(), ok, actual, limit });
+    };
+    if let Some(want) = e.all_tasks_complete {
+        let all = r.tasks.completed == r.tasks.submitted;
+        check("all_tasks_complete", all == want, json!(all), json!(want));
+    }
+    if let Some(max) = e.max_failed_tasks {
+        check("max_failed_tasks", r.tasks.failed <= max, json!(r.tasks.failed), json!(max));
+    }
+    if let Some(max) = e.max_reassignments {
+        check("max_reassignments", r.reassignments <= max, json!(r.reassignments), json!(max));
+    }
+    if let Some(max) = e.max_false_suspicions {
+        check("max_false_suspicions", r.nodes.false_suspicions <= max, json!(r.nodes.false_suspicions), json!(max));
+    }
+    if let Some(limit) = e.failure_detected_within_ms {
+        let worst = r.failure_detection_ms.map_or(0, |d| d.max);
+        check("failure_detected_within_s", worst <= limit, json!(worst as f64 / 1e3), json!(limit as f64 / 1e3));
+    }
+    let latency = r.latency_ms;
+    for (name, limit, actual) in [
+        ("latency_p50_ms", e.latency_p50_ms, latency.map(|l| l.p50)),
+        ("latency_p90_ms", e.latency_p90_ms, latency.map(|l| l.p90)),
+        ("latency_p99_ms", e.latency_p99_ms, latency.map(|l| l.p99)),
+    ] {
+        if let Some(limit) = limit {
+            let ok = actual.is_some_and(|a| a <= limit);
+            check(name, ok, json!(actual), json!(limit));
+        }
+    }
+    if let Some(max) = e.error_rate_max {
+        let rate = match (r.requests, r.errors) {
+            (Some(requests), Some(errors)) if requests > 0 => errors as f64 / requests as f64,
+            _ => 0.0,
+        };
+        check("error_rate_max", rate <= max, json!(rate), json!(max));
+    }
+    if let Some(min) = e.rps_min {
+        let rps = r.rps.unwrap_or(0.0);
+        check("rps_min", rps >= min, json!(rps), json!(min));
+    }
+    out
 }

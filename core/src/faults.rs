@@ -2,18 +2,80 @@
 //!
 //! Every message in dtest goes between the orchestrator and one node, so a fault is a question
 //! about one node's link: is it cut (partition, clog), lossy, slow? The active faults are kept
-//! in a list and asked per message, O(active faults): no all-pairs link tables, whatever the
-//! cluster's size. Kills, restarts and pauses are madsim's own (`Handle::kill` and friends).
+//! in a list and asked per node, O(active faults): no all-pairs link tables, whatever the
+//! cluster's size. The simulator asks per message; the real shell asks once per fault change
+//! and sends each node its [`Link`], which the node's message layer applies to every frame.
+//! Kills, restarts and pauses are the shells' own (madsim's `Handle::kill`, SIGKILL).
 
-use dtest_core::scenario::{ClogDirection, FaultKind, NodeRef, NodeSet, Scenario, Side};
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{ClogDirection, FaultKind, NodeRef, NodeSet, Scenario, Side};
 
 /// Which way a message travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// From the orchestrator to the node.
     ToNode,
     /// From the node to the orchestrator.
     ToOrchestrator,
+}
+
+/// What the faults in force do to one direction of a node's link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Every frame is dropped (partition, clog).
+    #[serde(default)]
+    pub cut: bool,
+    /// The probability that a frame is lost, in [0, 1].
+    #[serde(default)]
+    pub loss: f64,
+    /// Extra delay drawn uniformly from `latency_min_ms..=latency_max_ms`.
+    #[serde(default)]
+    pub latency_min_ms: u64,
+    /// See `latency_min_ms`.
+    #[serde(default)]
+    pub latency_max_ms: u64,
+}
+
+impl Rule {
+    /// The fate of one frame; `draw` gives uniform numbers in [0, 1).
+    pub fn verdict(&self, mut draw: impl FnMut() -> f64) -> Verdict {
+        if self.cut {
+            return Verdict::Cut;
+        }
+        if self.loss > 0.0 && draw() < self.loss {
+            return Verdict::Lost;
+        }
+        if self.latency_max_ms == 0 {
+            return Verdict::Deliver(0);
+        }
+        let (min, max) = (self.latency_min_ms, self.latency_max_ms.max(self.latency_min_ms));
+        Verdict::Deliver((min + ((max - min + 1) as f64 * draw()) as u64).min(max))
+    }
+}
+
+/// Both directions of one node's link to the orchestrator, and whether the node is paused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// Frames from the orchestrator to the node.
+    #[serde(default)]
+    pub to_node: Rule,
+    /// Frames from the node to the orchestrator.
+    #[serde(default)]
+    pub to_orchestrator: Rule,
+}
+
+impl Link {
+    /// The rule for `direction`.
+    pub fn rule(&self, direction: Direction) -> &Rule {
+        match direction {
+            Direction::ToNode => &self.to_node,
+            Direction::ToOrchestrator => &self.to_orchestrator,
+        }
+    }
 }
 
 /// What happens to one message.
@@ -81,34 +143,35 @@ impl NetFaults {
         })
     }
 
-    /// The fate of a message between the orchestrator and `node`; `draw` gives uniform numbers
-    /// in [0, 1) from the simulation's seeded generator.
-    pub fn verdict(&self, node: NodeRef, direction: Direction, mut draw: impl FnMut() -> f64) -> Verdict {
-        if self.cut(node, direction) {
-            return Verdict::Cut;
-        }
+    /// What the faults in force do to `node`'s link.
+    pub fn link(&self, node: NodeRef) -> Link {
         let covers = |nodes: &NodeSet| nodes.is_empty() || nodes.contains(node);
-        let loss = self
-            .active
-            .iter()
-            .filter_map(|(_, f)| match f {
-                Active::Loss { nodes, rate } if covers(nodes) => Some(*rate),
-                _ => None,
-            })
-            .fold(0.0, f64::max);
-        if loss > 0.0 && draw() < loss {
-            return Verdict::Lost;
-        }
-        let mut delay = 0;
+        let mut rule = Rule::default();
         for (_, fault) in &self.active {
-            if let Active::Latency { nodes, min_ms, max_ms } = fault
-                && covers(nodes)
-            {
-                let d = min_ms + ((max_ms - min_ms + 1) as f64 * draw()) as u64;
-                delay = delay.max(d.min(*max_ms));
+            match fault {
+                Active::Loss { nodes, rate } if covers(nodes) => rule.loss = rule.loss.max(*rate),
+                // The slowest latency fault in force decides.
+                Active::Latency { nodes, min_ms, max_ms } if covers(nodes) && *max_ms > rule.latency_max_ms => {
+                    (rule.latency_min_ms, rule.latency_max_ms) = (*min_ms, *max_ms);
+                }
+                _ => {}
             }
         }
-        Verdict::Deliver(delay)
+        Link {
+            to_node: Rule { cut: self.cut(node, Direction::ToNode), ..rule },
+            to_orchestrator: Rule { cut: self.cut(node, Direction::ToOrchestrator), ..rule },
+        }
+    }
+
+    /// The fate of a message between the orchestrator and `node`; `draw` gives uniform numbers
+    /// in [0, 1) from the caller's seeded generator.
+    pub fn verdict(&self, node: NodeRef, direction: Direction, draw: impl FnMut() -> f64) -> Verdict {
+        self.link(node).rule(direction).verdict(draw)
+    }
+
+    /// Whether no fault is in force.
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
     }
 }
 
@@ -133,7 +196,7 @@ fn partition_cuts(sides: &[Side], oneway: bool, node: NodeRef, direction: Direct
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtest_core::scenario::GroupId;
+    use crate::scenario::GroupId;
 
     fn node(group: u32, index: u32) -> NodeRef {
         NodeRef { group: GroupId(group), index }

@@ -1,0 +1,111 @@
+//! Checkers that trust nothing the orchestrator says about itself: they rebuild the books from
+//! its events (leases, allocations, ends) and report any task ended twice, stale result
+//! counted or node over-committed. The simulator and the real shell both feed them.
+
+use std::collections::BTreeMap;
+
+use crate::placement::{Amounts, NodeIdx};
+use crate::protocol::{Attempt, Event, TaskId, Terminal};
+
+/// What the orchestrator said of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// Declared dead.
+    Dead,
+    /// A new incarnation said hello.
+    Up,
+    /// Heard from again in the same incarnation.
+    Back,
+}
+
+/// Checkers that trust nothing the orchestrator says about itself: they rebuild the books
+/// from its events and compare.
+#[derive(Default)]
+pub struct Checker {
+    /// Per node, its capacity.
+    pub capacity: Vec<Amounts>,
+    /// Per task, what it needs.
+    pub task_amounts: Vec<Amounts>,
+    /// Per node, what the checker believes is allocated.
+    pub allocated: Vec<Amounts>,
+    /// Per task, its current lease as the events tell it.
+    pub lease: BTreeMap<TaskId, (Attempt, NodeIdx)>,
+    /// Per task that ended, how, and how many times (more than once is a violation).
+    pub ended: BTreeMap<TaskId, (Terminal, u32)>,
+    /// Per node, in time order: declared dead, a new incarnation, back from the dead.
+    pub history: Vec<Vec<(u64, NodeEvent)>>,
+    /// Nodes declared dead, counting every time.
+    pub declared_dead: u64,
+    /// What went wrong, with the time (ms).
+    pub violations: Vec<(u64, String)>,
+}
+
+impl Checker {
+    /// A checker for nodes of `capacity` and tasks needing `task_amounts`, numbered in order.
+    pub fn new(capacity: Vec<Amounts>, task_amounts: Vec<Amounts>) -> Checker {
+        let nodes = capacity.len();
+        Checker {
+            capacity,
+            task_amounts,
+            allocated: vec![Amounts::default(); nodes],
+            history: vec![Vec::new(); nodes],
+            ..Checker::default()
+        }
+    }
+
+    fn end_lease(&mut self, task: TaskId) {
+        if let Some((_, node)) = self.lease.remove(&task) {
+            let n = node.0 as usize;
+            self.allocated[n] = self.allocated[n].saturating_minus(&self.task_amounts[task.0 as usize]);
+        }
+    }
+
+    /// Whether the orchestrator held `node` dead at `at`: declared dead, and not heard from
+    /// since (no new incarnation, no return).
+    pub fn dead_at(&self, node: usize, at: u64) -> bool {
+        let last = self.history[node].iter().rev().find(|&&(t, _)| t <= at);
+        matches!(last, Some((_, NodeEvent::Dead)))
+    }
+
+    /// When the orchestrator first knew of a kill at `at`: declared dead or saw the restart.
+    pub fn noticed(&self, node: usize, at: u64) -> Option<u64> {
+        self.history[node].iter().find(|&&(t, e)| t >= at && e != NodeEvent::Back).map(|&(t, _)| t)
+    }
+
+    /// Takes in one event of the orchestrator, at `now` (ms).
+    pub fn observe(&mut self, now: u64, event: &Event) {
+        match event {
+            Event::Assigned { task, attempt, node, .. } => {
+                self.end_lease(*task);
+                self.lease.insert(*task, (*attempt, *node));
+                let n = node.0 as usize;
+                self.allocated[n] = self.allocated[n].plus(&self.task_amounts[task.0 as usize]);
+                if !self.capacity[n].covers(&self.allocated[n]) {
+                    self.violations.push((now, format!("node {n} over-committed by {task:?}")));
+                }
+            }
+            Event::Counted { task, attempt, node, .. } => {
+                if self.lease.get(task) == Some(&(*attempt, *node)) {
+                    self.end_lease(*task);
+                } else {
+                    self.violations.push((now, format!("a stale result of {task:?} ({attempt:?}) was counted")));
+                }
+            }
+            Event::Reassigned { task, .. } | Event::LeaseExpired { task, .. } => self.end_lease(*task),
+            Event::Ended { task, terminal } => {
+                let entry = self.ended.entry(*task).or_insert((*terminal, 0));
+                entry.1 += 1;
+                if entry.1 > 1 {
+                    self.violations.push((now, format!("{task:?} ended a second time ({terminal:?})")));
+                }
+            }
+            Event::NodeDead { node } => {
+                self.declared_dead += 1;
+                self.history[node.0 as usize].push((now, NodeEvent::Dead));
+            }
+            Event::NodeUp { node, .. } => self.history[node.0 as usize].push((now, NodeEvent::Up)),
+            Event::NodeBack { node } => self.history[node.0 as usize].push((now, NodeEvent::Back)),
+            Event::Stale { .. } => {}
+        }
+    }
+}

@@ -105,6 +105,7 @@ impl Checker {
             }
             Event::NodeUp { node, .. } => self.history[node.0 as usize].push((now, NodeEvent::Up)),
             Event::NodeBack { node } => self.history[node.0 as usize].push((now, NodeEvent::Back)),
+            Event::NodeLeft { node } => self.history[node.0 as usize].push((now, NodeEvent::Dead)),
             Event::Stale { .. } => {}
         }
     }

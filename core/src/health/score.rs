@@ -34,7 +34,8 @@ pub enum HealthState {
 }
 
 /// What a node reports with its heartbeat; fractions from 0 to 1.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// CPU in use.
     pub cpu: f64,

@@ -101,6 +101,8 @@ pub struct Agent {
     actions: VecDeque<AgentAction>,
     transmit: VecDeque<Frame<ToOrchestrator>>,
     results_dropped: u64,
+    /// Shutting down: no more heartbeats or attempts.
+    leaving: bool,
 }
 
 impl Agent {
@@ -121,6 +123,7 @@ impl Agent {
             actions: VecDeque::new(),
             transmit: VecDeque::new(),
             results_dropped: 0,
+            leaving: false,
         };
         agent.send(now_ms, DeliveryMode::AtLeastOnce, ToOrchestrator::Hello { incarnation });
         agent.tick(now_ms);
@@ -188,6 +191,9 @@ impl Agent {
     }
 
     fn assign(&mut self, now_ms: u64, task: TaskId, attempt: Attempt, work: u32, timeout_ms: u64) {
+        if self.leaving {
+            return; // The orchestrator takes it back when it hears we are leaving.
+        }
         let stale = self.accepted.get(&task).is_some_and(|&a| a >= attempt)
             || self.finished.keys().any(|&(t, a)| t == task && a >= attempt);
         if stale {
@@ -276,7 +282,7 @@ impl Agent {
         for packet in self.outbox.poll(now_ms) {
             self.transmit.push_back(Frame::Data(packet));
         }
-        if now_ms >= self.next_heartbeat_ms {
+        if now_ms >= self.next_heartbeat_ms && !self.leaving {
             let running = self.running().collect();
             let heartbeat = ToOrchestrator::Heartbeat { incarnation: self.incarnation, metrics: self.metrics, running };
             self.send(now_ms, DeliveryMode::FireAndForget, heartbeat);
@@ -284,14 +290,31 @@ impl Agent {
         }
     }
 
+    /// Shut down gracefully: stop every attempt (the orchestrator reassigns them without
+    /// spending a retry), take no more, and tell the orchestrator, after the results already
+    /// finished. The shell exits once [`Agent::is_drained`].
+    pub fn leave(&mut self, now_ms: u64) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        for (task, running) in std::mem::take(&mut self.running) {
+            self.actions.push_back(AgentAction::Stop { task, attempt: running.attempt });
+        }
+        self.send(now_ms, DeliveryMode::AtLeastOnce, ToOrchestrator::Leaving { incarnation: self.incarnation });
+    }
+
+    /// Whether a leaving agent has nothing left to deliver: every result and the goodbye are
+    /// acknowledged.
+    pub fn is_drained(&self) -> bool {
+        self.leaving && self.outbox.in_flight() == 0 && self.finished.values().all(|f| f.sent)
+    }
+
     /// When [`Agent::tick`] next has something to do.
     pub fn next_tick_ms(&self) -> u64 {
         let deadline = self.running.values().map(|r| r.deadline_ms).min();
-        [Some(self.next_heartbeat_ms), deadline, self.outbox.next_due_ms()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(u64::MAX)
+        let heartbeat = (!self.leaving).then_some(self.next_heartbeat_ms);
+        [heartbeat, deadline, self.outbox.next_due_ms()].into_iter().flatten().min().unwrap_or(u64::MAX)
     }
 
     /// The next thing the shell must do.
@@ -364,6 +387,36 @@ mod tests {
                 AgentAction::Start { task: TaskId(7), attempt: Attempt(3), work: 0 }
             ]
         );
+    }
+
+    #[test]
+    fn a_leaving_agent_stops_its_work_says_goodbye_after_its_results_and_drains() {
+        let mut a = agent();
+        drain(&mut a);
+        a.handle(1, assign(1, 7, 1));
+        a.handle(2, assign(2, 8, 1));
+        a.work_finished(3, TaskId(7), Attempt(1), Outcome::Passed);
+        drain(&mut a);
+        a.leave(4);
+        let (actions, frames) = drain(&mut a);
+        assert_eq!(actions, [AgentAction::Stop { task: TaskId(8), attempt: Attempt(1) }]);
+        let goodbye = frames.iter().find_map(|f| match f {
+            Frame::Data(Packet { id, body: ToOrchestrator::Leaving { .. }, .. }) => Some(*id),
+            _ => None,
+        });
+        let goodbye = goodbye.expect("the goodbye is sent");
+        assert!(!a.is_drained(), "the result and the goodbye wait for acknowledgements");
+        a.handle(5, assign(3, 9, 1));
+        a.tick(10_000);
+        let (actions, frames) = drain(&mut a);
+        assert!(actions.is_empty(), "a leaving agent starts nothing");
+        assert!(
+            !frames.iter().any(|f| matches!(f, Frame::Data(Packet { body: ToOrchestrator::Heartbeat { .. }, .. })))
+        );
+        for id in 1..=goodbye {
+            a.handle(10_001, Frame::Ack { session: 1, id });
+        }
+        assert!(a.is_drained());
     }
 
     #[test]

@@ -22,7 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How a message is delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeliveryMode {
     /// Sent once, never acknowledged.
     FireAndForget,
@@ -33,7 +34,8 @@ pub enum DeliveryMode {
 }
 
 /// A message on the wire.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Packet<T> {
     /// The conversation this packet belongs to.
     pub session: u64,
@@ -49,7 +51,8 @@ pub struct Packet<T> {
 }
 
 /// What travels between two ends: a message, or the acknowledgement of one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Frame<T> {
     /// A message.
     Data(Packet<T>),

@@ -11,19 +11,23 @@
 use crate::health::Metrics;
 
 /// A task instance, as the orchestrator numbers them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct TaskId(pub u64);
 
 /// One attempt at a task; higher is newer. The fencing token of results.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Attempt(pub u32);
 
 /// A node process's life: a restart is a new, higher incarnation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Incarnation(pub u64);
 
 /// How an attempt ended, as the agent saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The work succeeded (a command exited 0, a load plan ran to its end).
     Passed,
@@ -36,7 +40,8 @@ pub enum Outcome {
 }
 
 /// From the orchestrator to an agent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToAgent {
     /// Run `attempt` of `task`, described by `work` (opaque to the protocol: the shell's job),
     /// for at most `timeout_ms`.
@@ -67,7 +72,8 @@ pub enum ToAgent {
 }
 
 /// From an agent to the orchestrator.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToOrchestrator {
     /// The agent (re)started: this incarnation of this node is alive.
     Hello {
@@ -91,6 +97,12 @@ pub enum ToOrchestrator {
         task: TaskId,
         /// Its attempt.
         attempt: Attempt,
+    },
+    /// The node is shutting down: it has stopped its attempts and takes no more; everything it
+    /// leased goes elsewhere without spending a retry. Results it sent before count as usual.
+    Leaving {
+        /// This life of the node.
+        incarnation: Incarnation,
     },
     /// `attempt` of `task` has ended.
     Finished {

@@ -143,6 +143,11 @@ pub enum Event {
         /// The node.
         node: NodeIdx,
     },
+    /// A node said it is shutting down; its leases were taken back.
+    NodeLeft {
+        /// The node.
+        node: NodeIdx,
+    },
     /// A node declared dead was heard from again, in the same incarnation (a false suspicion,
     /// or a healed partition).
     NodeBack {
@@ -241,6 +246,8 @@ struct Node {
     outbox: Outbox<ToAgent>,
     inbox: Inbox,
     dead: bool,
+    /// This incarnation said it is leaving: nothing it says revives it.
+    left: bool,
     leases: BTreeSet<TaskId>,
     /// This node's entries in the orchestrator's time indexes.
     dead_at_ms: Option<u64>,
@@ -311,6 +318,7 @@ impl Orchestrator {
                     outbox: Outbox::new(config.outbox, 0),
                     inbox: Inbox::new(0),
                     dead: true,
+                    left: false,
                     leases: BTreeSet::new(),
                     dead_at_ms: None,
                     resend_at_ms: None,
@@ -494,6 +502,7 @@ impl Orchestrator {
         }
         match packet.body {
             ToOrchestrator::Hello { .. } => self.heard(now_ms, node, None),
+            ToOrchestrator::Leaving { .. } => self.left(node),
             ToOrchestrator::Heartbeat { metrics, running, .. } => {
                 self.heard(now_ms, node, Some(metrics));
                 for (task, attempt) in running {
@@ -536,15 +545,35 @@ impl Orchestrator {
         n.outbox = Outbox::new(config.outbox, incarnation.0);
         n.inbox = Inbox::new(incarnation.0);
         n.dead = false;
+        n.left = false;
         self.watch_outbox(node);
         self.set_pool_state(node, HealthState::Healthy, false);
         self.event(Event::NodeUp { node, incarnation });
         self.heard(now_ms, node, None);
     }
 
+    /// `node` shuts down: it is dead to placement, and its leases go elsewhere.
+    fn left(&mut self, node: NodeIdx) {
+        let n = &mut self.nodes[node.0 as usize];
+        if n.left {
+            return;
+        }
+        n.left = true;
+        n.dead = true;
+        self.event(Event::NodeLeft { node });
+        let leases: Vec<TaskId> = self.nodes[node.0 as usize].leases.iter().copied().collect();
+        for task in leases {
+            self.reassign(task);
+        }
+        self.set_pool_state(node, HealthState::Dead, false);
+    }
+
     /// A sign of life from `node` (a heartbeat, or a hello).
     fn heard(&mut self, now_ms: u64, node: NodeIdx, metrics: Option<Metrics>) {
         let n = &mut self.nodes[node.0 as usize];
+        if n.left {
+            return;
+        }
         let metrics = metrics.unwrap_or_default();
         let state = n.health.heartbeat(now_ms, metrics);
         let was_dead = n.dead;

@@ -1,5 +1,7 @@
 //! `dtest`: the command-line entry point; maps every outcome to the contract's exit codes.
 
+mod node;
+mod run;
 mod sim;
 mod validate;
 
@@ -40,6 +42,10 @@ enum Command {
     Schema,
     /// Simulate a scenario deterministically under madsim.
     Sim(sim::Args),
+    /// Run a node daemon: registers, heartbeats, executes assignments.
+    Node(node::Args),
+    /// Run a scenario for real on node daemons (`--nodes`) or local ones (`--local N`).
+    Run(run::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Schema => print_schema(),
         Command::Sim(args) => sim::run(&args),
+        Command::Node(args) => node::run(&args),
+        Command::Run(args) => run::run(&args),
     };
     exit.into()
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::placement::{Amounts, NodeIdx};
 use crate::protocol::{Attempt, Event, TaskId, Terminal};
+use crate::report::{Spread, Tasks};
 
 /// What the orchestrator said of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,39 @@ impl Checker {
     /// When the orchestrator first knew of a kill at `at`: declared dead or saw the restart.
     pub fn noticed(&self, node: usize, at: u64) -> Option<u64> {
         self.history[node].iter().find(|&&(t, e)| t >= at && e != NodeEvent::Back).map(|&(t, _)| t)
+    }
+
+    /// What became of `submitted` tasks, as the events tell it.
+    pub fn tasks(&self, submitted: u64) -> Tasks {
+        let mut tasks = Tasks { submitted, ..Tasks::default() };
+        for &(terminal, count) in self.ended.values() {
+            match terminal {
+                Terminal::Completed => tasks.completed += 1,
+                Terminal::Failed => tasks.failed += 1,
+                Terminal::Cancelled => tasks.cancelled += 1,
+            }
+            tasks.duplicated += u64::from(count > 1);
+        }
+        tasks.lost = submitted.saturating_sub(self.ended.len() as u64);
+        tasks
+    }
+
+    /// From each kill `(node, at)` to the first sign the orchestrator knew (declared dead, or
+    /// the restart seen); a kill never noticed counts until `end_ms`. A node the orchestrator
+    /// already held dead (cut off by a partition, say) needs no noticing.
+    pub fn detection(&self, kills: &[(usize, u64)], end_ms: u64) -> Option<Spread> {
+        let mut times: Vec<u64> = kills
+            .iter()
+            .map(|&(node, at)| {
+                if self.dead_at(node, at) {
+                    0
+                } else {
+                    self.noticed(node, at).map_or(end_ms.saturating_sub(at), |t| t - at)
+                }
+            })
+            .collect();
+        times.sort_unstable();
+        (!times.is_empty()).then(|| Spread { p50: times[times.len() / 2], max: times[times.len() - 1] })
     }
 
     /// Takes in one event of the orchestrator, at `now` (ms).

@@ -1,6 +1,9 @@
-//! dtest's real shell: the `dtest node` daemon and the orchestrator's HTTP/JSON transport.
-//!
-//! Node daemons (axum, sysinfo) will execute the core's assignments on real machines and the
-//! orchestrator will drive them with the same state machines the simulator tests (the
-//! `dtest node` and `dtest run` issue). Like `dtest-sim`, it carries messages and makes no
-//! decision of its own. It holds no code yet; it exists so the workspace has its final shape.
+//! dtest's real shell: the `dtest node` daemon ([`daemon`]), its HTTP/JSON API ([`api`]) and
+//! the orchestrator's side of it ([`client`]). The core's agent and orchestrator decide
+//! everything; this crate carries their frames over HTTP, runs commands and samples the machine.
+
+pub mod api;
+pub mod client;
+pub mod daemon;
+mod exec;
+mod system;

@@ -73,17 +73,7 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
     let world = shared.world.lock().unwrap_or_else(|e| e.into_inner());
     let checker = &world.checker;
 
-    let submitted = scenario.tasks_total();
-    let mut tasks = Tasks { submitted, ..Tasks::default() };
-    for &(terminal, count) in checker.ended.values() {
-        match terminal {
-            dtest_core::protocol::Terminal::Completed => tasks.completed += 1,
-            dtest_core::protocol::Terminal::Failed => tasks.failed += 1,
-            dtest_core::protocol::Terminal::Cancelled => tasks.cancelled += 1,
-        }
-        tasks.duplicated += u64::from(count > 1);
-    }
-    tasks.lost = submitted - checker.ended.len() as u64;
+    let tasks = checker.tasks(scenario.tasks_total());
 
     let mut violations: Vec<Violation> =
         checker.violations.iter().map(|(at_ms, what)| Violation { at_ms: *at_ms, what: what.clone() }).collect();
@@ -98,23 +88,7 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
         });
     }
 
-    // From each kill to the first sign the orchestrator knew: declared dead, or the restart seen.
-    // A node it already held dead (cut off by a partition, say) needs no noticing.
-    let mut detection: Vec<u64> = Vec::new();
-    for &(node, at) in &world.kills {
-        if checker.dead_at(node, at) {
-            detection.push(0);
-            continue;
-        }
-        let noticed = checker.noticed(node, at);
-        match noticed {
-            Some(t) => detection.push(t - at),
-            None => detection.push(end_ms - at),
-        }
-    }
-    detection.sort_unstable();
-    let failure_detection_ms = (!detection.is_empty())
-        .then(|| Spread { p50: detection[detection.len() / 2], max: detection[detection.len() - 1] });
+    let failure_detection_ms = checker.detection(&world.kills, end_ms);
     if let (Some(limit), Some(spread)) = (scenario.expect.failure_detected_within_ms, failure_detection_ms)
         && spread.max > limit
     {

@@ -141,6 +141,17 @@ pub enum CatalogError {
     TooManyCustomKinds,
 }
 
+impl std::fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogError::TooManyCapabilities => write!(f, "more than {CAPABILITIES_MAX} distinct capabilities"),
+            CatalogError::TooManyCustomKinds => write!(f, "more than {CUSTOM_KINDS_MAX} distinct custom resources"),
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
 /// The names of a cluster's capabilities and custom resources, with their indices.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {

@@ -1,0 +1,124 @@
+//! The orchestrator's side of the node API.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ApiError, Exchange, ExchangeReply, Faults, NodeInfo, PREFIX, Plan};
+
+/// What went wrong talking to a node.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The node could not be reached or did not answer in time.
+    Unreachable(String),
+    /// The node does not have the plan the exchange named.
+    NeedsPlan,
+    /// The node answered with an error.
+    Refused(u16, String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable(why) => write!(f, "unreachable: {why}"),
+            ClientError::NeedsPlan => write!(f, "the node does not have the plan"),
+            ClientError::Refused(status, why) => write!(f, "refused ({status}): {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// One node daemon, as the orchestrator talks to it.
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    /// A client for the daemon at `url` (`http://host:port`), authenticating with `token`.
+    pub fn new(url: &str, token: &str) -> NodeClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(4)
+            .build()
+            .expect("a client with plain settings builds");
+        NodeClient { base: url.trim_end_matches('/').to_owned(), token: token.to_owned(), http }
+    }
+
+    /// The daemon's address.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// What the node is and offers.
+    pub async fn info(&self, timeout: Duration) -> Result<NodeInfo, ClientError> {
+        let request = self.http.get(format!("{}{PREFIX}/info", self.base)).timeout(timeout);
+        self.send(request).await
+    }
+
+    /// Gives the node the run's plan (a new plan starts a new life of its agent).
+    pub async fn put_plan(&self, plan: &Plan) -> Result<(), ClientError> {
+        let request = self.http.put(format!("{}{PREFIX}/plan", self.base)).timeout(Duration::from_secs(30));
+        self.send_empty(request.json(plan)).await
+    }
+
+    /// Sets the network faults the node applies to its link.
+    pub async fn put_faults(&self, faults: &Faults) -> Result<(), ClientError> {
+        let request = self.http.put(format!("{}{PREFIX}/faults", self.base)).timeout(Duration::from_secs(5));
+        self.send_empty(request.json(faults)).await
+    }
+
+    /// Hands over frames and takes the node's, waiting up to `exchange.wait_ms` for some.
+    pub async fn exchange(&self, exchange: &Exchange) -> Result<ExchangeReply, ClientError> {
+        let timeout = Duration::from_millis(exchange.wait_ms) + Duration::from_secs(5);
+        let request = self.http.post(format!("{}{PREFIX}/exchange", self.base)).timeout(timeout);
+        self.send(request.json(exchange)).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = self.checked(request).await?;
+        response.json().await.map_err(|e| ClientError::Unreachable(e.to_string()))
+    }
+
+    async fn send_empty(&self, request: reqwest::RequestBuilder) -> Result<(), ClientError> {
+        self.checked(request).await.map(|_| ())
+    }
+
+    async fn checked(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response =
+            request.bearer_auth(&self.token).send().await.map_err(|e| ClientError::Unreachable(reqwest_reason(&e)))?;
+        match response.status() {
+            status if status.is_success() => Ok(response),
+            StatusCode::CONFLICT => Err(ClientError::NeedsPlan),
+            status => {
+                let text = response.text().await.unwrap_or_default();
+                let why = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.error);
+                Err(ClientError::Refused(status.as_u16(), why))
+            }
+        }
+    }
+}
+
+/// reqwest's error with its causes, which say what actually failed (connection refused, ...).
+fn reqwest_reason(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Serializes `value` as the node API does (for measuring frames on the wire).
+pub fn wire_bytes<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}

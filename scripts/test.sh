@@ -14,12 +14,16 @@ if [ -n "${RUSTFLAGS:-}${RUSTDOCFLAGS:-}" ]; then
 fi
 
 step "installing test dependencies"
-# Python's jsonschema is the independent validator the schema test checks `dtest schema` with.
+# Python's jsonschema is the independent validator the schema test checks `dtest schema` with;
+# junitparser the JUnit consumer the run tests read `--junit` files with; python3 also runs the
+# sharded test suite that `dtest run` distributes.
 if ! command -v python3 >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3 python3-pip
 fi
-if ! python3 -c 'import jsonschema' 2>/dev/null; then
-  pip_install() { python3 -m pip install --quiet --disable-pip-version-check "$@" 'jsonschema>=4.18,<5'; }
+if ! python3 -c 'import jsonschema, junitparser' 2>/dev/null; then
+  pip_install() {
+    python3 -m pip install --quiet --disable-pip-version-check "$@" 'jsonschema>=4.18,<5' 'junitparser>=3.1,<4'
+  }
   # Debian's own python3 refuses system-wide installs (PEP 668) unless told otherwise.
   pip_install || pip_install --break-system-packages
 fi

@@ -1,0 +1,340 @@
+//! `dtest run` and `dtest node` for real: node daemons as real processes on 127.0.0.1, real
+//! commands, real SIGKILLs and partitions, the JUnit file read by a real JUnit consumer
+//! (Python's junitparser), and the node API fed bad input.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{dtest, root};
+
+/// A scratch directory, removed at the end of the test.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("dtest-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a scratch file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `dtest node` process, killed when dropped.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(token_file: &str, extra: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dtest"))
+            .args(["node", "--listen", "127.0.0.1:0", "--token-file", token_file])
+            .args(extra)
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dtest node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the address line");
+        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port on the first line");
+        Daemon { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request by hand, so bad input reaches the daemon exactly as written; the status.
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the daemon");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send the head");
+    // The daemon may answer (413) and close before the whole body is written.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn report_of(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "a JSON report on stdout ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn assert_nothing_lost_or_doubled(report: &Value) {
+    let tasks = &report["tasks"];
+    assert_eq!(tasks["completed"], tasks["submitted"], "{report:#}");
+    assert_eq!(tasks["lost"], 0, "{report:#}");
+    assert_eq!(tasks["duplicated"], 0, "{report:#}");
+    assert_eq!(report["violations"], Value::Array(vec![]), "{report:#}");
+}
+
+/// A scenario of `count` tasks running `sleep SECONDS` on four local nodes, with `faults`.
+fn sleepy_scenario(count: u32, seconds: f64, faults: &str) -> String {
+    format!(
+        r#"{{
+  "name": "sleepy",
+  "description": "sleeping tasks on four local nodes",
+  "duration_s": 90,
+  "cluster": {{ "groups": [
+    {{ "name": "local", "count": 4, "resources": {{ "cpu_millis": 1000, "memory_mb": 1024 }} }}
+  ] }},
+  "strategy": {{ "distribution": "least_loaded", "allocation": "first_fit" }},
+  "workload": {{ "tasks": [
+    {{ "name": "sleep", "count": {count}, "kind": "command", "requires": {{ "cpu_millis": 500, "memory_mb": 64 }},
+      "command": {{ "argv": ["sleep", "{seconds}"], "timeout_s": 60 }} }}
+  ] }},
+  "faults": {faults},
+  "expect": {{ "all_tasks_complete": true }}
+}}"#
+    )
+}
+
+#[test]
+fn the_sharded_suite_runs_on_four_local_nodes_and_junit_reads_it() {
+    let scratch = Scratch::new("sharded");
+    let junit = scratch.0.join("junit.xml");
+    let junit = junit.to_string_lossy();
+    let output = dtest(&["run", "scenarios/sharded-tests.json", "--local", "4", "--json", "--junit", &junit]);
+    let report = report_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["mode"], "run");
+    assert_eq!(report["tasks"]["submitted"], 12);
+    assert_nothing_lost_or_doubled(&report);
+    let results = report["results"].as_array().expect("per-task results");
+    assert_eq!(results.len(), 12);
+    assert!(results.iter().all(|r| r["outcome"] == "passed"), "{results:#?}");
+    let nodes: std::collections::BTreeSet<&str> = results.iter().filter_map(|r| r["node"].as_str()).collect();
+    assert!(nodes.len() > 1, "the shards spread over the nodes: {nodes:?}");
+
+    let check = r#"
+import sys
+from junitparser import JUnitXml, Failure, Error
+xml = JUnitXml.fromfile(sys.argv[1])
+cases = [case for suite in xml for case in suite]
+assert len(cases) == 12, len(cases)
+assert all(not case.result for case in cases), [case.result for case in cases]
+names = sorted(case.name for case in cases)
+assert "suite[1/12]" in names and "suite[12/12]" in names, names
+print(xml.tests, xml.failures, xml.errors)
+"#;
+    let parsed = Command::new("python3").args(["-c", check, &junit]).output().expect("run python3");
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "12 0 0");
+}
+
+#[test]
+fn a_failing_shard_fails_the_run_and_junit_carries_its_output() {
+    let scratch = Scratch::new("failing");
+    let scenario = scratch.file(
+        "failing.json",
+        r#"{
+  "name": "failing",
+  "description": "one of three checks fails",
+  "duration_s": 60,
+  "cluster": { "groups": [ { "name": "local", "count": 2, "resources": { "cpu_millis": 1000, "memory_mb": 1024 } } ] },
+  "workload": { "tasks": [
+    { "name": "check", "count": 3, "kind": "command", "max_attempts": 1, "requires": { "cpu_millis": 100 },
+      "command": { "argv": ["sh", "-c", "echo checking {index}; test {index} -ne 2 || { echo 'assertion <failed>' >&2; exit 3; }"], "timeout_s": 30 } }
+  ] },
+  "expect": { "max_failed_tasks": 0 }
+}"#,
+    );
+    let junit = scratch.0.join("junit.xml");
+    let junit = junit.to_string_lossy();
+    let output = dtest(&["run", &scenario, "--local", "2", "--json", "--junit", &junit]);
+    let report = report_of(&output);
+    assert_eq!(output.status.code(), Some(1), "an expectation failed: {report:#}");
+    assert_eq!(report["tasks"]["failed"], 1);
+    let failed: Vec<&Value> =
+        report["results"].as_array().expect("results").iter().filter(|r| r["outcome"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    let message = failed[0]["message"].as_str().expect("a message");
+    assert!(message.starts_with("exit code 3") && message.contains("assertion <failed>"), "{message}");
+    let check = r#"
+import sys
+from junitparser import JUnitXml, Failure
+xml = JUnitXml.fromfile(sys.argv[1])
+failures = [(case.name, r) for suite in xml for case in suite for r in case.result if isinstance(r, Failure)]
+assert len(failures) == 1, failures
+name, failure = failures[0]
+assert name == "check[2/3]", name
+assert "assertion <failed>" in failure.text, failure.text
+"#;
+    let parsed = Command::new("python3").args(["-c", check, &junit]).output().expect("run python3");
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+}
+
+#[test]
+fn a_node_killed_mid_run_has_its_work_reassigned_and_nothing_is_lost_or_counted_twice() {
+    let scratch = Scratch::new("kill");
+    let scenario = scratch
+        .file("kill.json", &sleepy_scenario(8, 3.0, r#"[ { "at_s": 1, "type": "kill", "nodes": ["local-2"] } ]"#));
+    let output = dtest(&["run", &scenario, "--local", "4", "--json"]);
+    let report = report_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_nothing_lost_or_doubled(&report);
+    assert!(report["reassignments"].as_u64() >= Some(1), "the killed node's work moved: {report:#}");
+    assert!(report["nodes"]["declared_dead"].as_u64() >= Some(1), "{report:#}");
+    let detection = report["failure_detection_ms"]["max"].as_u64().expect("the kill was noticed");
+    assert!(detection < 15_000, "noticed in {detection} ms: {report:#}");
+    let results = report["results"].as_array().expect("results");
+    assert!(results.iter().all(|r| r["node"] != "local-2"), "no result counted from the dead node: {results:#?}");
+}
+
+#[test]
+fn a_partitioned_node_is_declared_dead_its_work_moves_and_its_stale_results_are_refused() {
+    let scratch = Scratch::new("partition");
+    // Eight tasks fill the four nodes. local-3 is cut off from 1 s to 10 s: declared dead about
+    // 6 s later (phi accrual with one second of heartbeat history), its tasks run again elsewhere
+    // once room frees at 8 s; its own attempts end at 8 s inside the partition, and the results
+    // it resends after the heal (by 11 s) must be refused, while the new attempts run to 16 s.
+    let faults = r#"[ { "at_s": 1, "type": "partition", "nodes": [["local-3"]], "heal_at_s": 10 } ]"#;
+    let scenario = scratch.file("partition.json", &sleepy_scenario(8, 8.0, faults));
+    let output = dtest(&["run", &scenario, "--local", "4", "--json"]);
+    let report = report_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_nothing_lost_or_doubled(&report);
+    assert!(report["nodes"]["declared_dead"].as_u64() >= Some(1), "{report:#}");
+    assert!(report["reassignments"].as_u64() >= Some(1), "{report:#}");
+    assert!(report["stale_results_refused"].as_u64() >= Some(1), "the healed node's old result: {report:#}");
+    let results = report["results"].as_array().expect("results");
+    assert!(results.iter().all(|r| r["node"] != "local-3"), "{results:#?}");
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_hands_its_work_back() {
+    let scratch = Scratch::new("sigterm");
+    let token = scratch.file("token", "sigterm-test-token\n");
+    let a = Daemon::start(
+        &token,
+        &["--allow-commands", "--group", "local", "--resources", "cpu_millis=1000,memory_mb=1024"],
+    );
+    let mut b = Daemon::start(
+        &token,
+        &["--allow-commands", "--group", "local", "--resources", "cpu_millis=1000,memory_mb=1024"],
+    );
+    let scenario = scratch.file("sleepy.json", &sleepy_scenario(4, 3.0, "[]"));
+    let nodes = format!("{},{}", a.url(), b.url());
+    let run = Command::new(env!("CARGO_BIN_EXE_dtest"))
+        .args(["run", &scenario, "--nodes", &nodes, "--token-file", &token, "--json"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dtest run");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(b.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal the node");
+    let status = b.child.wait().expect("the node exits");
+    assert!(status.success(), "a graceful exit: {status:?}");
+    let output = run.wait_with_output().expect("the run ends");
+    let report = report_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_nothing_lost_or_doubled(&report);
+    assert!(report["reassignments"].as_u64() >= Some(1), "{report:#}");
+    assert_eq!(report["nodes"]["false_suspicions"], 0, "{report:#}");
+    let results = report["results"].as_array().expect("results");
+    assert!(results.iter().all(|r| r["attempts"].as_u64() <= Some(2)), "{results:#?}");
+}
+
+#[test]
+fn unreachable_nodes_at_start_exit_2_naming_them() {
+    let scratch = Scratch::new("unreachable");
+    let token = scratch.file("token", "t");
+    let output = dtest(&[
+        "run",
+        "scenarios/sharded-tests.json",
+        "--nodes",
+        "http://127.0.0.1:9,http://127.0.0.1:1",
+        "--token-file",
+        &token,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("http://127.0.0.1:9") && stderr.contains("http://127.0.0.1:1"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_node_without_allow_commands_is_refused_before_the_run_starts() {
+    let scratch = Scratch::new("no-commands");
+    let token = scratch.file("token", "secret");
+    let daemon = Daemon::start(&token, &[]);
+    let output = dtest(&["run", "scenarios/sharded-tests.json", "--nodes", &daemon.url(), "--token-file", &token]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--allow-commands"), "{stderr}");
+}
+
+#[test]
+fn the_node_api_answers_bad_input_with_4xx_and_keeps_serving() {
+    let scratch = Scratch::new("api");
+    let token = scratch.file("token", "right-token");
+    let mut daemon = Daemon::start(&token, &[]);
+    let port = daemon.port;
+    assert_eq!(http(port, "GET", "/v1/info", None, b"").0, 401);
+    assert_eq!(http(port, "GET", "/v1/info", Some("wrong-token"), b"").0, 401);
+    let (status, text) = http(port, "GET", "/v1/info", Some("right-token"), b"");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"allow_commands\":false"), "commands are off by default: {text}");
+    assert_eq!(http(port, "POST", "/v1/exchange", Some("right-token"), b"{\"plan\": ").0, 400);
+    assert_eq!(http(port, "POST", "/v1/exchange", Some("right-token"), b"[1, 2]").0, 400);
+    assert_eq!(http(port, "PUT", "/v1/plan", Some("right-token"), b"{\"id\": 7}").0, 400);
+    let big = format!("{{\"id\": \"{}\", \"entries\": []}}", "x".repeat(17 << 20));
+    assert_eq!(http(port, "PUT", "/v1/plan", Some("right-token"), big.as_bytes()).0, 413);
+    let exchange = br#"{"plan": "none", "frames": [], "wait_ms": 0}"#;
+    assert_eq!(http(port, "POST", "/v1/exchange", Some("right-token"), exchange).0, 409);
+    let lossy = br#"{"link": {"to_node": {"loss": 2.0}}}"#;
+    assert_eq!(http(port, "PUT", "/v1/faults", Some("right-token"), lossy).0, 422);
+    assert_eq!(http(port, "GET", "/nowhere", Some("right-token"), b"").0, 404);
+    assert_eq!(http(port, "GET", "/v1/info", Some("right-token"), b"").0, 200, "still serving");
+    assert!(daemon.child.try_wait().expect("query the daemon").is_none(), "the daemon did not exit");
+}
+
+#[test]
+fn a_node_listens_on_loopback_and_needs_a_token_file() {
+    let output = dtest(&["node", "--token-file", "/nonexistent/token"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/token"));
+    let help = dtest(&["node", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("127.0.0.1:7070"));
+}

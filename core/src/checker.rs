@@ -90,10 +90,12 @@ impl Checker {
 
     /// From each kill `(node, at)` to the first sign the orchestrator knew (declared dead, or
     /// the restart seen); a kill never noticed counts until `end_ms`. A node the orchestrator
-    /// already held dead (cut off by a partition, say) needs no noticing.
+    /// already held dead (cut off by a partition, say) needs no noticing, and a node killed
+    /// before it ever said hello cannot be noticed dead: it is left out.
     pub fn detection(&self, kills: &[(usize, u64)], end_ms: u64) -> Option<Spread> {
         let mut times: Vec<u64> = kills
             .iter()
+            .filter(|&&(node, at)| self.history[node].iter().any(|&(t, e)| t <= at && e == NodeEvent::Up))
             .map(|&(node, at)| {
                 if self.dead_at(node, at) {
                     0
@@ -142,5 +144,28 @@ impl Checker {
             Event::NodeLeft { node } => self.history[node.0 as usize].push((now, NodeEvent::Dead)),
             Event::Stale { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Incarnation;
+
+    #[test]
+    fn detection_counts_from_the_kill_to_the_first_sign_and_skips_nodes_never_heard_of() {
+        let mut checker = Checker::new(vec![Amounts::default(); 3], Vec::new());
+        let up = |node| Event::NodeUp { node: NodeIdx(node), incarnation: Incarnation(1) };
+        checker.observe(100, &up(0));
+        checker.observe(100, &up(1));
+        checker.observe(5_000, &Event::NodeDead { node: NodeIdx(0) });
+        // Node 0 killed at 1 s, declared dead at 5 s; node 1 killed at 2 s and never noticed by
+        // the end at 9 s; node 2 killed at 50 ms, before it ever said hello, up again at 7 s.
+        checker.observe(7_000, &up(2));
+        let spread = checker.detection(&[(0, 1_000), (1, 2_000), (2, 50)], 9_000).expect("kills were noticed");
+        assert_eq!((spread.p50, spread.max), (7_000, 7_000));
+        let spread = checker.detection(&[(0, 1_000), (2, 50)], 9_000).expect("one kill counts");
+        assert_eq!((spread.p50, spread.max), (4_000, 4_000));
+        assert_eq!(checker.detection(&[(2, 50)], 9_000), None, "a node never heard of is left out");
     }
 }

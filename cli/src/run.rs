@@ -176,7 +176,7 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
             return bad(&format!("cannot write {}: {e}", token_file.display()));
         }
         let identities = local_identities(&scenario, n);
-        let started = futures_util_join_all(identities.into_iter().enumerate().map(|(i, identity)| {
+        let started = futures::future::join_all(identities.into_iter().enumerate().map(|(i, identity)| {
             let log = dir.0.join(format!("{}.log", identity.name));
             let token_file = token_file.clone();
             let heartbeat = scenario.failure_detector.heartbeat_interval_ms;
@@ -224,7 +224,7 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
     // Every node must answer before anything starts; name all that do not.
     let clients: Vec<NodeClient> = urls.iter().map(|u| NodeClient::new(u, &token)).collect();
     let infos =
-        futures_util_join_all(clients.iter().map(|c| async move { c.info(Duration::from_secs(3)).await })).await;
+        futures::future::join_all(clients.iter().map(|c| async move { c.info(Duration::from_secs(3)).await })).await;
     let mut unreachable = Vec::new();
     let mut members = Vec::new();
     let mut per_group: BTreeMap<String, u32> = BTreeMap::new();
@@ -275,7 +275,7 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
             })
             .collect(),
     });
-    let plans = futures_util_join_all(members.iter().map(|m| m.client.put_plan(&plan))).await;
+    let plans = futures::future::join_all(members.iter().map(|m| m.client.put_plan(&plan))).await;
     for (m, result) in members.iter().zip(plans) {
         if let Err(e) = result {
             return bad(&format!("node {} ({}) refused the plan: {e}", m.name, m.client.url()));
@@ -436,7 +436,7 @@ fn task_inputs(
 enum Input {
     /// Frames from node `i`.
     Frames(usize, Vec<Frame<ToOrchestrator>>),
-    /// Frames to node `i` that could not be delivered.
+    /// This many frames to a node could not be delivered (its exchange failed).
     Undelivered(u64),
 }
 
@@ -1009,11 +1009,6 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_util_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    futures::future::join_all(futures).await
 }
 
 /// The report as JUnit XML: a test suite per task entry, a test case per instance.

@@ -314,14 +314,8 @@ fn unit(rng: &mut ChaCha8Rng) -> f64 {
 /// fault layer.
 fn step(node: &Arc<Node>, state: &mut NodeState) {
     let Some(agent) = state.agent.as_mut() else { return };
-    let mut actions = Vec::new();
-    while let Some(action) = agent.poll_action() {
-        actions.push(action);
-    }
-    let mut frames = Vec::new();
-    while let Some(frame) = agent.poll_transmit() {
-        frames.push(frame);
-    }
+    let actions: Vec<AgentAction> = std::iter::from_fn(|| agent.poll_action()).collect();
+    let frames: Vec<_> = std::iter::from_fn(|| agent.poll_transmit()).collect();
     for action in actions {
         match action {
             AgentAction::Start { task, attempt, work } => {

@@ -32,6 +32,9 @@ const LOCAL_MAX: u32 = 64;
 const POLL_WAIT_MS: u64 = 1_000;
 /// How often the orchestrator looks at its timers.
 const TICK_MS: u64 = 50;
+/// Placement waits for every node's hello, or this long, so the first pass sees the cluster
+/// rather than whichever nodes answered first.
+const REGISTRATION_GRACE_MS: u64 = 5_000;
 
 /// Arguments of `dtest run`.
 #[derive(Debug, clap::Args)]
@@ -588,7 +591,10 @@ impl<'a> Driver<'a> {
                 next_fault += 1;
                 self.apply_fault(index, starting, now, token_file).await;
             }
-            self.orchestrator.tick(now, &Observations::default());
+            let registered = self.checker.history.iter().all(|h| !h.is_empty());
+            if registered || now >= REGISTRATION_GRACE_MS {
+                self.orchestrator.tick(now, &Observations::default());
+            }
             while let Some((node, frame)) = self.orchestrator.poll_transmit() {
                 self.sent += 1;
                 let _ = outgoing[node.0 as usize].send(frame);

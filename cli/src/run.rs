@@ -378,17 +378,8 @@ fn pool_of_members(scenario: &Scenario, members: &[Member]) -> Result<(Pool, Cat
         for name in m.info.resources.custom.keys() {
             catalog.add_custom(name).map_err(|e| format!("node {}: resource `{name}`: {e}", m.name))?;
         }
-        let r = &m.info.resources;
-        let resources = dtest_core::scenario::Resources {
-            cpu_millis: r.cpu_millis,
-            memory_mb: r.memory_mb,
-            disk_mb: r.disk_mb,
-            net_mbps: r.net_mbps,
-            gpus: r.gpus,
-            custom: r.custom.clone(),
-        };
         specs.push(NodeSpec {
-            capacity: catalog.amounts(&resources).unwrap_or_default(),
+            capacity: catalog.amounts(&m.info.resources).unwrap_or_default(),
             capabilities: catalog.capabilities(&m.info.capabilities).unwrap_or_default(),
             region: m.info.region.as_deref().map(|r| labels.intern(r)),
             zone: m.info.zone.as_deref().map(|z| labels.intern(z)),
@@ -662,12 +653,7 @@ impl<'a> Driver<'a> {
             }
             Event::NodeDead { node } => {
                 let n = node.0 as usize;
-                let last_up = self.checker.history[n]
-                    .iter()
-                    .rev()
-                    .find(|&&(_, e)| e == dtest_core::checker::NodeEvent::Up)
-                    .map(|&(t, _)| t);
-                let killed = self.last_kill[n].is_some_and(|k| last_up.is_none_or(|up| up <= k));
+                let killed = self.checker.down_since_kill(n, self.last_kill[n]);
                 let justified = killed || self.paused[n] || self.net.cuts(self.members[n].node_ref);
                 if !justified {
                     self.false_suspicions += 1;

@@ -68,6 +68,13 @@ impl Checker {
         matches!(last, Some((_, NodeEvent::Dead)))
     }
 
+    /// Whether `node`, last killed at `last_kill`, is still down: no new incarnation said hello
+    /// after the kill.
+    pub fn down_since_kill(&self, node: usize, last_kill: Option<u64>) -> bool {
+        let last_up = self.history[node].iter().rev().find(|&&(_, e)| e == NodeEvent::Up).map(|&(t, _)| t);
+        last_kill.is_some_and(|k| last_up.is_none_or(|up| up <= k))
+    }
+
     /// When the orchestrator first knew of a kill at `at`: declared dead or saw the restart.
     pub fn noticed(&self, node: usize, at: u64) -> Option<u64> {
         self.history[node].iter().find(|&&(t, e)| t >= at && e != NodeEvent::Back).map(|&(t, _)| t)

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use dtest_core::faults::Link;
 use dtest_core::protocol::{Frame, ToAgent, ToOrchestrator};
+pub use dtest_core::scenario::Resources;
 use serde::{Deserialize, Serialize};
 
 /// The API's version prefix.
@@ -51,28 +52,6 @@ pub struct NodeInfo {
     pub resources_detected: bool,
     /// Whether it runs command tasks (`--allow-commands`).
     pub allow_commands: bool,
-}
-
-/// A node's capacity, in the scenario's units.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    /// Thousandths of a CPU.
-    pub cpu_millis: u64,
-    /// Memory, MiB.
-    pub memory_mb: u64,
-    /// Disk, MB.
-    #[serde(default)]
-    pub disk_mb: u64,
-    /// Network, Mbit/s.
-    #[serde(default)]
-    pub net_mbps: u64,
-    /// Whole GPUs.
-    #[serde(default)]
-    pub gpus: u64,
-    /// Named custom resources.
-    #[serde(default)]
-    pub custom: BTreeMap<String, u64>,
 }
 
 /// What the run's tasks are: an assignment's `work` is the index of a task instance, counted

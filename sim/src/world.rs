@@ -24,7 +24,7 @@ use madsim::task::NodeId;
 use madsim::time::{Instant, sleep, sleep_until};
 
 use crate::{SimError, SimOptions};
-use dtest_core::checker::{Checker, NodeEvent};
+use dtest_core::checker::Checker;
 use dtest_core::faults::{Direction, NetFaults, Verdict};
 
 const PORT: u16 = 7_000;
@@ -385,10 +385,7 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
             }
             if let Event::NodeDead { node } = &event {
                 let n = node.0 as usize;
-                // Killed and not restarted since: the last kill is after the last new incarnation.
-                let last_up =
-                    world.checker.history[n].iter().rev().find(|&&(_, e)| e == NodeEvent::Up).map(|&(t, _)| t);
-                let killed = world.last_kill[n].is_some_and(|k| last_up.is_none_or(|up| up <= k));
+                let killed = world.checker.down_since_kill(n, world.last_kill[n]);
                 let justified = killed || world.paused.contains(&n) || world.faults.cuts(shared.node_refs[n]);
                 if !justified {
                     world.false_suspicions += 1;

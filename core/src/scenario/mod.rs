@@ -165,20 +165,25 @@ pub struct Group {
     pub capabilities: Vec<String>,
 }
 
-/// An amount of each resource.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// An amount of each resource. Also what a node daemon says it offers, on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Thousandths of a core.
     pub cpu_millis: u64,
     /// MiB.
     pub memory_mb: u64,
     /// MB.
+    #[serde(default)]
     pub disk_mb: u64,
     /// Mbit/s.
+    #[serde(default)]
     pub net_mbps: u64,
     /// Whole GPUs.
+    #[serde(default)]
     pub gpus: u64,
     /// Named custom resources.
+    #[serde(default)]
     pub custom: BTreeMap<String, u64>,
 }
 

@@ -91,8 +91,13 @@ impl Cluster {
     fn step(&mut self) {
         let (node, task, attempt) = self.leases.swap_remove(self.turn % self.leases.len());
         self.turn += 1;
-        let finished =
-            ToOrchestrator::Finished { incarnation: Incarnation(1), task, attempt, outcome: Outcome::Cancelled };
+        let finished = ToOrchestrator::Finished {
+            incarnation: Incarnation(1),
+            task,
+            attempt,
+            outcome: Outcome::Cancelled,
+            load: None,
+        };
         self.deliver(node.0 as usize, DeliveryMode::ExactlyOnce, finished);
         self.orchestrator.tick(0, &Default::default());
         self.drain();

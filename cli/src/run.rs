@@ -787,16 +787,10 @@ impl<'a> Driver<'a> {
                 mean: if self.util.0 == 0 { 0.0 } else { self.util.1 / self.util.0 as f64 },
                 max: self.util.2,
             },
-            requests: None,
-            errors: None,
-            duration_s: None,
-            rps: None,
-            latency_ms: None,
-            latency_uncorrected_ms: None,
-            histogram: None,
             expectations: Vec::new(),
             violations,
             results,
+            ..Report::default()
         };
         report.expectations = expectations(self.scenario, &report);
         report

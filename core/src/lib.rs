@@ -10,6 +10,8 @@
 //! - [`health`]: failure detection (phi accrual).
 //! - [`protocol`]: the orchestration protocol's parts: circuit breakers and backoff so far.
 //! - [`load`]: the six load patterns as exact functions of time.
+//! - [`measure`]: load measurements (HdrHistograms, outcome counts, a per-second series) and
+//!   their lossless merge across nodes.
 //! - [`placement`]: the resource pool and the strategies that decide which node runs each task.
 //! - [`limits`]: the named upper bound of every count, rate and duration.
 
@@ -18,6 +20,7 @@ pub mod faults;
 pub mod health;
 pub mod limits;
 pub mod load;
+pub mod measure;
 pub mod placement;
 pub mod protocol;
 pub mod report;

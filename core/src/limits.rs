@@ -67,6 +67,10 @@ pub const CUSTOM_UNITS_MAX: u64 = 1_000_000_000;
 
 /// Request rate of one load task, in requests per second, summed over its instances' nodes.
 pub const RPS_MAX: f64 = 10_000_000.0;
+/// Requests of one run: [`RPS_MAX`] for [`DURATION_S_MAX`].
+pub const REQUESTS_MAX: u64 = 6_048_000_000_000;
+/// Rate changes of one `random` pattern (`duration_s / change_every_s`).
+pub const RANDOM_CHANGES_MAX: u64 = 100_000;
 /// Open connections of one load task instance.
 pub const CONNECTIONS_MAX: u64 = 100_000;
 /// Command-line arguments of one command task.

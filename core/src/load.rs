@@ -20,12 +20,73 @@ use crate::scenario::Pattern;
 pub struct Schedule {
     pattern: Pattern,
     seed: u64,
+    /// For `random`: arrivals before each segment (at most `RANDOM_CHANGES_MAX` + 2 entries).
+    prefix: Vec<f64>,
 }
 
 impl Schedule {
     /// The schedule of `pattern`; `seed` fixes a `random` pattern's rates.
     pub fn new(pattern: Pattern, seed: u64) -> Schedule {
-        Schedule { pattern, seed }
+        let mut prefix = Vec::new();
+        if let Pattern::Random { min_rps, max_rps, change_every_ms, duration_ms } = pattern {
+            let segments = duration_ms.div_ceil(change_every_ms.max(1));
+            prefix.reserve(segments as usize + 1);
+            let mut total = 0.0;
+            for segment in 0..=segments {
+                prefix.push(total);
+                total += (min_rps + (max_rps - min_rps) * unit(seed, segment)) * change_every_ms as f64 / 1000.0;
+            }
+        }
+        Schedule { pattern, seed, prefix }
+    }
+
+    /// Arrivals over the whole pattern, whole ones.
+    pub fn total_arrivals(&self) -> u64 {
+        // Ulps of rounding must not lose the last arrival of an exact total.
+        (self.arrivals_until(self.duration_ms() as f64) + 1e-9).floor() as u64
+    }
+
+    /// When arrival `k` (from 0) is due, in milliseconds from the start: the moment the
+    /// expected arrivals reach `k`, so arrival 0 is at 0 and a constant 100 rps puts one every
+    /// 10 ms. `None` past the last. `after_ms` is a time known not to be later (the previous
+    /// arrival's), which makes stepping through a schedule cost a few evaluations per arrival.
+    pub fn arrival_ms(&self, k: u64, after_ms: f64) -> Option<f64> {
+        if k >= self.total_arrivals() {
+            return None;
+        }
+        let target = k as f64;
+        let (mut lo, mut hi) = (after_ms.max(0.0), self.duration_ms() as f64);
+        if self.arrivals_until(lo) >= target {
+            return Some(lo);
+        }
+        // Newton steps on the integral, kept inside a shrinking bracket (bisection when a step
+        // would leave it or the rate is zero).
+        let mut t = lo;
+        for _ in 0..200 {
+            let behind = target - self.arrivals_until(t);
+            if behind.abs() < 1e-9 {
+                break;
+            }
+            if behind > 0.0 {
+                lo = t
+            } else {
+                hi = t
+            }
+            if hi - lo < 1e-6 {
+                break;
+            }
+            let rate = self.rate_at(t) / 1000.0;
+            let step = if rate > 0.0 { t + behind / rate } else { f64::NAN };
+            t = if step > lo && step < hi { step } else { (lo + hi) / 2.0 };
+        }
+        Some(t.clamp(lo, hi))
+    }
+
+    /// The due times of one instance's share of the arrivals: instance `index` (from 0) of
+    /// `of` takes arrivals `index`, `index + of`, `index + 2·of`, …, so the instances together
+    /// make exactly the whole schedule, interleaved.
+    pub fn share(&self, index: u32, of: u32) -> Arrivals<'_> {
+        Arrivals { schedule: self, next: u64::from(index), step: u64::from(of.max(1)), after_ms: 0.0 }
     }
 
     /// How long the load runs, in milliseconds.
@@ -82,13 +143,9 @@ impl Schedule {
             }
             Pattern::Random { min_rps, max_rps, change_every_ms, .. } => {
                 let c = change_every_ms as f64;
-                let full = (t / c).floor() as u64;
-                let mut total = 0.0;
-                for segment in 0..full {
-                    total += (min_rps + (max_rps - min_rps) * unit(self.seed, segment)) * seconds(c);
-                }
+                let full = ((t / c).floor() as usize).min(self.prefix.len() - 1);
                 let rest = t - full as f64 * c;
-                total + (min_rps + (max_rps - min_rps) * unit(self.seed, full)) * seconds(rest)
+                self.prefix[full] + (min_rps + (max_rps - min_rps) * unit(self.seed, full as u64)) * seconds(rest)
             }
             Pattern::Burst { base_rps, burst_rps, burst_every_ms, burst_duration_ms, .. } => {
                 let (b, l) = (burst_every_ms as f64, burst_duration_ms as f64);
@@ -104,6 +161,26 @@ impl Schedule {
     /// Expected arrivals in `[from_ms, to_ms)`.
     pub fn arrivals_between(&self, from_ms: f64, to_ms: f64) -> f64 {
         (self.arrivals_until(to_ms) - self.arrivals_until(from_ms)).max(0.0)
+    }
+}
+
+/// The due times of one instance's arrivals, in milliseconds from the start.
+#[derive(Clone, Debug)]
+pub struct Arrivals<'a> {
+    schedule: &'a Schedule,
+    next: u64,
+    step: u64,
+    after_ms: f64,
+}
+
+impl Iterator for Arrivals<'_> {
+    type Item = f64;
+
+    fn next(&mut self) -> Option<f64> {
+        let t = self.schedule.arrival_ms(self.next, self.after_ms)?;
+        self.next += self.step;
+        self.after_ms = t;
+        Some(t)
     }
 }
 
@@ -160,6 +237,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn arrivals_fall_where_the_integral_says_and_shares_make_the_whole() {
+        for pattern in all() {
+            let s = Schedule::new(pattern.clone(), 42);
+            let whole: Vec<f64> = s.share(0, 1).collect();
+            assert_eq!(whole.len() as u64, s.total_arrivals(), "{pattern:?}");
+            assert!(whole.windows(2).all(|w| w[0] <= w[1]), "{pattern:?}: due times never go back");
+            for (k, t) in whole.iter().enumerate().step_by(97) {
+                assert!((s.arrivals_until(*t) - k as f64).abs() < 1e-6, "{pattern:?}: arrival {k} at {t}");
+            }
+            // Per second, the arrivals are the integral's, to within one.
+            for second in 0..30 {
+                let (from, to) = (second as f64 * 1000.0, (second + 1) as f64 * 1000.0);
+                let n = whole.iter().filter(|t| (from..to).contains(*t)).count() as f64;
+                // Within one (two in the last second, whose fraction of an arrival is left out).
+                assert!((n - s.arrivals_between(from, to)).abs() < 2.0, "{pattern:?} second {second}");
+            }
+            let mut shares: Vec<f64> = (0..3).flat_map(|i| s.share(i, 3).collect::<Vec<_>>()).collect();
+            shares.sort_by(f64::total_cmp);
+            assert_eq!(shares.len(), whole.len(), "{pattern:?}: three shares are the whole schedule");
+            assert!(shares.iter().zip(&whole).all(|(a, b)| (a - b).abs() < 1e-6), "{pattern:?}: the same due times");
+        }
+        let constant = Schedule::new(Pattern::Constant { rps: 100.0, duration_ms: 1_000 }, 0);
+        let due: Vec<f64> = constant.share(0, 1).collect();
+        assert_eq!(due.len(), 100);
+        assert!(due.iter().enumerate().all(|(k, t)| (t - k as f64 * 10.0).abs() < 1e-6), "{due:?}");
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::fmt::Write;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::measure::{Measure, SeriesPoint, StatusCounts, encode};
 use crate::scenario::{Scenario, Work, WorkloadMode};
 
 /// The report of one run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
@@ -69,6 +70,18 @@ pub struct Report {
     /// The merged HdrHistogram of latencies in microseconds, V2 deflate, base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histogram: Option<String>,
+    /// Arrivals the generators dropped: not sent within the request timeout of their due time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// Requests sent more than 1 ms after their due time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late: Option<u64>,
+    /// Requests by how they ended: status classes, timeouts, connection errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusCounts>,
+    /// The load second by second, by the second requests ended in, from the run's start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<SeriesPoint>,
     /// Each expectation of the scenario, checked.
     pub expectations: Vec<Expectation>,
     /// Invariant violations found by the checkers; empty when none.
@@ -102,7 +115,7 @@ pub struct TaskResult {
 }
 
 /// The strategies a run used.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct StrategyUsed {
     /// Distribution strategy.
     pub distribution: String,
@@ -201,6 +214,21 @@ pub struct Violation {
 }
 
 impl Report {
+    /// Fills in what load measured over `duration_s` seconds of load.
+    pub fn set_load(&mut self, m: &Measure, duration_s: f64) {
+        self.requests = Some(m.requests);
+        self.errors = Some(m.errors);
+        self.dropped = Some(m.dropped);
+        self.late = Some(m.late);
+        self.status = Some(m.status);
+        self.duration_s = Some(duration_s);
+        self.rps = Some(if duration_s > 0.0 { m.requests as f64 / duration_s } else { 0.0 });
+        self.latency_ms = m.latency_ms();
+        self.latency_uncorrected_ms = m.latency_uncorrected_ms();
+        self.histogram = Some(encode(&m.corrected));
+        self.series = m.series();
+    }
+
     /// Whether no invariant was violated and, unless the faults were a swarm mix, every
     /// expectation held (exit 0).
     pub fn passed(&self) -> bool {
@@ -282,14 +310,29 @@ impl Report {
         if let (Some(requests), Some(latency)) = (self.requests, self.latency_ms) {
             let _ = writeln!(
                 out,
-                "  load         {requests} requests, {} errors, {:.1} rps; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                "  load         {requests} requests, {} errors, {} dropped, {:.1} rps; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
                 self.errors.unwrap_or(0),
+                self.dropped.unwrap_or(0),
                 self.rps.unwrap_or(0.0),
                 latency.p50,
                 latency.p90,
                 latency.p99,
                 latency.max
             );
+            if let (Some(u), Some(late)) = (self.latency_uncorrected_ms, self.late) {
+                let _ = writeln!(
+                    out,
+                    "               uncorrected (from sending, not from the due time) p50 {:.1} ms, p99 {:.1} ms; {late} sent late",
+                    u.p50, u.p99
+                );
+            }
+            if let Some(s) = self.status {
+                let _ = writeln!(
+                    out,
+                    "               1xx {}, 2xx {}, 3xx {}, 4xx {}, 5xx {}, timeouts {}, connect errors {}, io errors {}",
+                    s.informational, s.success, s.redirect, s.client_error, s.server_error, s.timeout, s.connect, s.io
+                );
+            }
         }
         if !self.expectations.is_empty() {
             let note =
@@ -383,6 +426,7 @@ pub fn expectations(scenario: &Scenario, r: &Report) -> Vec<Expectation> {
         ("latency_p50_ms", e.latency_p50_ms, latency.map(|l| l.p50)),
         ("latency_p90_ms", e.latency_p90_ms, latency.map(|l| l.p90)),
         ("latency_p99_ms", e.latency_p99_ms, latency.map(|l| l.p99)),
+        ("latency_max_ms", e.latency_max_ms, latency.map(|l| l.max)),
     ] {
         if let Some(limit) = limit {
             let ok = actual.is_some_and(|a| a <= limit);
@@ -399,6 +443,10 @@ pub fn expectations(scenario: &Scenario, r: &Report) -> Vec<Expectation> {
     if let Some(min) = e.rps_min {
         let rps = r.rps.unwrap_or(0.0);
         check("rps_min", rps >= min, json!(rps), json!(min));
+    }
+    if let Some(max) = e.dropped_max {
+        let dropped = r.dropped.unwrap_or(0);
+        check("dropped_max", dropped <= max, json!(dropped), json!(max));
     }
     out
 }

@@ -28,10 +28,8 @@ mod world;
 
 use std::fmt;
 
-use base64::Engine;
 use dtest_core::report::*;
 use dtest_core::scenario::{Distribution, Scenario};
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 
 /// How to run a simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -104,16 +102,6 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
 
     let has_load = scenario.workload.tasks.iter().any(|t| matches!(t.work, dtest_core::scenario::Work::Load(_)));
     let load_s = load_seconds(scenario);
-    let percentiles = world.latency.as_ref().map(|h| {
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Percentiles { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 }
-    });
-    let histogram = world.latency.as_ref().map(|h| {
-        let mut bytes = Vec::new();
-        V2DeflateSerializer::new().serialize(h, &mut bytes).expect("a histogram serializes into memory");
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    });
-    let rps = (world.requests as f64 / load_s.max(1e-9)).min(f64::MAX);
 
     let mut report = Report {
         scenario: scenario.name.clone(),
@@ -141,17 +129,13 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
             mean: if world.util_samples == 0 { 0.0 } else { world.util_sum / world.util_samples as f64 },
             max: world.util_max,
         },
-        requests: has_load.then_some(world.requests),
-        errors: has_load.then_some(world.errors),
-        duration_s: has_load.then_some(load_s),
-        rps: has_load.then_some(rps),
-        latency_ms: if has_load { percentiles } else { None },
-        latency_uncorrected_ms: if has_load { percentiles } else { None },
-        histogram: if has_load { histogram } else { None },
         expectations: Vec::new(),
         violations,
-        results: Vec::new(),
+        ..Report::default()
     };
+    if has_load {
+        report.set_load(&world.load, load_s);
+    }
     report.expectations = expectations(scenario, &report);
     Ok(report)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use dtest_core::health::Metrics;
 use dtest_core::load::Schedule;
+use dtest_core::measure::{Measure, Status};
 use dtest_core::placement::{Catalog, Labels, NodeIdx, Observations, Placer, pool_of_scenario, request_for};
 use dtest_core::protocol::{
     Agent, AgentAction, AgentConfig, Attempt, Event, Frame, Incarnation, Orchestrator, OrchestratorConfig, Outcome,
@@ -16,7 +17,6 @@ use dtest_core::protocol::{
 use dtest_core::scenario::{FaultKind, NodeRef, Scenario, TaskSpecId, Work};
 use futures::StreamExt;
 use futures::channel::mpsc;
-use hdrhistogram::Histogram;
 use madsim::net::Endpoint;
 use madsim::rand::{Rng, thread_rng};
 use madsim::runtime::Handle;
@@ -45,8 +45,6 @@ fn from_node(i: usize) -> (SocketAddr, u64) {
 }
 /// How often the orchestrator's timers are looked at, in simulated milliseconds.
 const ORCHESTRATOR_TICK_MS: u64 = 100;
-/// Latencies are recorded in microseconds up to an hour.
-const LATENCY_US_MAX: u64 = 3_600_000_000;
 
 fn orchestrator_ip() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
@@ -70,12 +68,10 @@ pub(crate) struct World {
     pub last_kill: Vec<Option<u64>>,
     pub paused: BTreeSet<usize>,
     pub checker: Checker,
-    /// Latency histograms of load attempts, until their result is counted.
-    pub attempt_latency: BTreeMap<(TaskId, Attempt), Histogram<u64>>,
-    pub attempt_requests: BTreeMap<(TaskId, Attempt), (u64, u64)>,
-    pub latency: Option<Histogram<u64>>,
-    pub requests: u64,
-    pub errors: u64,
+    /// What load attempts measured, until their result is counted.
+    pub attempt_load: BTreeMap<(TaskId, Attempt), Measure>,
+    /// The counted attempts' measures, merged.
+    pub load: Measure,
     pub util_samples: u64,
     pub util_sum: f64,
     pub util_max: f64,
@@ -284,8 +280,7 @@ async fn run_work(
             let wait = load.start_ms.saturating_sub(shared.now_ms());
             sleep(Duration::from_millis(wait)).await;
             let sigma = (model.latency_p99_ms / model.latency_p50_ms.max(1e-3)).max(1.0).ln() / 2.326;
-            let (mut requests, mut errors) = (0u64, 0u64);
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds");
+            let mut measure = Measure::new();
             let mut carry = 0.0;
             let seconds = load.pattern.duration_ms().div_ceil(1000);
             for second in 0..seconds {
@@ -303,21 +298,25 @@ async fn run_work(
                     }
                     None => 0.0,
                 };
+                // Every simulated request starts on time: corrected and uncorrected agree.
+                let now_s = shared.now_ms() / 1000;
                 for _ in 0..arrivals {
                     let latency_ms = model.latency_p50_ms * (sigma * normal(0.0, 1.0)).exp()
                         + queue_ms * thread_rng().r#gen::<f64>() * 2.0;
-                    requests += 1;
-                    let failed = thread_rng().r#gen::<f64>() < model.error_rate || latency_ms > load.timeout_ms as f64;
-                    errors += u64::from(failed);
-                    let us =
-                        (latency_ms.min(load.timeout_ms as f64) * 1000.0).round().clamp(1.0, LATENCY_US_MAX as f64);
-                    histogram.saturating_record(us as u64);
+                    let status = if latency_ms > load.timeout_ms as f64 {
+                        Status::Timeout
+                    } else if thread_rng().r#gen::<f64>() < model.error_rate {
+                        Status::Http(500)
+                    } else {
+                        Status::Http(200)
+                    };
+                    let us = (latency_ms.min(load.timeout_ms as f64) * 1000.0).round() as u64;
+                    measure.record(now_s, 0, us, status);
                 }
                 sleep(Duration::from_millis(1000)).await;
             }
             let mut world = shared.world();
-            world.attempt_latency.insert((task, attempt), histogram);
-            world.attempt_requests.insert((task, attempt), (requests, errors));
+            world.attempt_load.insert((task, attempt), measure);
             Outcome::Passed
         }
     };
@@ -373,15 +372,9 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
         let mut world = shared.world();
         while let Some(event) = orchestrator.poll_event() {
             if let Event::Counted { task, attempt, outcome: Outcome::Passed, .. } = &event
-                && let Some(histogram) = world.attempt_latency.remove(&(*task, *attempt))
+                && let Some(measure) = world.attempt_load.remove(&(*task, *attempt))
             {
-                let (requests, errors) = world.attempt_requests.remove(&(*task, *attempt)).unwrap_or_default();
-                world.requests += requests;
-                world.errors += errors;
-                match &mut world.latency {
-                    Some(total) => total.add(&histogram).expect("histograms with the same bounds merge"),
-                    None => world.latency = Some(histogram),
-                }
+                world.load.add(&measure, 0);
             }
             if let Event::NodeDead { node } = &event {
                 let n = node.0 as usize;

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::delivery::{DeliveryMode, Frame, Inbox, Outbox, OutboxConfig};
 use super::message::{Attempt, Incarnation, Outcome, TaskId, ToAgent, ToOrchestrator};
 use crate::health::Metrics;
+use crate::measure::LoadResult;
 
 /// Settings of an [`Agent`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,7 @@ struct Running {
 #[derive(Clone, Debug)]
 struct Finished {
     outcome: Outcome,
+    load: Option<Box<LoadResult>>,
     /// Whether it is in the outbox (which may have been full).
     sent: bool,
 }
@@ -209,7 +211,13 @@ impl Agent {
             None => {}
         }
         if self.running.len() >= self.config.running_max {
-            self.record(now_ms, task, attempt, Outcome::Failed("the agent runs its maximum of attempts".to_owned()));
+            self.record(
+                now_ms,
+                task,
+                attempt,
+                Outcome::Failed("the agent runs its maximum of attempts".to_owned()),
+                None,
+            );
             return;
         }
         self.running.insert(task, Running { attempt, deadline_ms: now_ms.saturating_add(timeout_ms) });
@@ -221,27 +229,46 @@ impl Agent {
     /// The shell reports that work it started has ended. Reports for attempts no longer running
     /// (stopped, replaced, timed out) are ignored.
     pub fn work_finished(&mut self, now_ms: u64, task: TaskId, attempt: Attempt, outcome: Outcome) {
+        self.load_finished(now_ms, task, attempt, outcome, None);
+    }
+
+    /// As [`Agent::work_finished`], for load work: `load` is what it measured, sent with the
+    /// result (and with every resend of it).
+    pub fn load_finished(
+        &mut self,
+        now_ms: u64,
+        task: TaskId,
+        attempt: Attempt,
+        outcome: Outcome,
+        load: Option<Box<LoadResult>>,
+    ) {
         if self.running.get(&task).is_some_and(|r| r.attempt == attempt) {
-            self.end(now_ms, task, attempt, outcome);
+            self.running.remove(&task);
+            self.record(now_ms, task, attempt, outcome, load);
         }
     }
 
     fn end(&mut self, now_ms: u64, task: TaskId, attempt: Attempt, outcome: Outcome) {
         self.running.remove(&task);
-        self.record(now_ms, task, attempt, outcome);
+        self.record(now_ms, task, attempt, outcome, None);
     }
 
-    fn record(&mut self, now_ms: u64, task: TaskId, attempt: Attempt, outcome: Outcome) {
+    fn record(&mut self, now_ms: u64, task: TaskId, attempt: Attempt, outcome: Outcome, load: Option<Box<LoadResult>>) {
         if self.finished.len() >= self.config.results_max.max(1)
             && let Some(oldest) = self.finished_order.pop_front()
         {
             self.finished.remove(&oldest);
             self.results_dropped += 1;
         }
-        let message =
-            ToOrchestrator::Finished { incarnation: self.incarnation, task, attempt, outcome: outcome.clone() };
+        let message = ToOrchestrator::Finished {
+            incarnation: self.incarnation,
+            task,
+            attempt,
+            outcome: outcome.clone(),
+            load: load.clone(),
+        };
         let sent = self.send(now_ms, DeliveryMode::ExactlyOnce, message);
-        self.finished.insert((task, attempt), Finished { outcome, sent });
+        self.finished.insert((task, attempt), Finished { outcome, load, sent });
         self.finished_order.push_back((task, attempt));
     }
 
@@ -270,8 +297,8 @@ impl Agent {
         }
         let unsent: Vec<(TaskId, Attempt)> = self.finished.iter().filter(|(_, f)| !f.sent).map(|(&k, _)| k).collect();
         for (task, attempt) in unsent {
-            let outcome = self.finished[&(task, attempt)].outcome.clone();
-            let message = ToOrchestrator::Finished { incarnation: self.incarnation, task, attempt, outcome };
+            let Finished { outcome, load, .. } = self.finished[&(task, attempt)].clone();
+            let message = ToOrchestrator::Finished { incarnation: self.incarnation, task, attempt, outcome, load };
             if !self.send(now_ms, DeliveryMode::ExactlyOnce, message) {
                 break; // Still full; try again next tick.
             }

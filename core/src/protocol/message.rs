@@ -9,6 +9,7 @@
 //! a new incarnation with empty memory, and nothing of the old one's is its own any more.
 
 use crate::health::Metrics;
+use crate::measure::LoadResult;
 
 /// A task instance, as the orchestrator numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -114,5 +115,8 @@ pub enum ToOrchestrator {
         attempt: Attempt,
         /// How.
         outcome: Outcome,
+        /// What load work measured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        load: Option<Box<LoadResult>>,
     },
 }

@@ -66,7 +66,9 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
         ("latency_p90_ms", e.latency_p90_ms.is_some()),
         ("latency_p99_ms", e.latency_p99_ms.is_some()),
         ("error_rate_max", e.error_rate_max.is_some()),
+        ("latency_max_ms", e.latency_max_ms.is_some()),
         ("rps_min", e.rps_min.is_some()),
+        ("dropped_max", e.dropped_max.is_some()),
     ];
     for (name, set) in load_expectations {
         if set && !has_load {
@@ -86,7 +88,9 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
         latency_p90_ms: e.latency_p90_ms,
         latency_p99_ms: e.latency_p99_ms,
         error_rate_max: e.error_rate_max,
+        latency_max_ms: e.latency_max_ms,
         rps_min: e.rps_min,
+        dropped_max: e.dropped_max,
     };
 
     let fd = &file.failure_detector;
@@ -531,6 +535,7 @@ impl Builder {
             method: l.method,
             headers: l.headers.clone(),
             body: l.body.clone(),
+            http_version: l.http_version,
         }
     }
 
@@ -576,12 +581,19 @@ impl Builder {
                         format!("expected at least `min_rps` ({min_rps}), found {max_rps}"),
                     );
                 }
-                Pattern::Random {
-                    min_rps,
-                    max_rps,
-                    change_every_ms: ms(self, change_every_s, "change_every_s"),
-                    duration_ms: ms(self, duration_s, "duration_s"),
+                let change_every_ms = ms(self, change_every_s, "change_every_s");
+                let duration_ms = ms(self, duration_s, "duration_s");
+                if change_every_ms > 0 && duration_ms / change_every_ms > crate::limits::RANDOM_CHANGES_MAX {
+                    self.problem(
+                        path.key("change_every_s"),
+                        format!(
+                            "expected at most {} rate changes over `duration_s`, found {}",
+                            crate::limits::RANDOM_CHANGES_MAX,
+                            duration_ms / change_every_ms
+                        ),
+                    );
                 }
+                Pattern::Random { min_rps, max_rps, change_every_ms, duration_ms }
             }
             PatternFile::Burst { base_rps, burst_rps, burst_every_s, burst_duration_s, duration_s } => {
                 let burst_every_ms = ms(self, burst_every_s, "burst_every_s");

@@ -409,6 +409,22 @@ pub struct LoadFile {
     /// Request body (or the message sent to a WebSocket target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// HTTP version for `http://` targets: `"1.1"` (keep-alive) or `"2"` (HTTP/2 with prior
+    /// knowledge, many requests in flight per connection).
+    #[serde(default)]
+    pub http_version: HttpVersion,
+}
+
+/// HTTP versions a load task can speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum HttpVersion {
+    /// HTTP/1.1 with keep-alive: one request in flight per connection.
+    #[default]
+    #[serde(rename = "1.1")]
+    Http1,
+    /// HTTP/2 over plain TCP (prior knowledge): many streams per connection.
+    #[serde(rename = "2")]
+    Http2,
 }
 
 fn load_timeout_ms() -> f64 {
@@ -761,10 +777,19 @@ pub struct ExpectFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1))]
     pub error_rate_max: Option<f64>,
+    /// Highest merged latency of any request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MILLIS_MAX))]
+    pub latency_max_ms: Option<f64>,
     /// Lowest achieved request rate over the load's duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = RPS_MAX))]
     pub rps_min: Option<f64>,
+    /// Most arrivals the load generators may drop (not sent within the request timeout of
+    /// their due time because every connection was busy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = REQUESTS_MAX))]
+    pub dropped_max: Option<u64>,
 }
 
 /// Phi accrual failure detector settings (Akka's defaults).

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 pub use diagnostic::{Diagnostic, Path, Segment};
-pub use file::{Allocation, ClogDirection, Distribution, HttpMethod, TaskKind, WorkloadMode};
+pub use file::{Allocation, ClogDirection, Distribution, HttpMethod, HttpVersion, TaskKind, WorkloadMode};
 
 use crate::limits::SCENARIO_BYTES_MAX;
 
@@ -351,12 +351,15 @@ pub struct Load {
     pub method: HttpMethod,
     /// Request headers.
     pub headers: BTreeMap<String, String>,
-    /// Request body.
+    /// Request body (or WebSocket message).
     pub body: Option<String>,
+    /// HTTP version for `http://` targets.
+    pub http_version: HttpVersion,
 }
 
 /// A load pattern; rates in requests per second, times from the start of the load.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Pattern {
     /// A steady rate.
     Constant {
@@ -587,8 +590,12 @@ pub struct Expect {
     pub latency_p99_ms: Option<f64>,
     /// Highest error rate.
     pub error_rate_max: Option<f64>,
+    /// Highest merged latency of any request.
+    pub latency_max_ms: Option<f64>,
     /// Lowest achieved rate.
     pub rps_min: Option<f64>,
+    /// Most dropped arrivals.
+    pub dropped_max: Option<u64>,
 }
 
 /// Phi accrual failure detector settings.

@@ -1,0 +1,518 @@
+//! What load measured: every request's latency in HdrHistograms, counts of outcomes, and a
+//! per-second series. One [`Measure`] per load attempt on a node; the orchestrator adds the
+//! counted attempts' measures into one, losslessly (histograms add bucket by bucket), so the
+//! merged percentiles are exactly those of one histogram that saw every request.
+//!
+//! Latencies are microseconds. *Corrected* latency runs from a request's intended start (its
+//! place in the schedule) to its end; *uncorrected* from when it was actually sent. They differ
+//! when the generator or the target falls behind: that gap is coordinated omission, and the
+//! corrected figure is the one users feel.
+//!
+//! Measures travel as [`LoadResult`]s: histograms in the HdrHistogram V2 deflate format, base64,
+//! readable by every HdrHistogram implementation.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
+
+use crate::report::Percentiles;
+
+/// The largest latency recorded, in microseconds (one hour); longer ones saturate.
+pub const LATENCY_US_MAX: u64 = 3_600_000_000;
+
+/// Significant digits of the whole-load histograms (0.1% resolution).
+const DIGITS: u8 = 3;
+/// Significant digits of the per-second histograms (1%): a series has one pair per second.
+const SECOND_DIGITS: u8 = 2;
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// A response with this HTTP status (a WebSocket reply counts as 200).
+    Http(u16),
+    /// No response within the request timeout.
+    Timeout,
+    /// The connection could not be made.
+    Connect,
+    /// The connection failed mid-request, or the response was malformed.
+    Io,
+}
+
+impl Status {
+    /// Whether the request counts as an error: a status of 400 or more, or no response.
+    pub fn is_error(self) -> bool {
+        !matches!(self, Status::Http(code) if code < 400)
+    }
+}
+
+/// Requests by how they ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCounts {
+    /// 1xx responses.
+    #[serde(rename = "1xx")]
+    pub informational: u64,
+    /// 2xx responses.
+    #[serde(rename = "2xx")]
+    pub success: u64,
+    /// 3xx responses.
+    #[serde(rename = "3xx")]
+    pub redirect: u64,
+    /// 4xx responses.
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    /// 5xx responses (and codes above 599).
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
+    /// No response within the timeout.
+    pub timeout: u64,
+    /// Connections that could not be made.
+    pub connect: u64,
+    /// Connections that broke, malformed responses.
+    pub io: u64,
+}
+
+impl StatusCounts {
+    fn count(&mut self, status: Status) {
+        let slot = match status {
+            Status::Http(0..=199) => &mut self.informational,
+            Status::Http(200..=299) => &mut self.success,
+            Status::Http(300..=399) => &mut self.redirect,
+            Status::Http(400..=499) => &mut self.client_error,
+            Status::Http(_) => &mut self.server_error,
+            Status::Timeout => &mut self.timeout,
+            Status::Connect => &mut self.connect,
+            Status::Io => &mut self.io,
+        };
+        *slot += 1;
+    }
+
+    fn add(&mut self, o: &StatusCounts) {
+        self.informational += o.informational;
+        self.success += o.success;
+        self.redirect += o.redirect;
+        self.client_error += o.client_error;
+        self.server_error += o.server_error;
+        self.timeout += o.timeout;
+        self.connect += o.connect;
+        self.io += o.io;
+    }
+}
+
+/// One second of a load, by the second its requests ended in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Second {
+    /// Requests that ended in this second.
+    pub requests: u64,
+    /// Of those, errors.
+    pub errors: u64,
+    /// Arrivals dropped in this second.
+    pub dropped: u64,
+    /// Corrected latencies (1% resolution).
+    pub corrected: Histogram<u64>,
+    /// Uncorrected latencies (1% resolution).
+    pub uncorrected: Histogram<u64>,
+}
+
+impl Second {
+    fn new() -> Second {
+        Second {
+            requests: 0,
+            errors: 0,
+            dropped: 0,
+            corrected: histogram(SECOND_DIGITS),
+            uncorrected: histogram(SECOND_DIGITS),
+        }
+    }
+
+    fn add(&mut self, o: &Second) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.dropped += o.dropped;
+        add(&mut self.corrected, &o.corrected);
+        add(&mut self.uncorrected, &o.uncorrected);
+    }
+}
+
+/// Everything one or more load attempts measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measure {
+    /// Requests sent and ended (with a response or an error).
+    pub requests: u64,
+    /// Of those, errors (see [`Status::is_error`]).
+    pub errors: u64,
+    /// Arrivals never sent: they could not start within the request timeout of their
+    /// scheduled time, because every connection was busy (k6's `dropped_iterations`).
+    pub dropped: u64,
+    /// Requests sent more than [`LATE_US`] after their scheduled time.
+    pub late: u64,
+    /// Requests by how they ended.
+    pub status: StatusCounts,
+    /// Corrected latencies (0.1% resolution).
+    pub corrected: Histogram<u64>,
+    /// Uncorrected latencies (0.1% resolution).
+    pub uncorrected: Histogram<u64>,
+    /// The series, by second from the start of the load.
+    pub seconds: BTreeMap<u64, Second>,
+}
+
+/// A request sent this much after its scheduled time, in microseconds, counts as late.
+pub const LATE_US: u64 = 1_000;
+
+impl Default for Measure {
+    fn default() -> Measure {
+        Measure::new()
+    }
+}
+
+impl Measure {
+    /// An empty measure.
+    pub fn new() -> Measure {
+        Measure {
+            requests: 0,
+            errors: 0,
+            dropped: 0,
+            late: 0,
+            status: StatusCounts::default(),
+            corrected: histogram(DIGITS),
+            uncorrected: histogram(DIGITS),
+            seconds: BTreeMap::new(),
+        }
+    }
+
+    /// Records one request that ended in `second`: scheduled `late_us` before it was sent,
+    /// `uncorrected_us` from sending to its end.
+    pub fn record(&mut self, second: u64, late_us: u64, uncorrected_us: u64, status: Status) {
+        let corrected_us = late_us.saturating_add(uncorrected_us);
+        let error = status.is_error();
+        self.requests += 1;
+        self.errors += u64::from(error);
+        self.late += u64::from(late_us > LATE_US);
+        self.status.count(status);
+        self.corrected.saturating_record(corrected_us.clamp(1, LATENCY_US_MAX));
+        self.uncorrected.saturating_record(uncorrected_us.clamp(1, LATENCY_US_MAX));
+        let s = self.seconds.entry(second).or_insert_with(Second::new);
+        s.requests += 1;
+        s.errors += u64::from(error);
+        s.corrected.saturating_record(corrected_us.clamp(1, LATENCY_US_MAX));
+        s.uncorrected.saturating_record(uncorrected_us.clamp(1, LATENCY_US_MAX));
+    }
+
+    /// Records an arrival dropped in `second`.
+    pub fn drop_arrival(&mut self, second: u64) {
+        self.dropped += 1;
+        self.seconds.entry(second).or_insert_with(Second::new).dropped += 1;
+    }
+
+    /// Adds `other` in, its seconds shifted by `offset_s`.
+    pub fn add(&mut self, other: &Measure, offset_s: u64) {
+        self.add_totals(other);
+        for (second, s) in &other.seconds {
+            self.seconds.entry(second + offset_s).or_insert_with(Second::new).add(s);
+        }
+    }
+
+    /// Adds `other`'s totals in, not its seconds.
+    pub fn add_totals(&mut self, other: &Measure) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.dropped += other.dropped;
+        self.late += other.late;
+        self.status.add(&other.status);
+        add(&mut self.corrected, &other.corrected);
+        add(&mut self.uncorrected, &other.uncorrected);
+    }
+
+    /// Takes out the seconds before `second` (those no request will end in any more).
+    pub fn take_seconds_before(&mut self, second: u64) -> BTreeMap<u64, Second> {
+        let later = self.seconds.split_off(&second);
+        std::mem::replace(&mut self.seconds, later)
+    }
+
+    /// Corrected latency percentiles in milliseconds, if any request ended.
+    pub fn latency_ms(&self) -> Option<Percentiles> {
+        percentiles(&self.corrected)
+    }
+
+    /// Uncorrected latency percentiles in milliseconds, if any request ended.
+    pub fn latency_uncorrected_ms(&self) -> Option<Percentiles> {
+        percentiles(&self.uncorrected)
+    }
+
+    /// The per-second series for a report: every second from the first to the last.
+    pub fn series(&self) -> Vec<SeriesPoint> {
+        let (Some(first), Some(last)) = (self.seconds.keys().next(), self.seconds.keys().next_back()) else {
+            return Vec::new();
+        };
+        let empty = Second::new();
+        (*first..=*last)
+            .map(|t| {
+                let s = self.seconds.get(&t).unwrap_or(&empty);
+                let ms =
+                    |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
+                SeriesPoint {
+                    t_s: t,
+                    requests: s.requests,
+                    errors: s.errors,
+                    dropped: s.dropped,
+                    p50_ms: ms(&s.corrected, 0.5),
+                    p99_ms: ms(&s.corrected, 0.99),
+                    p50_uncorrected_ms: ms(&s.uncorrected, 0.5),
+                    p99_uncorrected_ms: ms(&s.uncorrected, 0.99),
+                }
+            })
+            .collect()
+    }
+
+    /// The wire form.
+    pub fn to_wire(&self) -> LoadResult {
+        LoadResult {
+            requests: self.requests,
+            errors: self.errors,
+            dropped: self.dropped,
+            late: self.late,
+            status: self.status,
+            histogram: encode(&self.corrected),
+            uncorrected: encode(&self.uncorrected),
+            seconds: self
+                .seconds
+                .iter()
+                .map(|(t, s)| WireSecond {
+                    t: *t,
+                    requests: s.requests,
+                    errors: s.errors,
+                    dropped: s.dropped,
+                    histogram: encode(&s.corrected),
+                    uncorrected: encode(&s.uncorrected),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads the wire form; a peer's malformed histogram is an error, not a panic.
+    pub fn from_wire(wire: &LoadResult) -> Result<Measure, String> {
+        let mut seconds = BTreeMap::new();
+        for s in &wire.seconds {
+            let second = Second {
+                requests: s.requests,
+                errors: s.errors,
+                dropped: s.dropped,
+                corrected: decode(&s.histogram, SECOND_DIGITS)?,
+                uncorrected: decode(&s.uncorrected, SECOND_DIGITS)?,
+            };
+            seconds.insert(s.t, second);
+        }
+        Ok(Measure {
+            requests: wire.requests,
+            errors: wire.errors,
+            dropped: wire.dropped,
+            late: wire.late,
+            status: wire.status,
+            corrected: decode(&wire.histogram, DIGITS)?,
+            uncorrected: decode(&wire.uncorrected, DIGITS)?,
+            seconds,
+        })
+    }
+}
+
+/// A [`Measure`] as nodes send it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadResult {
+    /// Requests ended.
+    pub requests: u64,
+    /// Errors among them.
+    pub errors: u64,
+    /// Arrivals dropped.
+    pub dropped: u64,
+    /// Requests sent late.
+    pub late: u64,
+    /// Requests by how they ended.
+    pub status: StatusCounts,
+    /// Corrected latencies in microseconds: HdrHistogram V2 deflate, base64.
+    pub histogram: String,
+    /// Uncorrected latencies, the same way.
+    pub uncorrected: String,
+    /// The series.
+    pub seconds: Vec<WireSecond>,
+}
+
+/// One second of a [`LoadResult`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireSecond {
+    /// Seconds from the start of the load.
+    pub t: u64,
+    /// Requests ended.
+    pub requests: u64,
+    /// Errors among them.
+    pub errors: u64,
+    /// Arrivals dropped.
+    pub dropped: u64,
+    /// Corrected latencies, V2 deflate, base64.
+    pub histogram: String,
+    /// Uncorrected latencies, the same way.
+    pub uncorrected: String,
+}
+
+/// One second of a report's series.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Seconds from the start of the run (or of the load, for `dtest load`).
+    pub t_s: u64,
+    /// Requests that ended in this second.
+    pub requests: u64,
+    /// Errors among them.
+    pub errors: u64,
+    /// Arrivals dropped.
+    pub dropped: u64,
+    /// Median corrected latency.
+    pub p50_ms: f64,
+    /// 99th percentile corrected latency.
+    pub p99_ms: f64,
+    /// Median uncorrected latency.
+    pub p50_uncorrected_ms: f64,
+    /// 99th percentile uncorrected latency.
+    pub p99_uncorrected_ms: f64,
+}
+
+/// An empty histogram of microseconds up to [`LATENCY_US_MAX`].
+fn histogram(digits: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, digits).expect("constant bounds are valid")
+}
+
+/// Adds `from` into `into`; both have the same bounds, which cannot fail.
+fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    into.add(from).expect("histograms with the same bounds add");
+}
+
+/// The percentiles of `h` in milliseconds, if it holds anything.
+pub fn percentiles(h: &Histogram<u64>) -> Option<Percentiles> {
+    if h.is_empty() {
+        return None;
+    }
+    let ms = |us: u64| us as f64 / 1e3;
+    Some(Percentiles {
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    })
+}
+
+/// `h` in the V2 deflate format, base64.
+pub fn encode(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new().serialize(h, &mut bytes).expect("a histogram serializes into memory");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads a histogram `encode` wrote (or another implementation did), into our bounds.
+pub fn decode(text: &str, digits: u8) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("a histogram is not base64: {e}"))?;
+    let read: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("a histogram is not in the HdrHistogram V2 format: {e:?}"))?;
+    let mut h = histogram(digits);
+    for v in read.iter_recorded() {
+        h.saturating_record_n(v.value_iterated_to().clamp(1, LATENCY_US_MAX), v.count_at_value());
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic spread of latencies with a long tail.
+    fn latencies(seed: u64, n: usize) -> Vec<u64> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                (200.0 / (1.0 - u).max(1e-6).powf(0.7)) as u64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_percentiles_equal_one_histogram_of_every_sample() {
+        let mut merged = Measure::new();
+        let mut single = Measure::new();
+        for node in 0..10u64 {
+            let mut m = Measure::new();
+            for (i, us) in latencies(node + 1, 5_000).into_iter().enumerate() {
+                let late = if i % 7 == 0 { us / 2 } else { 0 };
+                let status = if i % 101 == 0 { Status::Http(503) } else { Status::Http(200) };
+                m.record(i as u64 / 1_000, late, us, status);
+                single.record(i as u64 / 1_000 + node, late, us, status);
+            }
+            // Through the wire, as the orchestrator gets it.
+            let wire = serde_json::to_string(&m.to_wire()).unwrap();
+            let back = Measure::from_wire(&serde_json::from_str(&wire).unwrap()).unwrap();
+            merged.add(&back, node);
+        }
+        assert_eq!(merged.requests, 50_000);
+        assert_eq!(merged.errors, single.errors);
+        assert_eq!(merged.status, single.status);
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0] {
+            assert_eq!(merged.corrected.value_at_quantile(q), single.corrected.value_at_quantile(q), "q {q}");
+            assert_eq!(merged.uncorrected.value_at_quantile(q), single.uncorrected.value_at_quantile(q), "q {q}");
+        }
+        assert_eq!(merged.latency_ms(), single.latency_ms());
+        assert_eq!(merged.series(), single.series());
+        assert!(merged.latency_ms().unwrap().p99 > merged.latency_uncorrected_ms().unwrap().p99);
+    }
+
+    #[test]
+    fn status_classes_and_errors() {
+        let mut m = Measure::new();
+        for status in [Status::Http(101), Status::Http(204), Status::Http(302), Status::Http(404)] {
+            m.record(0, 0, 10, status);
+        }
+        for status in [Status::Http(500), Status::Http(700), Status::Timeout, Status::Connect, Status::Io] {
+            m.record(1, 0, 10, status);
+        }
+        m.drop_arrival(1);
+        let s = m.status;
+        assert_eq!(
+            (s.informational, s.success, s.redirect, s.client_error, s.server_error, s.timeout, s.connect, s.io),
+            (1, 1, 1, 1, 2, 1, 1, 1)
+        );
+        assert_eq!((m.requests, m.errors, m.dropped), (9, 6, 1));
+        let series = m.series();
+        assert_eq!(
+            series.iter().map(|p| (p.requests, p.errors, p.dropped)).collect::<Vec<_>>(),
+            [(4, 1, 0), (5, 5, 1)]
+        );
+    }
+
+    #[test]
+    fn a_peer_s_garbage_is_an_error() {
+        let mut wire = Measure::new().to_wire();
+        wire.histogram = "not base64!".to_owned();
+        assert!(Measure::from_wire(&wire).unwrap_err().contains("base64"));
+        wire.histogram = base64::engine::general_purpose::STANDARD.encode(b"\x1c\x84\x93\x14garbage");
+        assert!(Measure::from_wire(&wire).unwrap_err().contains("V2"));
+    }
+
+    #[test]
+    fn taking_old_seconds_leaves_the_rest() {
+        let mut m = Measure::new();
+        for second in 0..5 {
+            m.record(second, 0, 100, Status::Http(200));
+        }
+        let old = m.take_seconds_before(3);
+        assert_eq!(old.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(m.seconds.keys().copied().collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(m.requests, 5);
+    }
+}

@@ -1,5 +1,7 @@
 //! `dtest`: the command-line entry point; maps every outcome to the contract's exit codes.
 
+mod html;
+mod load;
 mod node;
 mod run;
 mod sim;
@@ -46,6 +48,8 @@ enum Command {
     Node(node::Args),
     /// Run a scenario for real on node daemons (`--nodes`) or local ones (`--local N`).
     Run(run::Args),
+    /// Load one URL from this machine, no scenario file (like wrk or oha).
+    Load(load::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(&args),
         Command::Node(args) => node::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Load(args) => load::run(&args),
     };
     exit.into()
 }

@@ -11,14 +11,19 @@ use std::time::{Duration, Instant};
 
 use dtest_core::checker::Checker;
 use dtest_core::faults::{Link, NetFaults};
+use dtest_core::measure::Measure;
 use dtest_core::placement::{Catalog, Labels, NodeIdx, NodeSpec, Observations, Placer, Pool, request_for};
 use dtest_core::protocol::{
-    Event, Frame, Orchestrator, OrchestratorConfig, Outcome, TaskInput, Terminal, ToAgent, ToOrchestrator,
+    Attempt, Event, Frame, Orchestrator, OrchestratorConfig, Outcome, TaskId, TaskInput, Terminal, ToAgent,
+    ToOrchestrator,
 };
-use dtest_core::report::{Messages, Nodes, Report, StrategyUsed, TaskResult, Utilization, Violation, expectations};
+use dtest_core::report::{
+    Messages, Nodes, Report, StrategyUsed, TaskResult, Utilization, Violation, expectations, load_seconds,
+};
 use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Scenario, TaskSpecId, Work, WorkloadMode};
 use dtest_node::api::{Exchange, Faults, NodeInfo, Plan, PlanEntry, PlanWork};
 use dtest_node::client::{ClientError, NodeClient};
+use dtest_node::load::{LoadSpec, Rate};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
@@ -32,6 +37,8 @@ const LOCAL_MAX: u32 = 64;
 const POLL_WAIT_MS: u64 = 1_000;
 /// How often the orchestrator looks at its timers.
 const TICK_MS: u64 = 50;
+/// A load task may run this much longer than its pattern and request timeout.
+const LOAD_MARGIN_MS: u64 = 30_000;
 /// Placement waits for every node's hello, or this long, so the first pass sees the cluster
 /// rather than whichever nodes answered first.
 const REGISTRATION_GRACE_MS: u64 = 5_000;
@@ -62,6 +69,34 @@ pub struct Args {
     /// Also write a JUnit XML file (one test case per task instance) for CI systems.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Also write a self-contained HTML report (charts of the load) to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Send a target's load elsewhere than its `url`: `NAME=URL` (repeatable).
+    #[arg(long = "target", value_name = "NAME=URL")]
+    targets: Vec<String>,
+}
+
+/// What a node needs to run a load task: the whole task's pattern; each node takes its
+/// instance's share of the arrivals.
+fn load_spec(load: &dtest_core::scenario::Load, url: &str, seed: u64) -> LoadSpec {
+    LoadSpec {
+        url: url.to_owned(),
+        method: load.method,
+        headers: load.headers.clone(),
+        body: load.body.clone(),
+        timeout_ms: load.timeout_ms,
+        connections: load.connections,
+        http_version: load.http_version,
+        start_ms: load.start_ms,
+        rate: Rate::Pattern {
+            pattern: load.pattern.clone(),
+            // The simulator's seed for the same pattern, so `random` draws the same rates.
+            seed: seed ^ u64::from(load.target.0),
+            index: 0,
+            of: 1,
+        },
+    }
 }
 
 fn bad(message: &str) -> Exit {
@@ -80,6 +115,16 @@ pub fn run(args: &Args) -> Exit {
             return Exit::BadInput;
         }
     };
+    let mut scenario = scenario;
+    for assignment in &args.targets {
+        let Some((name, url)) = assignment.split_once('=') else {
+            return bad(&format!("--target {assignment}: expected NAME=URL"));
+        };
+        match scenario.targets.iter_mut().find(|t| t.name == name) {
+            Some(target) => target.url = Some(url.to_owned()),
+            None => return bad(&format!("--target {assignment}: the scenario has no target `{name}`")),
+        }
+    }
     if let Err(e) = runnable(&scenario, args.local.is_some()) {
         return bad(&e);
     }
@@ -97,11 +142,16 @@ fn runnable(scenario: &Scenario, local: bool) -> Result<(), String> {
             Work::Command { command: None, .. } => {
                 return Err(format!("task `{}` has no `command`: `dtest run` needs the real one to run", task.name));
             }
-            Work::Load(_) => {
-                return Err(format!(
-                    "task `{}` is a load task; `dtest run` does not generate load yet (use `dtest sim`)",
-                    task.name
-                ));
+            Work::Load(load) => {
+                let target = &scenario.targets[load.target.0 as usize];
+                let Some(url) = &target.url else {
+                    return Err(format!(
+                        "target `{}` has no `url`: `dtest run` needs one to send load to (or --target {}=URL)",
+                        target.name, target.name
+                    ));
+                };
+                let spec = load_spec(load, url, 0);
+                dtest_node::load::check(&spec).map_err(|e| format!("task `{}`: {e}", task.name))?;
             }
             Work::Command { .. } => {}
         }
@@ -273,7 +323,11 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
                     Work::Command { command: Some(c), .. } => {
                         PlanWork::Command { argv: c.argv.clone(), env: c.env.clone(), cwd: c.cwd.clone() }
                     }
-                    _ => PlanWork::Load,
+                    Work::Load(load) => {
+                        let url = scenario.targets[load.target.0 as usize].url.as_deref().unwrap_or_default();
+                        PlanWork::Load(load_spec(load, url, args.seed))
+                    }
+                    Work::Command { command: None, .. } => unreachable!("checked by runnable()"),
                 },
             })
             .collect(),
@@ -407,7 +461,9 @@ fn task_inputs(
     for (s, spec) in scenario.workload.tasks.iter().enumerate() {
         let timeout_ms = match &spec.work {
             Work::Command { command: Some(c), .. } => c.timeout_ms,
-            _ => unreachable!("checked by runnable()"),
+            // The load's end, its last requests' timeout and a margin for opening connections.
+            Work::Load(load) => load.start_ms + load.pattern.duration_ms() + load.timeout_ms + LOAD_MARGIN_MS,
+            Work::Command { command: None, .. } => unreachable!("checked by runnable()"),
         };
         for index in 1..=spec.count {
             let request = request_for(scenario, catalog, labels, TaskSpecId(s as u32), index, 0).ok_or_else(|| {
@@ -462,6 +518,12 @@ struct Driver<'a> {
     util: (u64, f64, f64),
     done_at_ms: Option<u64>,
     strategy: StrategyUsed,
+    /// Load results sent with results not yet counted.
+    pending_load: BTreeMap<(TaskId, Attempt), Measure>,
+    /// The counted load results, merged.
+    load: Measure,
+    /// Load results that could not be read.
+    unreadable: Vec<(u64, String)>,
 }
 
 impl<'a> Driver<'a> {
@@ -520,6 +582,9 @@ impl<'a> Driver<'a> {
             undelivered: 0,
             util: (0, 0.0, 0.0),
             done_at_ms: None,
+            pending_load: BTreeMap::new(),
+            load: Measure::new(),
+            unreadable: Vec::new(),
         }
     }
 
@@ -564,6 +629,7 @@ impl<'a> Driver<'a> {
                         let now = now_ms();
                         self.sent += frames.len() as u64;
                         for frame in frames {
+                            self.keep_load(now, i, &frame);
                             self.orchestrator.handle(now, NodeIdx(i as u32), frame);
                         }
                     }
@@ -639,6 +705,23 @@ impl<'a> Driver<'a> {
         Some(report)
     }
 
+    /// Keeps what a load result measured until the orchestrator counts (or refuses) it.
+    fn keep_load(&mut self, now: u64, node: usize, frame: &Frame<ToOrchestrator>) {
+        let Frame::Data(packet) = frame else { return };
+        let ToOrchestrator::Finished { task, attempt, load: Some(load), .. } = &packet.body else { return };
+        if self.pending_load.contains_key(&(*task, *attempt)) {
+            return; // A resend.
+        }
+        match Measure::from_wire(load) {
+            Ok(measure) => {
+                self.pending_load.insert((*task, *attempt), measure);
+            }
+            Err(e) => self
+                .unreadable
+                .push((now, format!("node {} sent a load result dtest cannot read: {e}", self.members[node].name))),
+        }
+    }
+
     fn observe(&mut self, now: u64, event: &Event) {
         match event {
             Event::Assigned { task, attempt, .. } => {
@@ -650,6 +733,16 @@ impl<'a> Driver<'a> {
                 let record = &mut self.records[task.0 as usize];
                 let started = record.assigned_ms.get(&attempt.0).copied().unwrap_or(now);
                 record.counted = Some((outcome.clone(), node.0 as usize, now - started));
+                if let Some(measure) = self.pending_load.remove(&(*task, *attempt)) {
+                    // The node counts seconds from its load's start: the assignment, or the
+                    // load's `start_s` if later.
+                    let entry = &self.scenario.workload.tasks[self.instances[task.0 as usize].entry];
+                    let start_ms = match &entry.work {
+                        Work::Load(load) => load.start_ms,
+                        Work::Command { .. } => 0,
+                    };
+                    self.load.add(&measure, started.max(start_ms) / 1000);
+                }
             }
             Event::NodeDead { node } => {
                 let n = node.0 as usize;
@@ -731,6 +824,7 @@ impl<'a> Driver<'a> {
                 ),
             });
         }
+        violations.extend(self.unreadable.iter().map(|(at_ms, what)| Violation { at_ms: *at_ms, what: what.clone() }));
         let results = self
             .instances
             .iter()
@@ -792,6 +886,9 @@ impl<'a> Driver<'a> {
             results,
             ..Report::default()
         };
+        if self.scenario.workload.tasks.iter().any(|t| matches!(t.work, Work::Load(_))) {
+            report.set_load(&self.load, load_seconds(self.scenario));
+        }
         report.expectations = expectations(self.scenario, &report);
         report
     }

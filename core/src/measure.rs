@@ -226,6 +226,18 @@ impl Measure {
         add(&mut self.uncorrected, &other.uncorrected);
     }
 
+    /// Adds seconds taken out of another measure (see [`Measure::take_seconds_before`]).
+    pub fn add_seconds(&mut self, seconds: BTreeMap<u64, Second>) {
+        for (t, s) in seconds {
+            match self.seconds.entry(t) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(s);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().add(&s),
+            }
+        }
+    }
+
     /// Takes out the seconds before `second` (those no request will end in any more).
     pub fn take_seconds_before(&mut self, second: u64) -> BTreeMap<u64, Second> {
         let later = self.seconds.split_off(&second);

@@ -24,7 +24,8 @@ pub struct Report {
     /// judged by the invariants alone, not by expectations written for other faults.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub swarm: bool,
-    /// The strategies used.
+    /// The strategies used (none for `dtest load`).
+    #[serde(skip_serializing_if = "StrategyUsed::is_none")]
     pub strategy: StrategyUsed,
     /// Simulated seconds the run lasted (simulations).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +122,12 @@ pub struct StrategyUsed {
     pub distribution: String,
     /// Allocation strategy.
     pub allocation: String,
+}
+
+impl StrategyUsed {
+    fn is_none(&self) -> bool {
+        self.distribution.is_empty() && self.allocation.is_empty()
+    }
 }
 
 /// Task counts.
@@ -265,48 +272,53 @@ impl Report {
                 let _ = writeln!(out, "dtest {} {}: {verdict}", self.mode, self.scenario);
             }
         }
-        let _ = writeln!(out, "  strategy     {} / {}", self.strategy.distribution, self.strategy.allocation);
-        let makespan =
-            self.makespan_s.map_or("not all tasks ended".to_owned(), |s| format!("all tasks ended at {s:.1} s"));
-        match (self.simulated_s, self.elapsed_s) {
-            (Some(s), _) => {
-                let _ = writeln!(out, "  simulated    {s:.1} s, {makespan}");
+        // `dtest load` has no cluster to speak of: one process, one task.
+        if self.mode == "load" {
+            let _ = writeln!(out, "  ran          {:.1} s", self.elapsed_s.unwrap_or(0.0));
+        } else {
+            let _ = writeln!(out, "  strategy     {} / {}", self.strategy.distribution, self.strategy.allocation);
+            let makespan =
+                self.makespan_s.map_or("not all tasks ended".to_owned(), |s| format!("all tasks ended at {s:.1} s"));
+            match (self.simulated_s, self.elapsed_s) {
+                (Some(s), _) => {
+                    let _ = writeln!(out, "  simulated    {s:.1} s, {makespan}");
+                }
+                (None, s) => {
+                    let _ = writeln!(out, "  ran          {:.1} s, {makespan}", s.unwrap_or(0.0));
+                }
             }
-            (None, s) => {
-                let _ = writeln!(out, "  ran          {:.1} s, {makespan}", s.unwrap_or(0.0));
-            }
+            let t = &self.tasks;
+            let _ = writeln!(
+                out,
+                "  tasks        {} submitted: {} completed, {} failed, {} cancelled, {} lost, {} duplicated",
+                t.submitted, t.completed, t.failed, t.cancelled, t.lost, t.duplicated
+            );
+            let _ = writeln!(
+                out,
+                "  recovery     {} reassignments, {} stale results refused",
+                self.reassignments, self.stale_results_refused
+            );
+            let n = &self.nodes;
+            let detection = self.failure_detection_ms.map_or("no node killed".to_owned(), |d| {
+                format!("kills noticed in {:.2} s (median), {:.2} s (slowest)", d.p50 as f64 / 1e3, d.max as f64 / 1e3)
+            });
+            let _ = writeln!(
+                out,
+                "  nodes        {} nodes, {} declared dead ({} falsely); {detection}",
+                n.total, n.declared_dead, n.false_suspicions
+            );
+            let _ = writeln!(
+                out,
+                "  network      {} messages, {} dropped by faults",
+                self.messages.sent, self.messages.dropped
+            );
+            let _ = writeln!(
+                out,
+                "  utilization  mean {:.0}%, max {:.0}%",
+                self.utilization.mean * 100.0,
+                self.utilization.max * 100.0
+            );
         }
-        let t = &self.tasks;
-        let _ = writeln!(
-            out,
-            "  tasks        {} submitted: {} completed, {} failed, {} cancelled, {} lost, {} duplicated",
-            t.submitted, t.completed, t.failed, t.cancelled, t.lost, t.duplicated
-        );
-        let _ = writeln!(
-            out,
-            "  recovery     {} reassignments, {} stale results refused",
-            self.reassignments, self.stale_results_refused
-        );
-        let n = &self.nodes;
-        let detection = self.failure_detection_ms.map_or("no node killed".to_owned(), |d| {
-            format!("kills noticed in {:.2} s (median), {:.2} s (slowest)", d.p50 as f64 / 1e3, d.max as f64 / 1e3)
-        });
-        let _ = writeln!(
-            out,
-            "  nodes        {} nodes, {} declared dead ({} falsely); {detection}",
-            n.total, n.declared_dead, n.false_suspicions
-        );
-        let _ = writeln!(
-            out,
-            "  network      {} messages, {} dropped by faults",
-            self.messages.sent, self.messages.dropped
-        );
-        let _ = writeln!(
-            out,
-            "  utilization  mean {:.0}%, max {:.0}%",
-            self.utilization.mean * 100.0,
-            self.utilization.max * 100.0
-        );
         if let (Some(requests), Some(latency)) = (self.requests, self.latency_ms) {
             let _ = writeln!(
                 out,

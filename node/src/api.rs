@@ -92,8 +92,9 @@ pub enum PlanWork {
         #[serde(default)]
         cwd: Option<String>,
     },
-    /// Generate load (not run by this daemon yet).
-    Load,
+    /// Generate load; an instance takes its share of the pattern's arrivals (the spec's
+    /// `rate.index` is set per instance by the node).
+    Load(crate::load::LoadSpec),
 }
 
 impl Plan {

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::api::{
     ApiError, BODY_MAX, Exchange, ExchangeReply, Faults, NodeInfo, PREFIX, Plan, PlanWork, Resources, WAIT_MAX_MS,
 };
-use crate::{exec, system};
+use crate::{exec, load, system};
 
 /// Frames waiting for the orchestrator beyond this many are dropped, oldest first (reliable
 /// ones are resent by the agent; heartbeats are replaced by newer ones).
@@ -72,6 +72,8 @@ struct NodeState {
     /// The agent of the current plan's life; none before a plan arrives.
     agent: Option<Agent>,
     plan: Option<Arc<Plan>>,
+    /// When the plan came (a load's `start_ms` counts from it).
+    plan_at_ms: u64,
     outbound: VecDeque<Frame<dtest_core::protocol::ToOrchestrator>>,
     faults: Faults,
     rng: ChaCha8Rng,
@@ -121,6 +123,7 @@ pub async fn serve(
         state: Mutex::new(NodeState {
             agent: None,
             plan: None,
+            plan_at_ms: 0,
             outbound: VecDeque::new(),
             faults: Faults::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -218,6 +221,7 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
     let config = AgentConfig { heartbeat_interval_ms: node.config.heartbeat_interval_ms, ..AgentConfig::default() };
     state.agent = Some(Agent::new(now_ms, Incarnation(incarnation), config));
     state.plan = Some(Arc::new(plan));
+    state.plan_at_ms = now_ms;
     state.outbound.clear();
     state.error_rate = 0.0;
     step(&node, &mut state);
@@ -360,14 +364,28 @@ fn step(node: &Arc<Node>, state: &mut NodeState) {
 /// Starts the work of one attempt; its end goes back to the agent.
 fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, work: u32) -> JoinHandle<()> {
     let plan = state.plan.clone();
+    let plan_at_ms = state.plan_at_ms;
     let node = node.clone();
     tokio::spawn(async move {
+        let mut load = None;
         let outcome = match plan.as_deref().and_then(|p| p.instance(work)) {
             None => Outcome::Failed(format!("work item {work} is not in this node's plan")),
             Some((entry, index)) => match &entry.work {
-                PlanWork::Load => Outcome::Failed(
-                    "load tasks are not run by `dtest node` yet (the load engine is its own issue)".to_owned(),
-                ),
+                PlanWork::Load(spec) => {
+                    let mut spec = spec.clone();
+                    if let load::Rate::Pattern { index: share, of, .. } = &mut spec.rate {
+                        (*share, *of) = (index - 1, entry.count);
+                    }
+                    let wait_ms = (plan_at_ms + spec.start_ms).saturating_sub(node.now_ms());
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    match load::run(&spec, None).await {
+                        Ok(measure) => {
+                            load = Some(Box::new(measure.to_wire()));
+                            Outcome::Passed
+                        }
+                        Err(e) => Outcome::Failed(e),
+                    }
+                }
                 PlanWork::Command { .. } if !node.config.allow_commands => {
                     Outcome::Failed("this node runs no commands; start it with --allow-commands to let it".to_owned())
                 }
@@ -384,7 +402,7 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
         state.error_rate = 0.9 * state.error_rate + if failed { 0.1 } else { 0.0 };
         let now_ms = node.now_ms();
         if let Some(agent) = state.agent.as_mut() {
-            agent.work_finished(now_ms, task, attempt, outcome);
+            agent.load_finished(now_ms, task, attempt, outcome, load);
         }
         step(&node, &mut state);
         drop(state);

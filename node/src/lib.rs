@@ -1,9 +1,12 @@
 //! dtest's real shell: the `dtest node` daemon ([`daemon`]), its HTTP/JSON API ([`api`]) and
 //! the orchestrator's side of it ([`client`]). The core's agent and orchestrator decide
-//! everything; this crate carries their frames over HTTP, runs commands and samples the machine.
+//! everything; this crate carries their frames over HTTP, runs commands and load ([`load`], the
+//! engine `dtest load` uses too) and samples the machine.
 
 pub mod api;
 pub mod client;
 pub mod daemon;
 mod exec;
+pub mod h1;
+pub mod load;
 mod system;

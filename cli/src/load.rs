@@ -1,0 +1,266 @@
+//! `dtest load URL`: the wrk/oha one-liner. The node's load engine in this process, no scenario
+//! file, the same report as `sim` and `run`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dtest_core::measure::Measure;
+use dtest_core::report::{Report, Tasks};
+use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern};
+use dtest_node::load::{LoadSpec, Progress, Rate};
+use tokio::sync::watch;
+
+use crate::Exit;
+use crate::validate::print_stdout;
+
+/// Arguments of `dtest load`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The target: `http://host:port/path` or `ws://host:port/path`.
+    url: String,
+    /// Requests per second, open model: sent on schedule whether or not earlier ones returned.
+    /// Without it (and without --pattern), every connection sends as fast as it gets answers.
+    #[arg(long, conflicts_with = "pattern")]
+    rate: Option<f64>,
+    /// How long: `30s`, `2m`, `500ms`, `1h` (a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// A load pattern instead of a constant rate: `TYPE:field=value,...` with the scenario
+    /// format's fields, e.g. `ramp:from_rps=10,to_rps=500` or
+    /// `burst:base_rps=50,burst_rps=600,burst_every_s=10,burst_duration_s=2`; `duration_s`
+    /// defaults to --duration.
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Connections to keep open.
+    #[arg(long, short = 'c', default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    connections: u32,
+    /// Per-request timeout, from sending.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// HTTP method.
+    #[arg(long, default_value = "GET", value_parser = parse_method)]
+    method: HttpMethod,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Request body (for a ws:// target, the message sent).
+    #[arg(long)]
+    body: Option<String>,
+    /// Speak HTTP/2 (prior knowledge, plain TCP) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+    /// Seed of a `random` pattern's rates.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print the JSON report on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write a self-contained HTML report to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+fn bad(message: &str) -> Exit {
+    eprintln!("error: {message}");
+    Exit::BadInput
+}
+
+/// Parses `30s`, `2m`, `500ms`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("`{text}`: expected a duration such as 30s, 2m or 500ms"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m or h)")),
+    };
+    if !(seconds > 0.0 && seconds <= dtest_core::limits::DURATION_S_MAX) {
+        return Err(format!("`{text}`: expected more than 0 and at most {} s", dtest_core::limits::DURATION_S_MAX));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_method(text: &str) -> Result<HttpMethod, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_ascii_uppercase()))
+        .map_err(|_| format!("`{text}`: expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"))
+}
+
+/// The pattern of `--rate` or `--pattern`, checked by the scenario parser (same fields, same
+/// bounds, same messages).
+fn pattern(args: &Args) -> Result<Option<Pattern>, String> {
+    let duration_s = args.duration.as_secs_f64();
+    let mut fields = serde_json::Map::new();
+    match (&args.pattern, args.rate) {
+        (None, None) => return Ok(None),
+        (None, Some(rate)) => {
+            fields.insert("type".into(), "constant".into());
+            fields.insert("rps".into(), rate.into());
+        }
+        (Some(text), _) => {
+            let (kind, rest) = text.split_once(':').unwrap_or((text, ""));
+            fields.insert("type".into(), kind.trim().into());
+            for pair in rest.split(',').filter(|p| !p.trim().is_empty()) {
+                let (key, value) =
+                    pair.split_once('=').ok_or_else(|| format!("--pattern: `{pair}`: expected field=value"))?;
+                let value: f64 = value.trim().parse().map_err(|_| format!("--pattern: `{pair}`: expected a number"))?;
+                fields.insert(key.trim().into(), value.into());
+            }
+        }
+    }
+    fields.entry("duration_s").or_insert(duration_s.into());
+    let scenario = serde_json::json!({
+        "name": "load",
+        "description": "dtest load",
+        "duration_s": dtest_core::limits::DURATION_S_MAX,
+        "cluster": { "groups": [ { "name": "local", "count": 1,
+                                   "resources": { "cpu_millis": 1000, "memory_mb": 1 } } ] },
+        "targets": { "target": { "url": "http://127.0.0.1/" } },
+        "workload": { "tasks": [ { "name": "load", "kind": "load", "load": { "target": "target", "pattern": fields } } ] }
+    });
+    match dtest_core::scenario::parse(scenario.to_string().as_bytes()) {
+        Ok(scenario) => match &scenario.workload.tasks[0].work {
+            dtest_core::scenario::Work::Load(load) => Ok(Some(load.pattern.clone())),
+            dtest_core::scenario::Work::Command { .. } => unreachable!("built as a load task"),
+        },
+        Err(problems) => Err(problems
+            .iter()
+            .map(|p| {
+                let path = p.path.to_string();
+                let field = path.strip_prefix("workload.tasks[0].load.pattern").unwrap_or(&path);
+                let option = if args.pattern.is_some() { "--pattern" } else { "--rate" };
+                format!(
+                    "{option}{}{}: {}",
+                    if field.is_empty() { "" } else { " " },
+                    field.trim_start_matches('.'),
+                    p.message
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
+}
+
+/// Runs the load and prints the report.
+pub fn run(args: &Args) -> Exit {
+    let pattern = match pattern(args) {
+        Ok(p) => p,
+        Err(e) => return bad(&e),
+    };
+    let mut headers = std::collections::BTreeMap::new();
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            return bad(&format!("--header `{header}`: expected `Name: value`"));
+        };
+        headers.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    let duration_ms = args.duration.as_millis() as u64;
+    let spec = LoadSpec {
+        url: args.url.clone(),
+        method: args.method,
+        headers,
+        body: args.body.clone(),
+        timeout_ms: args.timeout.as_millis() as u64,
+        connections: args.connections,
+        http_version: if args.http2 { HttpVersion::Http2 } else { HttpVersion::Http1 },
+        start_ms: 0,
+        rate: match pattern {
+            Some(pattern) => Rate::Pattern { pattern, seed: args.seed, index: 0, of: 1 },
+            None => Rate::Max { duration_ms },
+        },
+    };
+    if let Err(e) = dtest_node::load::check(&spec) {
+        return bad(&e);
+    }
+    let mut builder = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = args.threads.filter(|&n| n > 1) {
+        builder.worker_threads(n as usize);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return bad(&format!("cannot start the runtime: {e}")),
+    };
+    let started = Instant::now();
+    let measure = runtime.block_on(async {
+        let (tx, rx) = watch::channel(Progress::default());
+        let shown = tokio::spawn(show_progress(rx));
+        let measure = dtest_node::load::run(&spec, Some(tx)).await;
+        let _ = shown.await;
+        measure
+    });
+    let measure = match measure {
+        Ok(m) => m,
+        Err(e) => return bad(&e),
+    };
+    let report = report(args, &measure, started.elapsed().as_secs_f64(), &spec);
+    finish(args, &report)
+}
+
+fn report(args: &Args, measure: &Measure, elapsed_s: f64, spec: &LoadSpec) -> Report {
+    let duration_s = match &spec.rate {
+        Rate::Max { duration_ms } => *duration_ms as f64 / 1000.0,
+        Rate::Pattern { pattern, .. } => pattern.duration_ms() as f64 / 1000.0,
+    };
+    let mut report = Report {
+        scenario: args.url.clone(),
+        mode: "load",
+        elapsed_s: Some(elapsed_s),
+        makespan_s: Some(elapsed_s),
+        tasks: Tasks { submitted: 1, completed: 1, ..Tasks::default() },
+        nodes: dtest_core::report::Nodes { total: 1, ..Default::default() },
+        ..Report::default()
+    };
+    report.set_load(measure, duration_s);
+    report
+}
+
+fn finish(args: &Args, report: &Report) -> Exit {
+    let json = report.to_json();
+    if let Some(path) = &args.out
+        && let Err(e) = std::fs::write(path, &json)
+    {
+        return bad(&format!("cannot write {}: {e}", path.display()));
+    }
+    if let Some(path) = &args.html
+        && let Err(e) = std::fs::write(path, crate::html::page(report))
+    {
+        return bad(&format!("cannot write {}: {e}", path.display()));
+    }
+    let printed = print_stdout(&if args.json { json } else { report.to_text() });
+    if printed != Exit::Ok {
+        return printed;
+    }
+    if report.passed() { Exit::Ok } else { Exit::Failed }
+}
+
+/// A progress bar on a terminal's stderr (nothing elsewhere): elapsed time, the last second's
+/// rate and p99, errors so far.
+async fn show_progress(mut rx: watch::Receiver<Progress>) {
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} s  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    while rx.changed().await.is_ok() {
+        let p = *rx.borrow();
+        bar.set_length(p.duration_s);
+        bar.set_position(p.elapsed_s.min(p.duration_s));
+        bar.set_message(format!(
+            "{} rps, p99 {:.1} ms, {} requests, {} errors, {} dropped",
+            p.last_rps, p.last_p99_ms, p.requests, p.errors, p.dropped
+        ));
+    }
+    bar.finish_and_clear();
+}

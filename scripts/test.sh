@@ -15,14 +15,20 @@ fi
 
 step "installing test dependencies"
 # Python's jsonschema is the independent validator the schema test checks `dtest schema` with;
-# junitparser the JUnit consumer the run tests read `--junit` files with; python3 also runs the
-# sharded test suite that `dtest run` distributes.
-if ! command -v python3 >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq python3 python3-pip
+# junitparser the JUnit consumer the run tests read `--junit` files with; hdrhistogram (module
+# hdrh) the other HdrHistogram implementation that reads the reports' histograms; python3 also
+# runs the sharded test suite that `dtest run` distributes. Debian's chromium renders the HTML
+# report in the load tests.
+missing=()
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
-if ! python3 -c 'import jsonschema, junitparser' 2>/dev/null; then
+if ! python3 -c 'import jsonschema, junitparser, hdrh' 2>/dev/null; then
   pip_install() {
-    python3 -m pip install --quiet --disable-pip-version-check "$@" 'jsonschema>=4.18,<5' 'junitparser>=3.1,<4'
+    python3 -m pip install --quiet --disable-pip-version-check "$@" 'jsonschema>=4.18,<5' 'junitparser>=3.1,<4' \
+      'hdrhistogram>=0.10,<0.11'
   }
   # Debian's own python3 refuses system-wide installs (PEP 668) unless told otherwise.
   pip_install || pip_install --break-system-packages

@@ -366,6 +366,11 @@ fn finish(args: &Args, scenario: &Scenario, report: &Report) -> Exit {
     {
         return bad(&format!("cannot write {}: {e}", path.display()));
     }
+    if let Some(path) = &args.html
+        && let Err(e) = std::fs::write(path, crate::html::page(report))
+    {
+        return bad(&format!("cannot write {}: {e}", path.display()));
+    }
     let printed = print_stdout(&if args.json { json } else { report.to_text() });
     if printed != Exit::Ok {
         return printed;

@@ -39,6 +39,9 @@ pub struct Args {
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Also write a self-contained HTML report (charts of the load) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> Exit {
@@ -91,6 +94,12 @@ pub fn run(args: &Args) -> Exit {
     }
     if let Some(path) = &args.out
         && let Err(e) = std::fs::write(path, &json)
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return Exit::BadInput;
+    }
+    if let Some(path) = &args.html
+        && let Err(e) = std::fs::write(path, crate::html::page(&report))
     {
         eprintln!("error: cannot write {}: {e}", path.display());
         return Exit::BadInput;

@@ -1,6 +1,7 @@
 //! Integration tests of the `dtest` binary: each test runs the real executable.
 
 mod conventions;
+mod load;
 mod run;
 mod schema;
 mod sim;

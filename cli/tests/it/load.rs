@@ -1,0 +1,326 @@
+//! Load generation against real targets: `dtest load` and `dtest run` with load tasks, against
+//! an HTTP server (HTTP/1.1 and HTTP/2) with a WebSocket echo that the tests start themselves
+//! on loopback; the HTML report in headless Chromium.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::routing::{any, get};
+use dtest_core::load::Schedule;
+use dtest_core::scenario::Work;
+use serde_json::Value;
+
+use crate::{dtest, root};
+
+/// Starts the target on a free loopback port, in a thread of its own, for the test process.
+fn target() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let app = Router::new()
+                .route("/", any(|| async { "hello\n" }))
+                .route(
+                    "/chunked",
+                    get(|| async {
+                        let parts = (0..5).map(|i| Ok::<_, std::io::Error>(format!("part {i}\n")));
+                        Body::from_stream(futures::stream::iter(parts))
+                    }),
+                )
+                .route(
+                    "/status/{code}",
+                    get(|axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+                    }),
+                )
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        "slow\n"
+                    }),
+                )
+                .route("/ws", get(|ws: WebSocketUpgrade| async { ws.on_upgrade(echo) }));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the target starts")
+}
+
+async fn echo(mut socket: WebSocket) {
+    while let Some(Ok(message)) = socket.recv().await {
+        if let Message::Text(_) | Message::Binary(_) = message
+            && socket.send(message).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn load_json(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["load", "--json"];
+    all.extend_from_slice(args);
+    let out = dtest(&all);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!("{e}: stdout {text}\nstderr {}", String::from_utf8_lossy(&out.stderr));
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn n(report: &Value, field: &str) -> u64 {
+    report[field].as_u64().unwrap_or_else(|| panic!("`{field}` in {report}"))
+}
+
+#[test]
+fn an_open_model_load_sends_exactly_its_schedule_and_reports_every_second() {
+    let addr = target();
+    let (code, r) = load_json(&[&format!("http://{addr}/"), "--rate", "200", "--duration", "3s", "-c", "4"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(n(&r, "requests"), 600, "200 rps for 3 s is 600 arrivals, every one sent");
+    assert_eq!((n(&r, "errors"), n(&r, "dropped")), (0, 0));
+    assert_eq!(r["status"]["2xx"], 600);
+    assert!((r["rps"].as_f64().unwrap() - 200.0).abs() < 1e-9);
+    let series = r["series"].as_array().unwrap();
+    assert!((3..=4).contains(&series.len()), "{series:?}");
+    assert_eq!(series.iter().map(|p| p["requests"].as_u64().unwrap()).sum::<u64>(), 600);
+    let (p99, u99) = (r["latency_ms"]["p99"].as_f64().unwrap(), r["latency_uncorrected_ms"]["p99"].as_f64().unwrap());
+    assert!(p99 >= u99 && p99 > 0.0, "corrected {p99} vs uncorrected {u99}");
+}
+
+#[test]
+fn errors_timeouts_and_dropped_arrivals_are_counted_not_hidden() {
+    let addr = target();
+    let (code, r) = load_json(&[&format!("http://{addr}/status/503"), "--rate", "100", "--duration", "1s"]);
+    assert_eq!(code, 0, "no thresholds: errors are reported, not judged");
+    assert_eq!((n(&r, "requests"), n(&r, "errors"), r["status"]["5xx"].as_u64().unwrap()), (100, 100, 100));
+
+    // One connection, a 300 ms answer, a 100 ms timeout: requests time out, and arrivals that
+    // wait longer than the timeout for the connection are dropped.
+    let (_, r) = load_json(&[
+        &format!("http://{addr}/slow"),
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "-c",
+        "1",
+        "--timeout",
+        "100ms",
+    ]);
+    let timeouts = r["status"]["timeout"].as_u64().unwrap();
+    assert!(timeouts >= 5, "{r}");
+    assert_eq!(n(&r, "errors"), n(&r, "requests"));
+    assert!(n(&r, "dropped") >= 20, "{r}");
+    assert_eq!(n(&r, "requests") + n(&r, "dropped"), 50, "every arrival is a request or a drop");
+    // Nothing was answered within the timeout: the corrected latency holds the wait.
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() >= r["latency_uncorrected_ms"]["p50"].as_f64().unwrap());
+
+    let (code, _) = load_json(&["http://127.0.0.1:1/", "--rate", "10", "--duration", "1s"]);
+    assert_eq!(code, 0);
+    let refused = dtest(&["load", "--json", "http://127.0.0.1:1/", "--duration", "1s", "-c", "1"]);
+    let r: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(r["status"]["connect"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn http2_websocket_and_chunked_answers_work_back_to_back() {
+    let addr = target();
+    for (url, extra) in [
+        (format!("http://{addr}/chunked"), vec![]),
+        (format!("http://{addr}/"), vec!["--http2"]),
+        (format!("ws://{addr}/ws"), vec!["--body", "ping"]),
+    ] {
+        let mut args = vec![url.as_str(), "--duration", "1s", "-c", "4"];
+        args.extend(extra);
+        let (code, r) = load_json(&args);
+        assert_eq!(code, 0, "{url}: {r}");
+        assert!(n(&r, "requests") > 100, "{url}: {r}");
+        assert_eq!(n(&r, "errors"), 0, "{url}: {r}");
+        assert_eq!(r["status"]["2xx"], r["requests"], "{url}");
+    }
+}
+
+#[test]
+fn bad_load_input_is_exit_2_with_a_reason() {
+    for (args, says) in [
+        (vec!["https://127.0.0.1/"], "no TLS"),
+        (vec!["not a url"], "not a URL"),
+        (vec!["http://127.0.0.1:1/", "--pattern", "ramp:from_rps=1"], "to_rps"),
+        (vec!["http://127.0.0.1:1/", "--pattern", "wave:base_rps=1,amplitude_rps=5,period_s=1"], "amplitude_rps"),
+        (vec!["http://127.0.0.1:1/", "--duration", "0s"], "duration"),
+        (vec!["http://127.0.0.1:1/", "-H", "no colon"], "Name: value"),
+    ] {
+        let mut all = vec!["load"];
+        all.extend(args);
+        let out = dtest(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
+        assert!(stderr.contains(says), "{all:?}: {stderr}");
+    }
+}
+
+/// Where a test keeps files worth looking at afterwards (screenshots).
+fn artifacts() -> PathBuf {
+    let dir = root().join("target").join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Opens `page` in headless Chromium: the rendered DOM, and a screenshot kept in `png`.
+fn chromium(page: &Path, png: &Path) -> (String, String) {
+    let profile = std::env::temp_dir().join(format!("dtest-chromium-{}", std::process::id()));
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1200,1800",
+    ];
+    let url = format!("file://{}", page.display());
+    let run = |extra: &str| {
+        let out = Command::new("chromium")
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium is installed (scripts/test.sh installs it)");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (dom, log) = run("--dump-dom");
+    let (_, shot_log) = run(&format!("--screenshot={}", png.display()));
+    let _ = std::fs::remove_dir_all(&profile);
+    (dom, log + &shot_log)
+}
+
+/// Console messages of the page in Chromium's log (not Chromium's own complaints).
+fn console_errors(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("CONSOLE") || l.contains("Uncaught")).collect()
+}
+
+#[test]
+fn load_patterns_run_on_two_local_nodes_merged_exactly_with_an_html_report() {
+    let addr = target();
+    let dir = artifacts();
+    let (json, html, png) =
+        (dir.join("load-patterns.json"), dir.join("load-patterns.html"), dir.join("load-patterns.png"));
+    let out = Command::new(env!("CARGO_BIN_EXE_dtest"))
+        .args(["run", "scenarios/load-patterns.json", "--local", "2", "--target"])
+        .arg(format!("web=http://{addr}/"))
+        .arg("--out")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+
+    // Each pattern split over two nodes makes exactly the pattern's arrivals.
+    let scenario = dtest_core::scenario::parse(&std::fs::read(root().join("scenarios/load-patterns.json")).unwrap())
+        .expect("the shipped scenario parses");
+    let expected: u64 = scenario
+        .workload
+        .tasks
+        .iter()
+        .map(|t| match &t.work {
+            Work::Load(load) => Schedule::new(load.pattern.clone(), 42 ^ u64::from(load.target.0)).total_arrivals(),
+            Work::Command { .. } => 0,
+        })
+        .sum();
+    assert_eq!(n(&r, "requests") + n(&r, "dropped"), expected, "{text}");
+    assert_eq!(n(&r, "dropped"), 0, "{text}");
+    assert_eq!(n(&r, "errors"), 0, "{text}");
+    assert_eq!(r["tasks"]["completed"], 12);
+    let nodes: std::collections::BTreeSet<&str> =
+        r["results"].as_array().unwrap().iter().map(|t| t["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "both nodes generated load: {nodes:?}");
+    let series = r["series"].as_array().unwrap();
+    assert!(series.len() >= 180, "one point per second of six 30 s patterns: {}", series.len());
+    assert_eq!(series.iter().map(|p| p["requests"].as_u64().unwrap()).sum::<u64>(), n(&r, "requests"));
+    let spike_peak = series.iter().map(|p| p["requests"].as_u64().unwrap()).max().unwrap();
+    assert!((700..=900).contains(&spike_peak), "the 800 rps spike shows in the series: {spike_peak}");
+    assert!(r["expectations"].as_array().unwrap().iter().all(|e| e["ok"] == true));
+
+    // The merged histogram is standard HdrHistogram: another implementation reads it.
+    let python = r#"
+import json, sys
+from hdrh.histogram import HdrHistogram
+r = json.load(open(sys.argv[1]))
+h = HdrHistogram.decode(r["histogram"])
+print(h.get_total_count(), h.get_value_at_percentile(99.0))
+"#;
+    let read = Command::new("python3").args(["-c", python]).arg(&json).output().expect("python3");
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let printed = String::from_utf8_lossy(&read.stdout);
+    let mut fields = printed.split_whitespace();
+    let count: u64 = fields.next().unwrap().parse().unwrap();
+    let p99_us: f64 = fields.next().unwrap().parse().unwrap();
+    assert_eq!(count, n(&r, "requests"));
+    let p99_ms = r["latency_ms"]["p99"].as_f64().unwrap();
+    assert!((p99_us / 1e3 - p99_ms).abs() <= p99_ms * 0.002 + 0.002, "python p99 {p99_us} µs vs {p99_ms} ms");
+
+    // The page renders its three charts with no console message.
+    let (dom, log) = chromium(&html, &png);
+    assert!(dom.contains(r#"data-rendered="3""#), "{log}");
+    assert_eq!(dom.matches(r#"class="line""#).count(), 7, "three throughput, three latency, one distribution line");
+    assert!(console_errors(&log).is_empty(), "{:?}", console_errors(&log));
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "a screenshot in {}", png.display());
+}
+
+#[test]
+fn thresholds_over_the_merged_load_decide_the_exit_code() {
+    let addr = target();
+    let dir = tempdir();
+    let scenario = |expect: &str| {
+        format!(
+            r#"{{ "name": "slow", "description": "a slow target", "duration_s": 60,
+              "cluster": {{ "groups": [ {{ "name": "gen", "count": 2,
+                 "resources": {{ "cpu_millis": 1000, "memory_mb": 256 }} }} ] }},
+              "targets": {{ "api": {{ "url": "http://{addr}/slow",
+                 "sim": {{ "latency_ms": {{ "p50": 300, "p99": 310 }}, "error_rate": 0 }} }} }},
+              "workload": {{ "tasks": [ {{ "name": "slow", "count": 2, "kind": "load",
+                 "load": {{ "target": "api", "connections": 8,
+                            "pattern": {{ "type": "constant", "rps": 20, "duration_s": 2 }} }} }} ] }},
+              "expect": {expect} }}"#
+        )
+    };
+    for (expect, code) in
+        [(r#"{ "latency_p99_ms": 50 }"#, 1), (r#"{ "latency_p99_ms": 2000, "error_rate_max": 0 }"#, 0)]
+    {
+        let file = dir.join(format!("slow-{code}.json"));
+        std::fs::write(&file, scenario(expect)).unwrap();
+        let file = file.to_string_lossy().into_owned();
+        for args in [vec!["run", file.as_str(), "--local", "2"], vec!["sim", file.as_str(), "--seed", "1"]] {
+            let out = dtest(&args);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(code), "{args:?} with {expect}:\n{text}");
+            assert!(text.contains("latency_p99_ms"), "{text}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir() -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("dtest-load-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -430,6 +430,9 @@ pub fn decode(text: &str, digits: u8) -> Result<Histogram<u64>, String> {
     let read: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(|e| format!("a histogram is not in the HdrHistogram V2 format: {e:?}"))?;
+    if read.low() == 1 && read.high() == LATENCY_US_MAX && read.sigfig() == digits {
+        return Ok(read); // Ours: the same bounds, nothing to convert.
+    }
     let mut h = histogram(digits);
     for v in read.iter_recorded() {
         h.saturating_record_n(v.value_iterated_to().clamp(1, LATENCY_US_MAX), v.count_at_value());

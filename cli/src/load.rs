@@ -11,7 +11,7 @@ use dtest_node::load::{LoadSpec, Progress, Rate};
 use tokio::sync::watch;
 
 use crate::Exit;
-use crate::validate::print_stdout;
+use crate::output::Outputs;
 
 /// Arguments of `dtest load`.
 #[derive(Debug, clap::Args)]
@@ -205,7 +205,8 @@ pub fn run(args: &Args) -> Exit {
         Err(e) => return bad(&e),
     };
     let report = report(args, &measure, started.elapsed().as_secs_f64(), &spec);
-    finish(args, &report)
+    let outputs = Outputs { json: args.json, out: args.out.as_deref(), html: args.html.as_deref(), junit: None };
+    crate::output::finish(&report, outputs)
 }
 
 fn report(args: &Args, measure: &Measure, elapsed_s: f64, spec: &LoadSpec) -> Report {
@@ -224,25 +225,6 @@ fn report(args: &Args, measure: &Measure, elapsed_s: f64, spec: &LoadSpec) -> Re
     };
     report.set_load(measure, duration_s);
     report
-}
-
-fn finish(args: &Args, report: &Report) -> Exit {
-    let json = report.to_json();
-    if let Some(path) = &args.out
-        && let Err(e) = std::fs::write(path, &json)
-    {
-        return bad(&format!("cannot write {}: {e}", path.display()));
-    }
-    if let Some(path) = &args.html
-        && let Err(e) = std::fs::write(path, crate::html::page(report))
-    {
-        return bad(&format!("cannot write {}: {e}", path.display()));
-    }
-    let printed = print_stdout(&if args.json { json } else { report.to_text() });
-    if printed != Exit::Ok {
-        return printed;
-    }
-    if report.passed() { Exit::Ok } else { Exit::Failed }
 }
 
 /// A progress bar on a terminal's stderr (nothing elsewhere): elapsed time, the last second's

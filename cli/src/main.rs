@@ -3,6 +3,7 @@
 mod html;
 mod load;
 mod node;
+mod output;
 mod run;
 mod sim;
 mod validate;

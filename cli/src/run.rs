@@ -29,7 +29,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 
 use crate::Exit;
-use crate::validate::{load, print_stdout};
+use crate::validate::load;
 
 /// Local nodes at most (`--local N`).
 const LOCAL_MAX: u32 = 64;
@@ -355,27 +355,13 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
 
 /// Writes and prints the report; the exit code is the report's verdict.
 fn finish(args: &Args, scenario: &Scenario, report: &Report) -> Exit {
-    let json = report.to_json();
-    if let Some(path) = &args.out
-        && let Err(e) = std::fs::write(path, &json)
-    {
-        return bad(&format!("cannot write {}: {e}", path.display()));
-    }
-    if let Some(path) = &args.junit
-        && let Err(e) = std::fs::write(path, junit(scenario, report))
-    {
-        return bad(&format!("cannot write {}: {e}", path.display()));
-    }
-    if let Some(path) = &args.html
-        && let Err(e) = std::fs::write(path, crate::html::page(report))
-    {
-        return bad(&format!("cannot write {}: {e}", path.display()));
-    }
-    let printed = print_stdout(&if args.json { json } else { report.to_text() });
-    if printed != Exit::Ok {
-        return printed;
-    }
-    if report.passed() { Exit::Ok } else { Exit::Failed }
+    let outputs = crate::output::Outputs {
+        json: args.json,
+        out: args.out.as_deref(),
+        html: args.html.as_deref(),
+        junit: args.junit.as_deref().map(|path| (path, junit(scenario, report))),
+    };
+    crate::output::finish(report, outputs)
 }
 
 /// Which scenario node each of `n` local daemons stands for: the scenario's nodes in order,

@@ -8,6 +8,7 @@ use dtest_sim::sweep::sweep;
 use dtest_sim::{SimOptions, simulate};
 
 use crate::Exit;
+use crate::output::Outputs;
 use crate::validate::{load, print_stdout};
 
 #[derive(Debug, clap::Args)]
@@ -77,8 +78,8 @@ pub fn run(args: &Args) -> Exit {
             return Exit::BadInput;
         }
     };
-    let json = report.to_json();
     if args.check_determinism {
+        let json = report.to_json();
         let again = match simulate(&scenario, &options) {
             Ok(report) => report.to_json(),
             Err(e) => {
@@ -92,23 +93,8 @@ pub fn run(args: &Args) -> Exit {
         }
         eprintln!("determinism: seed {} ran twice with identical reports ({} bytes)", args.seed, json.len());
     }
-    if let Some(path) = &args.out
-        && let Err(e) = std::fs::write(path, &json)
-    {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        return Exit::BadInput;
-    }
-    if let Some(path) = &args.html
-        && let Err(e) = std::fs::write(path, crate::html::page(&report))
-    {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        return Exit::BadInput;
-    }
-    let printed = if args.json { print_stdout(&json) } else { print_stdout(&report.to_text()) };
-    if printed != Exit::Ok {
-        return printed;
-    }
-    if report.passed() { Exit::Ok } else { Exit::Failed }
+    let outputs = Outputs { json: args.json, out: args.out.as_deref(), html: args.html.as_deref(), junit: None };
+    crate::output::finish(&report, outputs)
 }
 
 /// The command line that replays a seed of this run, without `--seed`.

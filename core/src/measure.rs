@@ -186,19 +186,20 @@ impl Measure {
     /// Records one request that ended in `second`: scheduled `late_us` before it was sent,
     /// `uncorrected_us` from sending to its end.
     pub fn record(&mut self, second: u64, late_us: u64, uncorrected_us: u64, status: Status) {
-        let corrected_us = late_us.saturating_add(uncorrected_us);
+        let corrected_us = late_us.saturating_add(uncorrected_us).clamp(1, LATENCY_US_MAX);
+        let uncorrected_us = uncorrected_us.clamp(1, LATENCY_US_MAX);
         let error = status.is_error();
         self.requests += 1;
         self.errors += u64::from(error);
         self.late += u64::from(late_us > LATE_US);
         self.status.count(status);
-        self.corrected.saturating_record(corrected_us.clamp(1, LATENCY_US_MAX));
-        self.uncorrected.saturating_record(uncorrected_us.clamp(1, LATENCY_US_MAX));
+        self.corrected.saturating_record(corrected_us);
+        self.uncorrected.saturating_record(uncorrected_us);
         let s = self.seconds.entry(second).or_insert_with(Second::new);
         s.requests += 1;
         s.errors += u64::from(error);
-        s.corrected.saturating_record(corrected_us.clamp(1, LATENCY_US_MAX));
-        s.uncorrected.saturating_record(uncorrected_us.clamp(1, LATENCY_US_MAX));
+        s.corrected.saturating_record(corrected_us);
+        s.uncorrected.saturating_record(uncorrected_us);
     }
 
     /// Records an arrival dropped in `second`.

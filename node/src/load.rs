@@ -410,11 +410,23 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
             (Some((Schedule::new(pattern.clone(), *seed), *index, *of)), pattern.duration_ms())
         }
     };
+    // Open the connections before the clock starts, as wrk does; failures are retried later.
+    let opened = futures::future::join_all(
+        (0..connections).map(|_| async { tokio::time::timeout(target.timeout, connect(&target)).await.ok().flatten() }),
+    )
+    .await;
+    let (mut idle, mut h2) = (Vec::with_capacity(connections), vec![None; connections]);
+    for (slot, conn) in h2.iter_mut().zip(opened.into_iter().flatten()) {
+        match conn {
+            Conn::Http2(sender) => *slot = Some(sender),
+            conn => idle.push(conn),
+        }
+    }
     let engine = Arc::new(Engine {
-        shards: (0..(threads * 2).min(connections.max(1))).map(|_| Mutex::new(Measure::new())).collect(),
+        shards: (0..(threads * 2).min(connections)).map(|_| Mutex::new(Measure::new())).collect(),
         next_shard: AtomicUsize::new(0),
-        idle: Mutex::new(Vec::with_capacity(connections)),
-        h2: Mutex::new(vec![None; connections]),
+        idle: Mutex::new(idle),
+        h2: Mutex::new(h2),
         next_h2: AtomicUsize::new(0),
         permits: Semaphore::new(concurrency),
         requests: AtomicU64::new(0),
@@ -423,21 +435,6 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
         start: Instant::now(),
         target,
     });
-    // Open the connections before the clock starts, as wrk does; failures are retried later.
-    let opened = futures::future::join_all((0..connections).map(|_| {
-        let engine = engine.clone();
-        async move { tokio::time::timeout(engine.target.timeout, connect(&engine.target)).await.ok().flatten() }
-    }))
-    .await;
-    let mut engine = Arc::into_inner(engine).expect("no other owner yet");
-    for (i, conn) in opened.into_iter().flatten().enumerate() {
-        match conn {
-            Conn::Http2(sender) => engine.h2.get_mut().unwrap_or_else(|e| e.into_inner())[i] = Some(sender),
-            conn => engine.idle.get_mut().unwrap_or_else(|e| e.into_inner()).push(conn),
-        }
-    }
-    engine.start = Instant::now();
-    let engine = Arc::new(engine);
     let duration_s = duration_ms.div_ceil(1000);
 
     let mut global = Measure::new();

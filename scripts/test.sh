@@ -18,10 +18,11 @@ step "installing test dependencies"
 # junitparser the JUnit consumer the run tests read `--junit` files with; hdrhistogram (module
 # hdrh) the other HdrHistogram implementation that reads the reports' histograms; python3 also
 # runs the sharded test suite that `dtest run` distributes. Debian's chromium renders the HTML
-# report in the load tests.
+# report in the load tests; util-linux's `script` gives them a terminal to watch progress bars on.
 missing=()
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

@@ -236,7 +236,7 @@ async fn show_progress(mut rx: watch::Receiver<Progress>) {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     while rx.changed().await.is_ok() {
-        let p = *rx.borrow();
+        let p = rx.borrow_and_update().clone();
         bar.set_length(p.duration_s);
         bar.set_position(p.elapsed_s.min(p.duration_s));
         bar.set_message(format!(

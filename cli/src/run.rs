@@ -14,7 +14,7 @@ use dtest_core::faults::{Link, NetFaults};
 use dtest_core::measure::Measure;
 use dtest_core::placement::{Catalog, Labels, NodeIdx, NodeSpec, Observations, Placer, Pool, request_for};
 use dtest_core::protocol::{
-    Attempt, Event, Frame, Orchestrator, OrchestratorConfig, Outcome, TaskId, TaskInput, Terminal, ToAgent,
+    Attempt, Event, Frame, Orchestrator, OrchestratorConfig, Outcome, TaskId, TaskInput, TaskState, Terminal, ToAgent,
     ToOrchestrator,
 };
 use dtest_core::report::{
@@ -29,6 +29,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 
 use crate::Exit;
+use crate::live::LiveLoads;
 use crate::validate::load;
 
 /// Local nodes at most (`--local N`).
@@ -515,6 +516,8 @@ struct Driver<'a> {
     load: Measure,
     /// Load results that could not be read.
     unreadable: Vec<(u64, String)>,
+    /// How the running loads are doing, for the progress bar.
+    live: LiveLoads,
 }
 
 impl<'a> Driver<'a> {
@@ -576,6 +579,7 @@ impl<'a> Driver<'a> {
             pending_load: BTreeMap::new(),
             load: Measure::new(),
             unreadable: Vec::new(),
+            live: LiveLoads::default(),
         }
     }
 
@@ -607,6 +611,7 @@ impl<'a> Driver<'a> {
         let deadline_ms = self.scenario.duration_ms;
         let total = self.orchestrator.task_count() as u64;
         let bar = progress_bar(total);
+        let has_load = self.scenario.workload.tasks.iter().any(|t| matches!(t.work, Work::Load(_)));
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ctrl_c = tokio::signal::ctrl_c();
@@ -621,6 +626,7 @@ impl<'a> Driver<'a> {
                         self.sent += frames.len() as u64;
                         for frame in frames {
                             self.keep_load(now, i, &frame);
+                            self.keep_live(now, i, &frame);
                             self.orchestrator.handle(now, NodeIdx(i as u32), frame);
                         }
                     }
@@ -662,7 +668,16 @@ impl<'a> Driver<'a> {
                         self.orchestrator.node_health(NodeIdx(i as u32)) != dtest_core::health::HealthState::Dead
                     })
                     .count();
-                bar.set_message(format!("{up}/{} nodes up", self.members.len()));
+                let mut message = format!("{up}/{} nodes up", self.members.len());
+                if has_load {
+                    let orchestrator = &self.orchestrator;
+                    self.live.retain(|task, node, attempt| {
+                        matches!(orchestrator.task_state(task),
+                            TaskState::Leased { node: n, attempt: a, .. } if n.0 as usize == node && a == attempt)
+                    });
+                    message = format!("{message}, {}", self.live.summary(now, &self.load));
+                }
+                bar.set_message(message);
             }
             bar.set_position(ended);
             if self.orchestrator.is_done() {
@@ -713,6 +728,16 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Keeps what heartbeats say about running loads, for the progress bar.
+    fn keep_live(&mut self, now: u64, node: usize, frame: &Frame<ToOrchestrator>) {
+        let Frame::Data(packet) = frame else { return };
+        let ToOrchestrator::Heartbeat { load, .. } = &packet.body else { return };
+        let tasks = self.orchestrator.task_count() as u64;
+        for (task, attempt, live) in load.iter().filter(|(task, ..)| task.0 < tasks) {
+            self.live.heard(now, node, *task, *attempt, live);
+        }
+    }
+
     fn observe(&mut self, now: u64, event: &Event) {
         match event {
             Event::Assigned { task, attempt, .. } => {
@@ -724,6 +749,7 @@ impl<'a> Driver<'a> {
                 let record = &mut self.records[task.0 as usize];
                 let started = record.assigned_ms.get(&attempt.0).copied().unwrap_or(now);
                 record.counted = Some((outcome.clone(), node.0 as usize, now - started));
+                self.live.forget(*task);
                 if let Some(measure) = self.pending_load.remove(&(*task, *attempt)) {
                     // The node counts seconds from its load's start: the assignment, or the
                     // load's `start_s` if later.

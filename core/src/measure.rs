@@ -118,7 +118,8 @@ pub struct Second {
 }
 
 impl Second {
-    fn new() -> Second {
+    /// An empty second.
+    pub fn new() -> Second {
         Second {
             requests: 0,
             errors: 0,
@@ -128,12 +129,42 @@ impl Second {
         }
     }
 
-    fn add(&mut self, o: &Second) {
+    /// The wire form of second `t`.
+    pub fn to_wire(&self, t: u64) -> WireSecond {
+        WireSecond {
+            t,
+            requests: self.requests,
+            errors: self.errors,
+            dropped: self.dropped,
+            histogram: encode(&self.corrected),
+            uncorrected: encode(&self.uncorrected),
+        }
+    }
+
+    /// Reads the wire form; a peer's malformed histogram is an error, not a panic.
+    pub fn from_wire(wire: &WireSecond) -> Result<Second, String> {
+        Ok(Second {
+            requests: wire.requests,
+            errors: wire.errors,
+            dropped: wire.dropped,
+            corrected: decode(&wire.histogram, SECOND_DIGITS)?,
+            uncorrected: decode(&wire.uncorrected, SECOND_DIGITS)?,
+        })
+    }
+
+    /// Adds another second's figures.
+    pub fn add(&mut self, o: &Second) {
         self.requests += o.requests;
         self.errors += o.errors;
         self.dropped += o.dropped;
         add(&mut self.corrected, &o.corrected);
         add(&mut self.uncorrected, &o.uncorrected);
+    }
+}
+
+impl Default for Second {
+    fn default() -> Second {
+        Second::new()
     }
 }
 
@@ -195,7 +226,7 @@ impl Measure {
         self.status.count(status);
         self.corrected.saturating_record(corrected_us);
         self.uncorrected.saturating_record(uncorrected_us);
-        let s = self.seconds.entry(second).or_insert_with(Second::new);
+        let s = self.seconds.entry(second).or_default();
         s.requests += 1;
         s.errors += u64::from(error);
         s.corrected.saturating_record(corrected_us);
@@ -205,14 +236,14 @@ impl Measure {
     /// Records an arrival dropped in `second`.
     pub fn drop_arrival(&mut self, second: u64) {
         self.dropped += 1;
-        self.seconds.entry(second).or_insert_with(Second::new).dropped += 1;
+        self.seconds.entry(second).or_default().dropped += 1;
     }
 
     /// Adds `other` in, its seconds shifted by `offset_s`.
     pub fn add(&mut self, other: &Measure, offset_s: u64) {
         self.add_totals(other);
         for (second, s) in &other.seconds {
-            self.seconds.entry(second + offset_s).or_insert_with(Second::new).add(s);
+            self.seconds.entry(second + offset_s).or_default().add(s);
         }
     }
 
@@ -290,18 +321,7 @@ impl Measure {
             status: self.status,
             histogram: encode(&self.corrected),
             uncorrected: encode(&self.uncorrected),
-            seconds: self
-                .seconds
-                .iter()
-                .map(|(t, s)| WireSecond {
-                    t: *t,
-                    requests: s.requests,
-                    errors: s.errors,
-                    dropped: s.dropped,
-                    histogram: encode(&s.corrected),
-                    uncorrected: encode(&s.uncorrected),
-                })
-                .collect(),
+            seconds: self.seconds.iter().map(|(&t, s)| s.to_wire(t)).collect(),
         }
     }
 
@@ -309,14 +329,7 @@ impl Measure {
     pub fn from_wire(wire: &LoadResult) -> Result<Measure, String> {
         let mut seconds = BTreeMap::new();
         for s in &wire.seconds {
-            let second = Second {
-                requests: s.requests,
-                errors: s.errors,
-                dropped: s.dropped,
-                corrected: decode(&s.histogram, SECOND_DIGITS)?,
-                uncorrected: decode(&s.uncorrected, SECOND_DIGITS)?,
-            };
-            seconds.insert(s.t, second);
+            seconds.insert(s.t, Second::from_wire(s)?);
         }
         Ok(Measure {
             requests: wire.requests,
@@ -369,6 +382,23 @@ pub struct WireSecond {
     pub histogram: String,
     /// Uncorrected latencies, the same way.
     pub uncorrected: String,
+}
+
+/// How a running load is doing, sent with heartbeats so that whoever orchestrates can show it
+/// live. The counters are totals since the load started; `second` is the last full second, sent
+/// once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveLoad {
+    /// Requests ended so far.
+    pub requests: u64,
+    /// Errors among them.
+    pub errors: u64,
+    /// Arrivals dropped so far.
+    pub dropped: u64,
+    /// The last full second, if not sent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<WireSecond>,
 }
 
 /// One second of a report's series.

@@ -16,11 +16,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use dtest_core::faults::{Direction, Verdict};
+use dtest_core::measure::LiveLoad;
 use dtest_core::protocol::{Agent, AgentAction, AgentConfig, Attempt, Frame, Incarnation, Outcome, TaskId};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{
@@ -378,7 +379,11 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
                     }
                     let wait_ms = (plan_at_ms + spec.start_ms).saturating_sub(node.now_ms());
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                    match load::run(&spec, None).await {
+                    let (live, progress) = tokio::sync::watch::channel(load::Progress::default());
+                    let reporter = tokio::spawn(report_live(node.clone(), task, attempt, progress));
+                    let measured = load::run(&spec, Some(live)).await;
+                    reporter.abort();
+                    match measured {
                         Ok(measure) => {
                             load = Some(Box::new(measure.to_wire()));
                             Outcome::Passed
@@ -408,6 +413,18 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
         drop(state);
         node.wake.notify_one();
     })
+}
+
+/// Hands a running load's live figures to the agent, for its heartbeats.
+async fn report_live(node: Arc<Node>, task: TaskId, attempt: Attempt, mut progress: watch::Receiver<load::Progress>) {
+    while progress.changed().await.is_ok() {
+        let p = progress.borrow_and_update().clone();
+        let second = p.last_second.map(|(t, s)| s.to_wire(t));
+        let live = LiveLoad { requests: p.requests, errors: p.errors, dropped: p.dropped, second };
+        if let Some(agent) = node.state().agent.as_mut() {
+            agent.set_live(task, attempt, live);
+        }
+    }
 }
 
 /// Ticks the agent at its times and samples the machine for its heartbeats.

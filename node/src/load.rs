@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dtest_core::load::Schedule;
-use dtest_core::measure::{Measure, Status};
+use dtest_core::measure::{Measure, Second, Status};
 use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern};
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -103,7 +103,7 @@ pub enum Rate {
 }
 
 /// Live figures, updated about once a second.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Progress {
     /// Seconds since the load started.
     pub elapsed_s: u64,
@@ -119,6 +119,8 @@ pub struct Progress {
     pub last_rps: u64,
     /// The last full second's corrected p99, in milliseconds.
     pub last_p99_ms: f64,
+    /// The last full second (counted from the load's start) and what it measured.
+    pub last_second: Option<(u64, Second)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,7 +375,8 @@ impl Engine {
 
     fn progress(&self, duration_s: u64, global: &Measure) -> Progress {
         let now_s = self.second(Instant::now());
-        let last = now_s.checked_sub(1).and_then(|s| global.seconds.get(&s));
+        let last_s = now_s.checked_sub(1);
+        let last = last_s.and_then(|s| global.seconds.get(&s));
         Progress {
             elapsed_s: now_s,
             duration_s,
@@ -384,6 +387,7 @@ impl Engine {
             last_p99_ms: last
                 .filter(|s| !s.corrected.is_empty())
                 .map_or(0.0, |s| s.corrected.value_at_quantile(0.99) as f64 / 1e3),
+            last_second: last_s.zip(last.cloned()),
         }
     }
 

@@ -318,6 +318,66 @@ fn thresholds_over_the_merged_load_decide_the_exit_code() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs dtest on a pseudo-terminal (util-linux `script`), as a user at a terminal would, and
+/// returns its exit code and everything the terminal showed.
+fn on_terminal(args: &[&str]) -> (i32, String) {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let command = std::iter::once(env!("CARGO_BIN_EXE_dtest")).chain(args.iter().copied()).map(quote);
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--command"])
+        .arg(command.collect::<Vec<_>>().join(" "))
+        .arg("/dev/null")
+        .env("TERM", "xterm-256color")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux `script` is installed (scripts/test.sh installs it)");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The live figures a progress bar showed: each "N rps, p99 X ms" with N > 0.
+fn live_rates(terminal: &str) -> Vec<(u64, f64)> {
+    terminal
+        .split(" rps, p99 ")
+        .zip(terminal.split(" rps, p99 ").skip(1))
+        .filter_map(|(before, after)| {
+            let rps = before.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            let p99 = after.split(" ms").next()?.parse().ok()?;
+            Some((rps, p99)).filter(|&(rps, _)| rps > 0)
+        })
+        .collect()
+}
+
+#[test]
+fn a_terminal_shows_the_live_rate_and_p99_of_a_load_and_of_a_run() {
+    let addr = target();
+    let url = format!("http://{addr}/");
+    let (code, shown) = on_terminal(&["load", &url, "--rate", "100", "--duration", "4s"]);
+    assert_eq!(code, 0, "{shown}");
+    let rates = live_rates(&shown);
+    assert!(rates.iter().any(|&(rps, p99)| (90..=110).contains(&rps) && p99 > 0.0), "{rates:?} in {shown}");
+
+    // Two nodes at 100 rps each: the run's bar shows the cluster's rate, from the heartbeats.
+    let dir = tempdir();
+    let file = dir.join("live.json");
+    let scenario = format!(
+        r#"{{ "name": "live", "description": "a load long enough to watch", "duration_s": 60,
+          "cluster": {{ "groups": [ {{ "name": "gen", "count": 2,
+             "resources": {{ "cpu_millis": 1000, "memory_mb": 256 }} }} ] }},
+          "strategy": {{ "distribution": "round_robin" }},
+          "targets": {{ "api": {{ "url": "{url}", "sim": {{ "latency_ms": {{ "p50": 1, "p99": 2 }} }} }} }},
+          "workload": {{ "tasks": [ {{ "name": "steady", "count": 2, "kind": "load",
+             "load": {{ "target": "api", "connections": 4,
+                        "pattern": {{ "type": "constant", "rps": 200, "duration_s": 6 }} }} }} ] }} }}"#
+    );
+    std::fs::write(&file, scenario).unwrap();
+    let (code, shown) = on_terminal(&["run", &file.to_string_lossy(), "--local", "2"]);
+    assert_eq!(code, 0, "{shown}");
+    let rates = live_rates(&shown);
+    assert!(rates.iter().any(|&(rps, p99)| (180..=220).contains(&rps) && p99 > 0.0), "{rates:?} in {shown}");
+    assert!(shown.contains("requests, 0 errors, 0 dropped"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempdir() -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("dtest-load-test-{}-{:?}", std::process::id(), std::thread::current().id()));

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::delivery::{DeliveryMode, Frame, Inbox, Outbox, OutboxConfig};
 use super::message::{Attempt, Incarnation, Outcome, TaskId, ToAgent, ToOrchestrator};
 use crate::health::Metrics;
-use crate::measure::LoadResult;
+use crate::measure::{LiveLoad, LoadResult};
 
 /// Settings of an [`Agent`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub enum AgentAction {
 struct Running {
     attempt: Attempt,
     deadline_ms: u64,
+    /// How its load is doing, if it is load work; goes out with heartbeats.
+    live: Option<LiveLoad>,
 }
 
 #[derive(Clone, Debug)]
@@ -220,10 +222,19 @@ impl Agent {
             );
             return;
         }
-        self.running.insert(task, Running { attempt, deadline_ms: now_ms.saturating_add(timeout_ms) });
+        self.running.insert(task, Running { attempt, deadline_ms: now_ms.saturating_add(timeout_ms), live: None });
         self.actions.push_back(AgentAction::Start { task, attempt, work });
         let started = ToOrchestrator::Started { incarnation: self.incarnation, task, attempt };
         self.send(now_ms, DeliveryMode::FireAndForget, started);
+    }
+
+    /// The shell reports how the load of a running attempt is doing; the next heartbeat carries
+    /// it. A second not yet sent is kept until a heartbeat carries it, unless a newer one
+    /// replaces it.
+    pub fn set_live(&mut self, task: TaskId, attempt: Attempt, live: LiveLoad) {
+        let Some(running) = self.running.get_mut(&task).filter(|r| r.attempt == attempt) else { return };
+        let unsent = running.live.take().and_then(|l| l.second);
+        running.live = Some(LiveLoad { second: live.second.or(unsent), ..live });
     }
 
     /// The shell reports that work it started has ended. Reports for attempts no longer running
@@ -311,7 +322,18 @@ impl Agent {
         }
         if now_ms >= self.next_heartbeat_ms && !self.leaving {
             let running = self.running().collect();
-            let heartbeat = ToOrchestrator::Heartbeat { incarnation: self.incarnation, metrics: self.metrics, running };
+            let load = self
+                .running
+                .iter_mut()
+                .filter_map(|(&task, r)| {
+                    let live = r.live.as_mut()?;
+                    let sent = live.clone();
+                    live.second = None; // Each second goes out once.
+                    Some((task, r.attempt, sent))
+                })
+                .collect();
+            let heartbeat =
+                ToOrchestrator::Heartbeat { incarnation: self.incarnation, metrics: self.metrics, running, load };
             self.send(now_ms, DeliveryMode::FireAndForget, heartbeat);
             self.next_heartbeat_ms = now_ms.saturating_add(self.config.heartbeat_interval_ms.max(1));
         }
@@ -392,6 +414,40 @@ mod tests {
         let (_, frames) = drain(&mut agent());
         assert!(matches!(&frames[0], Frame::Data(Packet { body: ToOrchestrator::Hello { .. }, .. })));
         assert!(matches!(&frames[1], Frame::Data(Packet { body: ToOrchestrator::Heartbeat { .. }, .. })));
+    }
+
+    fn heartbeat_load(frames: &[Frame<ToOrchestrator>]) -> Vec<(TaskId, Attempt, LiveLoad)> {
+        frames
+            .iter()
+            .find_map(|f| match f {
+                Frame::Data(Packet { body: ToOrchestrator::Heartbeat { load, .. }, .. }) => Some(load.clone()),
+                _ => None,
+            })
+            .expect("a heartbeat")
+    }
+
+    #[test]
+    fn heartbeats_carry_live_load_figures_and_each_second_once() {
+        let mut a = agent();
+        drain(&mut a);
+        a.handle(1, assign(1, 7, 1));
+        a.handle(2, assign(2, 8, 1));
+        let second = crate::measure::Second::new().to_wire(3);
+        let live = |requests, second| LiveLoad { requests, errors: 1, dropped: 0, second };
+        a.set_live(TaskId(7), Attempt(1), live(10, Some(second.clone())));
+        a.set_live(TaskId(7), Attempt(1), live(12, None)); // the unsent second stays
+        a.set_live(TaskId(7), Attempt(0), live(99, None)); // not the running attempt
+        a.set_live(TaskId(9), Attempt(1), live(99, None)); // not running at all
+        a.tick(1_000);
+        let (_, frames) = drain(&mut a);
+        assert_eq!(heartbeat_load(&frames), [(TaskId(7), Attempt(1), live(12, Some(second)))]);
+        a.tick(2_000);
+        let (_, frames) = drain(&mut a);
+        assert_eq!(heartbeat_load(&frames), [(TaskId(7), Attempt(1), live(12, None))], "the second went out once");
+        a.work_finished(2_001, TaskId(7), Attempt(1), Outcome::Passed);
+        a.tick(3_000);
+        let (_, frames) = drain(&mut a);
+        assert!(heartbeat_load(&frames).is_empty(), "an ended attempt is not reported live");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! a new incarnation with empty memory, and nothing of the old one's is its own any more.
 
 use crate::health::Metrics;
-use crate::measure::LoadResult;
+use crate::measure::{LiveLoad, LoadResult};
 
 /// A task instance, as the orchestrator numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -89,6 +89,9 @@ pub enum ToOrchestrator {
         metrics: Metrics,
         /// Attempts running now.
         running: Vec<(TaskId, Attempt)>,
+        /// How the running loads are doing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        load: Vec<(TaskId, Attempt, LiveLoad)>,
     },
     /// `attempt` of `task` has started.
     Started {

@@ -1,0 +1,113 @@
+//! Live load figures for `dtest run`'s progress bar: what the nodes' heartbeats say about the
+//! loads they are running, summed over the cluster. Only for showing; the report is built from
+//! the results the orchestrator counts.
+
+use std::collections::BTreeMap;
+
+use dtest_core::measure::{LiveLoad, Measure, Second};
+use dtest_core::protocol::{Attempt, TaskId};
+
+/// A second older than this (by when it arrived) no longer counts as the current rate.
+const FRESH_MS: u64 = 2_500;
+
+/// One running load attempt, as its node last told.
+struct Live {
+    node: usize,
+    attempt: Attempt,
+    requests: u64,
+    errors: u64,
+    dropped: u64,
+    /// The last full second and when it arrived.
+    second: Option<(u64, Second)>,
+}
+
+/// The running loads, by task.
+#[derive(Default)]
+pub struct LiveLoads {
+    by_task: BTreeMap<TaskId, Live>,
+}
+
+impl LiveLoads {
+    /// A heartbeat from `node` said how `attempt` of `task` is doing. A second that cannot be
+    /// read is left out: these figures are only shown, never counted.
+    pub fn heard(&mut self, now_ms: u64, node: usize, task: TaskId, attempt: Attempt, live: &LiveLoad) {
+        let entry = self.by_task.entry(task).or_insert(Live {
+            node,
+            attempt,
+            requests: 0,
+            errors: 0,
+            dropped: 0,
+            second: None,
+        });
+        if (entry.node, entry.attempt) != (node, attempt) {
+            *entry = Live { node, attempt, requests: 0, errors: 0, dropped: 0, second: None };
+        }
+        (entry.requests, entry.errors, entry.dropped) = (live.requests, live.errors, live.dropped);
+        if let Some(second) = live.second.as_ref().and_then(|s| Second::from_wire(s).ok()) {
+            entry.second = Some((now_ms, second));
+        }
+    }
+
+    /// Keeps only the attempts `current` still holds to be running on their node.
+    pub fn retain(&mut self, mut current: impl FnMut(TaskId, usize, Attempt) -> bool) {
+        self.by_task.retain(|&task, live| current(task, live.node, live.attempt));
+    }
+
+    /// Forgets a task's attempt, once its result is counted.
+    pub fn forget(&mut self, task: TaskId) {
+        self.by_task.remove(&task);
+    }
+
+    /// The figures for the bar: the cluster's rate and p99 over the nodes' last full seconds,
+    /// and totals of the counted results (`counted`) plus the running loads.
+    pub fn summary(&self, now_ms: u64, counted: &Measure) -> String {
+        let mut recent = Second::new();
+        let (mut requests, mut errors, mut dropped) = (counted.requests, counted.errors, counted.dropped);
+        for live in self.by_task.values() {
+            requests += live.requests;
+            errors += live.errors;
+            dropped += live.dropped;
+            if let Some((_, second)) = live.second.as_ref().filter(|(at, _)| now_ms.saturating_sub(*at) <= FRESH_MS) {
+                recent.add(second);
+            }
+        }
+        let p99 = if recent.corrected.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.1} ms", recent.corrected.value_at_quantile(0.99) as f64 / 1e3)
+        };
+        format!("{} rps, p99 {p99}, {requests} requests, {errors} errors, {dropped} dropped", recent.requests)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtest_core::measure::Status;
+
+    fn second(t: u64, requests: u64, latency_us: u64) -> LiveLoad {
+        let mut m = Measure::new();
+        for _ in 0..requests {
+            m.record(t, 0, latency_us, Status::Http(200));
+        }
+        let wire = m.to_wire();
+        LiveLoad { requests, errors: 0, dropped: 0, second: wire.seconds.into_iter().next() }
+    }
+
+    #[test]
+    fn sums_the_nodes_and_merges_their_last_seconds() {
+        let mut live = LiveLoads::default();
+        live.heard(1_000, 0, TaskId(0), Attempt(1), &second(0, 100, 1_000));
+        live.heard(1_000, 1, TaskId(1), Attempt(1), &second(0, 100, 5_000));
+        let mut counted = Measure::new();
+        counted.record(0, 10, 10, Status::Timeout);
+        let text = live.summary(1_500, &counted);
+        assert_eq!(text, "200 rps, p99 5.0 ms, 201 requests, 1 errors, 0 dropped");
+        // A replaced attempt starts over; a stale second stops counting as the rate.
+        live.heard(2_000, 2, TaskId(1), Attempt(2), &LiveLoad { requests: 7, ..LiveLoad::default() });
+        assert_eq!(live.summary(3_600, &Measure::new()), "0 rps, p99 -, 107 requests, 0 errors, 0 dropped");
+        live.retain(|task, _, _| task != TaskId(0));
+        live.forget(TaskId(1));
+        assert_eq!(live.summary(3_600, &Measure::new()), "0 rps, p99 -, 0 requests, 0 errors, 0 dropped");
+    }
+}

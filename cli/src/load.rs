@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dtest_core::measure::Measure;
 use dtest_core::report::{Report, Tasks};
-use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern};
+use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern, Scenario, Work};
 use dtest_node::load::{LoadSpec, Progress, Rate};
 use tokio::sync::watch;
 
@@ -55,6 +55,11 @@ pub struct Args {
     /// Seed of a `random` pattern's rates.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Thresholds that decide the exit code (1 when one fails), `name=value,...` with the
+    /// scenario format's names: latency_p50_ms, latency_p90_ms, latency_p99_ms, latency_max_ms,
+    /// error_rate_max, rps_min, dropped_max. Repeatable.
+    #[arg(long, value_delimiter = ',')]
+    expect: Vec<String>,
     /// Print the JSON report on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -95,13 +100,28 @@ fn parse_method(text: &str) -> Result<HttpMethod, String> {
         .map_err(|_| format!("`{text}`: expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"))
 }
 
-/// The pattern of `--rate` or `--pattern`, checked by the scenario parser (same fields, same
-/// bounds, same messages).
-fn pattern(args: &Args) -> Result<Option<Pattern>, String> {
+/// The expectations `--expect` may set: the scenario format's load expectations.
+const EXPECTATIONS: [&str; 7] = [
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "error_rate_max",
+    "rps_min",
+    "dropped_max",
+];
+
+/// `--rate` or `--pattern` and `--expect` as a one-task scenario, checked by the scenario parser
+/// (same fields, same bounds, same messages). The pattern is `None` for a closed-loop load.
+fn plan(args: &Args) -> Result<(Option<Pattern>, Scenario), String> {
     let duration_s = args.duration.as_secs_f64();
     let mut fields = serde_json::Map::new();
     match (&args.pattern, args.rate) {
-        (None, None) => return Ok(None),
+        // Closed loop: the one-task scenario still needs a pattern, which is not used.
+        (None, None) => {
+            fields.insert("type".into(), "constant".into());
+            fields.insert("rps".into(), 1.into());
+        }
         (None, Some(rate)) => {
             fields.insert("type".into(), "constant".into());
             fields.insert("rps".into(), rate.into());
@@ -109,15 +129,21 @@ fn pattern(args: &Args) -> Result<Option<Pattern>, String> {
         (Some(text), _) => {
             let (kind, rest) = text.split_once(':').unwrap_or((text, ""));
             fields.insert("type".into(), kind.trim().into());
-            for pair in rest.split(',').filter(|p| !p.trim().is_empty()) {
-                let (key, value) =
-                    pair.split_once('=').ok_or_else(|| format!("--pattern: `{pair}`: expected field=value"))?;
-                let value: f64 = value.trim().parse().map_err(|_| format!("--pattern: `{pair}`: expected a number"))?;
-                fields.insert(key.trim().into(), value.into());
+            for (key, value) in pairs("--pattern", rest)? {
+                fields.insert(key.into(), value.into());
             }
         }
     }
     fields.entry("duration_s").or_insert(duration_s.into());
+    let mut expect = serde_json::Map::new();
+    for text in &args.expect {
+        for (key, value) in pairs("--expect", text)? {
+            if !EXPECTATIONS.contains(&key) {
+                return Err(format!("--expect `{key}`: expected one of {}", EXPECTATIONS.join(", ")));
+            }
+            expect.insert(key.into(), value.into());
+        }
+    }
     let scenario = serde_json::json!({
         "name": "load",
         "description": "dtest load",
@@ -125,35 +151,48 @@ fn pattern(args: &Args) -> Result<Option<Pattern>, String> {
         "cluster": { "groups": [ { "name": "local", "count": 1,
                                    "resources": { "cpu_millis": 1000, "memory_mb": 1 } } ] },
         "targets": { "target": { "url": "http://127.0.0.1/" } },
-        "workload": { "tasks": [ { "name": "load", "kind": "load", "load": { "target": "target", "pattern": fields } } ] }
+        "workload": { "tasks": [ { "name": "load", "kind": "load", "load": { "target": "target", "pattern": fields } } ] },
+        "expect": expect
     });
-    match dtest_core::scenario::parse(scenario.to_string().as_bytes()) {
-        Ok(scenario) => match &scenario.workload.tasks[0].work {
-            dtest_core::scenario::Work::Load(load) => Ok(Some(load.pattern.clone())),
-            dtest_core::scenario::Work::Command { .. } => unreachable!("built as a load task"),
-        },
-        Err(problems) => Err(problems
-            .iter()
-            .map(|p| {
-                let path = p.path.to_string();
-                let field = path.strip_prefix("workload.tasks[0].load.pattern").unwrap_or(&path);
-                let option = if args.pattern.is_some() { "--pattern" } else { "--rate" };
-                format!(
-                    "{option}{}{}: {}",
-                    if field.is_empty() { "" } else { " " },
-                    field.trim_start_matches('.'),
-                    p.message
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")),
-    }
+    let scenario = dtest_core::scenario::parse(scenario.to_string().as_bytes()).map_err(|problems| {
+        let lines = problems.iter().map(|p| {
+            let path = p.path.to_string();
+            let (option, field) =
+                match (path.strip_prefix("expect."), path.strip_prefix("workload.tasks[0].load.pattern")) {
+                    (Some(field), _) => ("--expect", field),
+                    (None, Some(field)) if args.pattern.is_some() => ("--pattern", field.trim_start_matches('.')),
+                    (None, Some(field)) => ("--rate", field.trim_start_matches('.')),
+                    (None, None) => ("dtest load", path.as_str()),
+                };
+            let space = if field.is_empty() { "" } else { " " };
+            format!("{option}{space}{field}: {}", p.message)
+        });
+        lines.collect::<Vec<_>>().join("\n")
+    })?;
+    let pattern = match &scenario.workload.tasks[0].work {
+        Work::Load(load) if args.pattern.is_some() || args.rate.is_some() => Some(load.pattern.clone()),
+        _ => None,
+    };
+    Ok((pattern, scenario))
+}
+
+/// `field=value,...` with numeric values.
+fn pairs<'a>(option: &str, text: &'a str) -> Result<Vec<(&'a str, serde_json::Number)>, String> {
+    let pairs = text.split(',').filter(|p| !p.trim().is_empty());
+    pairs
+        .map(|pair| {
+            let (key, value) =
+                pair.split_once('=').ok_or_else(|| format!("{option}: `{pair}`: expected field=value"))?;
+            let value = value.trim().parse().map_err(|_| format!("{option}: `{pair}`: expected a number"))?;
+            Ok((key.trim(), value))
+        })
+        .collect()
 }
 
 /// Runs the load and prints the report.
 pub fn run(args: &Args) -> Exit {
-    let pattern = match pattern(args) {
-        Ok(p) => p,
+    let (pattern, scenario) = match plan(args) {
+        Ok(plan) => plan,
         Err(e) => return bad(&e),
     };
     let mut headers = std::collections::BTreeMap::new();
@@ -204,7 +243,8 @@ pub fn run(args: &Args) -> Exit {
         Ok(m) => m,
         Err(e) => return bad(&e),
     };
-    let report = report(args, &measure, started.elapsed().as_secs_f64(), &spec);
+    let mut report = report(args, &measure, started.elapsed().as_secs_f64(), &spec);
+    report.expectations = dtest_core::report::expectations(&scenario, &report);
     let outputs = Outputs { json: args.json, out: args.out.as_deref(), html: args.html.as_deref(), junit: None };
     crate::output::finish(&report, outputs)
 }

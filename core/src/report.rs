@@ -367,12 +367,12 @@ impl Report {
                 let _ = writeln!(out, "    … and {} more", failed.len() - 20);
             }
         }
-        if self.violations.is_empty() {
+        if self.violations.is_empty() && self.mode != "load" {
             let _ = writeln!(
                 out,
                 "  invariants   all held (no task lost or counted twice, no stale result counted, no node over-committed)"
             );
-        } else {
+        } else if !self.violations.is_empty() {
             let _ = writeln!(out, "  violations");
             for v in self.violations.iter().take(20) {
                 let _ = writeln!(out, "    at {:.3} s: {}", v.at_ms as f64 / 1e3, v.what);

@@ -158,6 +158,9 @@ fn bad_load_input_is_exit_2_with_a_reason() {
         (vec!["http://127.0.0.1:1/", "--pattern", "wave:base_rps=1,amplitude_rps=5,period_s=1"], "amplitude_rps"),
         (vec!["http://127.0.0.1:1/", "--duration", "0s"], "duration"),
         (vec!["http://127.0.0.1:1/", "-H", "no colon"], "Name: value"),
+        (vec!["http://127.0.0.1:1/", "--expect", "all_tasks_complete=1"], "expected one of latency_p50_ms"),
+        (vec!["http://127.0.0.1:1/", "--expect", "dropped_max=0.5"], "--expect dropped_max"),
+        (vec!["http://127.0.0.1:1/", "--expect", "latency_p99_ms"], "expected field=value"),
     ] {
         let mut all = vec!["load"];
         all.extend(args);
@@ -314,6 +317,14 @@ fn thresholds_over_the_merged_load_decide_the_exit_code() {
             assert_eq!(out.status.code(), Some(code), "{args:?} with {expect}:\n{text}");
             assert!(text.contains("latency_p99_ms"), "{text}");
         }
+    }
+    // The one-liner takes the same thresholds as flags.
+    let url = format!("http://{addr}/slow");
+    for (expect, code) in [("latency_p99_ms=50", 1), ("latency_p99_ms=2000,error_rate_max=0", 0)] {
+        let (exit, r) = load_json(&[&url, "--rate", "20", "--duration", "1s", "-c", "8", "--expect", expect]);
+        assert_eq!(exit, code, "{expect}: {r}");
+        let failed = r["expectations"].as_array().unwrap().iter().filter(|e| e["ok"] == false).count();
+        assert_eq!(failed, code as usize, "{r}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

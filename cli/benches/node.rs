@@ -65,7 +65,11 @@ fn raw_exchange(port: u16, plan: &str, frames: &str) -> Vec<u8> {
 fn plan(id: &str) -> Plan {
     // Work the nodes refuse at once (no --allow-commands): dispatch is measured, not execution.
     let work = PlanWork::Command { argv: vec!["true".to_owned()], env: Default::default(), cwd: None };
-    Plan { id: id.to_owned(), entries: vec![PlanEntry { name: "t".to_owned(), count: ASSIGNMENTS as u32, work }] }
+    Plan {
+        id: id.to_owned(),
+        entries: vec![PlanEntry { name: "t".to_owned(), count: ASSIGNMENTS as u32, work }],
+        elapsed_ms: 0,
+    }
 }
 
 fn node(c: &mut Criterion) {

@@ -332,7 +332,10 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
                 },
             })
             .collect(),
+        elapsed_ms: 0,
     });
+    // The run's clock starts as the nodes get the plan: loads' `start_s` count from here.
+    let start = Instant::now();
     let plans = futures::future::join_all(members.iter().map(|m| m.client.put_plan(&plan))).await;
     for (m, result) in members.iter().zip(plans) {
         if let Err(e) = result {
@@ -341,7 +344,7 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
     }
 
     let mut driver = Driver::new(&scenario, members, locals, pool, inputs, entries, args.seed, plan);
-    let outcome = driver.drive(&token_file).await;
+    let outcome = driver.drive(&token_file, start).await;
     driver.stop_locals().await;
     drop(dir);
     let report = match outcome {
@@ -584,8 +587,7 @@ impl<'a> Driver<'a> {
     }
 
     /// Runs to the end: every task ended, or the scenario's duration over. `None` on Ctrl-C.
-    async fn drive(&mut self, token_file: &Path) -> Option<Report> {
-        let start = Instant::now();
+    async fn drive(&mut self, token_file: &Path, start: Instant) -> Option<Report> {
         let now_ms = || start.elapsed().as_millis() as u64;
         let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
         let mut outgoing = Vec::new();
@@ -593,8 +595,8 @@ impl<'a> Driver<'a> {
             let (tx, rx) = mpsc::unbounded_channel::<Frame<ToAgent>>();
             outgoing.push(tx);
             let i = outgoing.len() - 1;
-            tokio::spawn(poll_node(i, m.client.clone(), self.plan.clone(), inputs_tx.clone()));
-            tokio::spawn(send_to_node(i, m.client.clone(), self.plan.clone(), rx, inputs_tx.clone()));
+            tokio::spawn(poll_node(i, m.client.clone(), self.plan.clone(), start, inputs_tx.clone()));
+            tokio::spawn(send_to_node(i, m.client.clone(), self.plan.clone(), start, rx, inputs_tx.clone()));
             let (link_tx, link_rx) = watch::channel(Faults::default());
             tokio::spawn(push_faults(m.client.clone(), link_rx));
             self.links.push(link_tx);
@@ -946,8 +948,19 @@ fn entry_timeout_s(entry: &dtest_core::scenario::TaskSpec) -> f64 {
     }
 }
 
+/// The plan as sent now, saying how long the run (started at `start`) has been going.
+fn plan_now(plan: &Plan, start: Instant) -> Plan {
+    Plan { elapsed_ms: start.elapsed().as_millis() as u64, ..plan.clone() }
+}
+
 /// Keeps one long poll open to node `i`, forwarding its frames; gives it the plan when it lacks it.
-async fn poll_node(i: usize, client: NodeClient, plan: Arc<Plan>, inputs: mpsc::UnboundedSender<Input>) {
+async fn poll_node(
+    i: usize,
+    client: NodeClient,
+    plan: Arc<Plan>,
+    start: Instant,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
     loop {
         let exchange = Exchange { plan: plan.id.clone(), frames: Vec::new(), wait_ms: POLL_WAIT_MS };
         match client.exchange(&exchange).await {
@@ -958,7 +971,7 @@ async fn poll_node(i: usize, client: NodeClient, plan: Arc<Plan>, inputs: mpsc::
             }
             Err(ClientError::NeedsPlan) => {
                 // A restarted node: a new life that needs the plan again.
-                if client.put_plan(&plan).await.is_err() {
+                if client.put_plan(&plan_now(&plan, start)).await.is_err() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -978,6 +991,7 @@ async fn send_to_node(
     i: usize,
     client: NodeClient,
     plan: Arc<Plan>,
+    start: Instant,
     mut frames: mpsc::UnboundedReceiver<Frame<ToAgent>>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
@@ -989,7 +1003,7 @@ async fn send_to_node(
         let exchange = Exchange { plan: plan.id.clone(), frames: batch, wait_ms: 0 };
         let count = exchange.frames.len() as u64;
         let reply = match client.exchange(&exchange).await {
-            Err(ClientError::NeedsPlan) => match client.put_plan(&plan).await {
+            Err(ClientError::NeedsPlan) => match client.put_plan(&plan_now(&plan, start)).await {
                 Ok(()) => client.exchange(&exchange).await,
                 Err(e) => Err(e),
             },

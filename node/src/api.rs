@@ -63,6 +63,11 @@ pub struct Plan {
     pub id: String,
     /// The task entries, in scenario order.
     pub entries: Vec<PlanEntry>,
+    /// How long the run had been going when this copy was sent. Loads' `start_ms` count from
+    /// the run's start, so a node that restarts mid-run and gets the plan again keeps the same
+    /// start as the others.
+    #[serde(default)]
+    pub elapsed_ms: u64,
 }
 
 /// One task entry of a plan.

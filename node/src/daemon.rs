@@ -73,8 +73,9 @@ struct NodeState {
     /// The agent of the current plan's life; none before a plan arrives.
     agent: Option<Agent>,
     plan: Option<Arc<Plan>>,
-    /// When the plan came (a load's `start_ms` counts from it).
-    plan_at_ms: u64,
+    /// When the plan came and how long the run had been going then (loads' `start_ms` count
+    /// from the run's start).
+    plan_at: (Instant, u64),
     outbound: VecDeque<Frame<dtest_core::protocol::ToOrchestrator>>,
     faults: Faults,
     rng: ChaCha8Rng,
@@ -124,7 +125,7 @@ pub async fn serve(
         state: Mutex::new(NodeState {
             agent: None,
             plan: None,
-            plan_at_ms: 0,
+            plan_at: (Instant::now(), 0),
             outbound: VecDeque::new(),
             faults: Faults::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -221,8 +222,8 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
     state.last_incarnation = incarnation;
     let config = AgentConfig { heartbeat_interval_ms: node.config.heartbeat_interval_ms, ..AgentConfig::default() };
     state.agent = Some(Agent::new(now_ms, Incarnation(incarnation), config));
+    state.plan_at = (Instant::now(), plan.elapsed_ms);
     state.plan = Some(Arc::new(plan));
-    state.plan_at_ms = now_ms;
     state.outbound.clear();
     state.error_rate = 0.0;
     step(&node, &mut state);
@@ -365,7 +366,7 @@ fn step(node: &Arc<Node>, state: &mut NodeState) {
 /// Starts the work of one attempt; its end goes back to the agent.
 fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, work: u32) -> JoinHandle<()> {
     let plan = state.plan.clone();
-    let plan_at_ms = state.plan_at_ms;
+    let (plan_at, elapsed_ms) = state.plan_at;
     let node = node.clone();
     tokio::spawn(async move {
         let mut load = None;
@@ -377,8 +378,9 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
                     if let load::Rate::Pattern { index: share, of, .. } = &mut spec.rate {
                         (*share, *of) = (index - 1, entry.count);
                     }
-                    let wait_ms = (plan_at_ms + spec.start_ms).saturating_sub(node.now_ms());
-                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    let run_elapsed = Duration::from_millis(elapsed_ms) + plan_at.elapsed();
+                    let wait = Duration::from_millis(spec.start_ms).saturating_sub(run_elapsed);
+                    tokio::time::sleep(wait).await;
                     let (live, progress) = tokio::sync::watch::channel(load::Progress::default());
                     let reporter = tokio::spawn(report_live(node.clone(), task, attempt, progress));
                     let measured = load::run(&spec, Some(live)).await;

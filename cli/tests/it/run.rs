@@ -338,3 +338,62 @@ fn a_node_listens_on_loopback_and_needs_a_token_file() {
     let help = dtest(&["node", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("127.0.0.1:7070"));
 }
+
+#[test]
+fn a_node_given_the_plan_late_in_a_run_starts_loads_on_the_run_clock() {
+    use dtest_core::protocol::{Attempt, DeliveryMode, Frame, Packet, TaskId, ToAgent, ToOrchestrator};
+    use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern};
+    use dtest_node::api::{Exchange, ExchangeReply, Plan, PlanEntry, PlanWork};
+    use dtest_node::load::{LoadSpec, Rate};
+
+    let scratch = Scratch::new("clock");
+    let token = scratch.file("token", "right-token");
+    let daemon = Daemon::start(&token, &[]);
+    // A load due an hour into the run, on a plan sent (as to a node restarted) an hour in: it
+    // starts at once. Nothing listens on port 1, so every request is a counted connect error.
+    let spec = LoadSpec {
+        url: "http://127.0.0.1:1/".to_owned(),
+        method: HttpMethod::Get,
+        headers: Default::default(),
+        body: None,
+        timeout_ms: 1_000,
+        connections: 1,
+        http_version: HttpVersion::Http1,
+        start_ms: 3_600_000,
+        rate: Rate::Pattern { pattern: Pattern::Constant { rps: 10.0, duration_ms: 1_000 }, seed: 0, index: 0, of: 1 },
+    };
+    let entry = PlanEntry { name: "late".to_owned(), count: 1, work: PlanWork::Load(spec) };
+    let plan = Plan { id: "clock".to_owned(), entries: vec![entry], elapsed_ms: 3_600_000 };
+    let put = http(daemon.port, "PUT", "/v1/plan", Some("right-token"), &serde_json::to_vec(&plan).unwrap());
+    assert_eq!(put.0, 204, "{}", put.1);
+    // Messages to an agent name its incarnation, which its hello tells.
+    let exchange = |frames: Vec<Frame<ToAgent>>| -> Vec<Frame<ToOrchestrator>> {
+        let exchange = Exchange { plan: "clock".to_owned(), frames, wait_ms: 1_000 };
+        let (status, text) =
+            http(daemon.port, "POST", "/v1/exchange", Some("right-token"), &serde_json::to_vec(&exchange).unwrap());
+        assert_eq!(status, 200, "{text}");
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let reply: ExchangeReply = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        reply.frames
+    };
+    let hello = exchange(Vec::new()).into_iter().find_map(|f| match f {
+        Frame::Data(Packet { body: ToOrchestrator::Hello { incarnation }, .. }) => Some(incarnation),
+        _ => None,
+    });
+    let session = hello.expect("the agent says hello first").0;
+    let assign = ToAgent::Assign { task: TaskId(0), attempt: Attempt(1), work: 0, timeout_ms: 60_000 };
+    let mut frames =
+        vec![Frame::Data(Packet { session, id: 1, floor: 1, mode: DeliveryMode::ExactlyOnce, body: assign })];
+    let started = std::time::Instant::now();
+    let finished = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "the load waited for its start_s again");
+        let finished = exchange(std::mem::take(&mut frames)).into_iter().find_map(|f| match f {
+            Frame::Data(Packet { body: ToOrchestrator::Finished { load, .. }, .. }) => Some(load),
+            _ => None,
+        });
+        if let Some(load) = finished {
+            break load.expect("a load result");
+        }
+    };
+    assert_eq!((finished.requests, finished.status.connect), (10, 10), "{finished:?}");
+}

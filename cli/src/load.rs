@@ -8,6 +8,7 @@ use dtest_core::measure::Measure;
 use dtest_core::report::{Report, Tasks};
 use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern, Scenario, Work};
 use dtest_node::load::{LoadSpec, Progress, Rate};
+use dtest_node::tls::TlsOptions;
 use tokio::sync::watch;
 
 use crate::Exit;
@@ -16,7 +17,7 @@ use crate::output::Outputs;
 /// Arguments of `dtest load`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The target: `http://host:port/path` or `ws://host:port/path`.
+    /// The target: `http://`, `https://`, `ws://` or `wss://` `host:port/path`.
     url: String,
     /// Requests per second, open model: sent on schedule whether or not earlier ones returned.
     /// Without it (and without --pattern), every connection sends as fast as it gets answers.
@@ -46,9 +47,16 @@ pub struct Args {
     /// Request body (for a ws:// target, the message sent).
     #[arg(long)]
     body: Option<String>,
-    /// Speak HTTP/2 (prior knowledge, plain TCP) instead of HTTP/1.1.
+    /// Speak HTTP/2 instead of HTTP/1.1: with prior knowledge on http://, by ALPN on https://.
     #[arg(long)]
     http2: bool,
+    /// Trust the CA certificates in this PEM file (besides Mozilla's roots) for an https:// or
+    /// wss:// target: a private CA's, or a self-signed target's own certificate.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Do not verify an https:// or wss:// target's certificate at all.
+    #[arg(long, short = 'k', conflicts_with = "cacert")]
+    insecure: bool,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -202,6 +210,13 @@ pub fn run(args: &Args) -> Exit {
         };
         headers.insert(name.trim().to_owned(), value.trim().to_owned());
     }
+    let ca_pem = match &args.cacert {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(pem) => Some(pem),
+            Err(e) => return bad(&format!("--cacert {}: {e}", path.display())),
+        },
+    };
     let duration_ms = args.duration.as_millis() as u64;
     let spec = LoadSpec {
         url: args.url.clone(),
@@ -211,6 +226,7 @@ pub fn run(args: &Args) -> Exit {
         timeout_ms: args.timeout.as_millis() as u64,
         connections: args.connections,
         http_version: if args.http2 { HttpVersion::Http2 } else { HttpVersion::Http1 },
+        tls: TlsOptions { ca_pem, insecure: args.insecure },
         start_ms: 0,
         rate: match pattern {
             Some(pattern) => Rate::Pattern { pattern, seed: args.seed, index: 0, of: 1 },
@@ -240,7 +256,12 @@ pub fn run(args: &Args) -> Exit {
         measure
     });
     let measure = match measure {
-        Ok(m) => m,
+        Ok(loaded) => {
+            if let Some(e) = &loaded.connect_error {
+                eprintln!("warning: {e}");
+            }
+            loaded.measure
+        }
         Err(e) => return bad(&e),
     };
     let mut report = report(args, &measure, started.elapsed().as_secs_f64(), &spec);

@@ -24,6 +24,7 @@ use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Scenario, TaskSpecId, Wo
 use dtest_node::api::{Exchange, Faults, NodeInfo, Plan, PlanEntry, PlanWork};
 use dtest_node::client::{ClientError, NodeClient};
 use dtest_node::load::{LoadSpec, Rate};
+use dtest_node::tls::TlsOptions;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
@@ -80,7 +81,7 @@ pub struct Args {
 
 /// What a node needs to run a load task: the whole task's pattern; each node takes its
 /// instance's share of the arrivals.
-fn load_spec(load: &dtest_core::scenario::Load, url: &str, seed: u64) -> LoadSpec {
+fn load_spec(load: &dtest_core::scenario::Load, url: &str, tls: &TlsOptions, seed: u64) -> LoadSpec {
     LoadSpec {
         url: url.to_owned(),
         method: load.method,
@@ -89,6 +90,7 @@ fn load_spec(load: &dtest_core::scenario::Load, url: &str, seed: u64) -> LoadSpe
         timeout_ms: load.timeout_ms,
         connections: load.connections,
         http_version: load.http_version,
+        tls: tls.clone(),
         start_ms: load.start_ms,
         rate: Rate::Pattern {
             pattern: load.pattern.clone(),
@@ -126,18 +128,39 @@ pub fn run(args: &Args) -> Exit {
             None => return bad(&format!("--target {assignment}: the scenario has no target `{name}`")),
         }
     }
-    if let Err(e) = runnable(&scenario, args.local.is_some()) {
+    let tls = match tls_options(&scenario, &args.file) {
+        Ok(tls) => tls,
+        Err(e) => return bad(&e),
+    };
+    if let Err(e) = runnable(&scenario, &tls, args.local.is_some()) {
         return bad(&e);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return bad(&format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(orchestrate(args, scenario))
+    runtime.block_on(orchestrate(args, scenario, tls))
+}
+
+/// Each target's TLS settings, with its `ca_file` (relative to the scenario file) read: the
+/// nodes get the certificates, not a path that only exists here.
+fn tls_options(scenario: &Scenario, file: &Path) -> Result<Vec<TlsOptions>, String> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let options = scenario.targets.iter().map(|t| {
+        let ca_pem =
+            match &t.tls.ca_file {
+                None => None,
+                Some(ca) => Some(std::fs::read_to_string(dir.join(ca)).map_err(|e| {
+                    format!("targets.{}.tls.ca_file: cannot read {}: {e}", t.name, dir.join(ca).display())
+                })?),
+            };
+        Ok(TlsOptions { ca_pem, insecure: t.tls.insecure })
+    });
+    options.collect()
 }
 
 /// What `run` needs that `sim` does not, checked before anything starts.
-fn runnable(scenario: &Scenario, local: bool) -> Result<(), String> {
+fn runnable(scenario: &Scenario, tls: &[TlsOptions], local: bool) -> Result<(), String> {
     for task in &scenario.workload.tasks {
         match &task.work {
             Work::Command { command: None, .. } => {
@@ -151,7 +174,7 @@ fn runnable(scenario: &Scenario, local: bool) -> Result<(), String> {
                         target.name, target.name
                     ));
                 };
-                let spec = load_spec(load, url, 0);
+                let spec = load_spec(load, url, &tls[load.target.0 as usize], 0);
                 dtest_node::load::check(&spec).map_err(|e| format!("task `{}`: {e}", task.name))?;
             }
             Work::Command { .. } => {}
@@ -207,7 +230,7 @@ impl Drop for TempDir {
     }
 }
 
-async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
+async fn orchestrate(args: &Args, scenario: Scenario, tls: Vec<TlsOptions>) -> Exit {
     let dir = std::env::temp_dir().join(format!(
         "dtest-run-{}-{}",
         std::process::id(),
@@ -326,7 +349,7 @@ async fn orchestrate(args: &Args, scenario: Scenario) -> Exit {
                     }
                     Work::Load(load) => {
                         let url = scenario.targets[load.target.0 as usize].url.as_deref().unwrap_or_default();
-                        PlanWork::Load(load_spec(load, url, args.seed))
+                        PlanWork::Load(load_spec(load, url, &tls[load.target.0 as usize], args.seed))
                     }
                     Work::Command { command: None, .. } => unreachable!("checked by runnable()"),
                 },

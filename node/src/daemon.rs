@@ -386,8 +386,8 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
                     let measured = load::run(&spec, Some(live)).await;
                     reporter.abort();
                     match measured {
-                        Ok(measure) => {
-                            load = Some(Box::new(measure.to_wire()));
+                        Ok(loaded) => {
+                            load = Some(Box::new(loaded.measure.to_wire()));
                             Outcome::Passed
                         }
                         Err(e) => Outcome::Failed(e),

@@ -4,8 +4,7 @@
 //! chunked body, no body (`HEAD`, 1xx, 204, 304), or a body to the end of the connection.
 //! Anything else it cannot frame ends the connection with an error; it never guesses.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Response headers beyond this many are an error.
 const HEADERS_MAX: usize = 64;
@@ -45,18 +44,17 @@ pub fn serialize(
     out
 }
 
-/// One keep-alive connection.
-pub struct H1Conn {
-    stream: TcpStream,
+/// One keep-alive connection over `S` (TCP, or TLS over TCP).
+pub struct H1Conn<S> {
+    stream: S,
     /// Bytes read and not yet consumed, from `start`.
     buf: Vec<u8>,
     start: usize,
 }
 
-impl H1Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
     /// Wraps a connected stream.
-    pub fn new(stream: TcpStream) -> H1Conn {
-        let _ = stream.set_nodelay(true);
+    pub fn new(stream: S) -> H1Conn<S> {
         H1Conn { stream, buf: Vec::with_capacity(READ_CHUNK), start: 0 }
     }
 

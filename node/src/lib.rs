@@ -10,3 +10,4 @@ mod exec;
 pub mod h1;
 pub mod load;
 mod system;
+pub mod tls;

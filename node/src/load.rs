@@ -41,6 +41,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::h1::{self, H1Conn};
+use crate::tls::{Stream, Tls, TlsOptions};
 
 /// Requests in flight per HTTP/2 connection.
 pub const H2_STREAMS: usize = 100;
@@ -64,18 +65,24 @@ pub struct LoadSpec {
     pub timeout_ms: u64,
     /// Connections to keep open.
     pub connections: u32,
-    /// HTTP version for `http://` targets.
+    /// HTTP version.
     #[serde(default)]
     pub http_version: HttpVersion,
-    /// When to start, in milliseconds from when the node got its plan (a scenario's
-    /// `start_s`).
+    /// How to trust an `https://` or `wss://` target.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tls: TlsOptions,
+    /// When to start, in milliseconds from the run's start (a scenario's `start_s`).
     #[serde(default)]
     pub start_ms: u64,
     /// How hard.
     pub rate: Rate,
 }
 
-/// Checks that `spec` can run (its URL and headers), without running it.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Checks that `spec` can run (its URL, headers and TLS settings), without running it.
 pub fn check(spec: &LoadSpec) -> Result<(), String> {
     Target::parse(spec).map(|_| ())
 }
@@ -135,6 +142,8 @@ struct Target {
     kind: Kind,
     /// `host:port` to connect to.
     addr: String,
+    /// For `https://` and `wss://`.
+    tls: Option<Tls>,
     /// The full URL (HTTP/2's `:authority`, the WebSocket handshake).
     uri: Uri,
     method: Method,
@@ -150,20 +159,23 @@ struct Target {
 impl Target {
     fn parse(spec: &LoadSpec) -> Result<Target, String> {
         let uri: Uri = spec.url.parse().map_err(|e| format!("`{}` is not a URL: {e}", spec.url))?;
-        let kind = match (uri.scheme_str(), spec.http_version) {
-            (Some("http"), HttpVersion::Http1) => Kind::Http1,
-            (Some("http"), HttpVersion::Http2) => Kind::Http2,
-            (Some("ws"), _) => Kind::WebSocket,
-            (Some(scheme @ ("https" | "wss")), _) => {
-                return Err(format!(
-                    "`{}`: {scheme} targets are not supported yet (no TLS); load the service over plain http, or through a local TLS-terminating proxy",
-                    spec.url
-                ));
-            }
-            _ => return Err(format!("`{}`: expected an http:// or ws:// URL", spec.url)),
+        let (kind, secure) = match (uri.scheme_str(), spec.http_version) {
+            (Some("http"), HttpVersion::Http1) => (Kind::Http1, false),
+            (Some("http"), HttpVersion::Http2) => (Kind::Http2, false),
+            (Some("https"), HttpVersion::Http1) => (Kind::Http1, true),
+            (Some("https"), HttpVersion::Http2) => (Kind::Http2, true),
+            (Some("ws"), _) => (Kind::WebSocket, false),
+            (Some("wss"), _) => (Kind::WebSocket, true),
+            _ => return Err(format!("`{}`: expected an http://, https://, ws:// or wss:// URL", spec.url)),
         };
         let authority = uri.authority().ok_or_else(|| format!("`{}` names no host", spec.url))?;
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tls = match (secure, kind) {
+            (false, _) => None,
+            (true, Kind::Http1) => Some(Tls::new(authority.host(), &spec.tls, &[b"http/1.1"])?),
+            (true, Kind::Http2) => Some(Tls::new(authority.host(), &spec.tls, &[b"h2"])?),
+            (true, Kind::WebSocket) => Some(Tls::new(authority.host(), &spec.tls, &[])?),
+        };
         // `host()` keeps an IPv6 address's brackets, as `connect` wants them.
         let addr = format!("{}:{port}", authority.host());
         let path: Uri =
@@ -199,6 +211,7 @@ impl Target {
         Ok(Target {
             kind,
             addr,
+            tls,
             uri,
             method,
             headers,
@@ -221,24 +234,33 @@ impl Target {
 
 /// One open connection.
 enum Conn {
-    Http1(Box<H1Conn>),
+    Http1(Box<H1Conn<Stream>>),
     Http2(http2::SendRequest<Full<Bytes>>),
-    WebSocket(Box<WebSocketStream<TcpStream>>),
+    WebSocket(Box<WebSocketStream<Stream>>),
 }
 
-async fn connect(target: &Target) -> Option<Conn> {
-    let stream = TcpStream::connect(&target.addr).await.ok()?;
-    let _ = stream.set_nodelay(true);
+/// Opens a connection (TCP, TLS, the HTTP/2 or WebSocket handshake); the error says why not.
+async fn connect(target: &Target) -> Result<Conn, String> {
+    let tcp = TcpStream::connect(&target.addr).await.map_err(|e| format!("connecting to {}: {e}", target.addr))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = match &target.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => tls.connect(tcp).await.map_err(|e| format!("TLS with {}: {e}", target.addr))?,
+    };
     match target.kind {
-        Kind::Http1 => Some(Conn::Http1(Box::new(H1Conn::new(stream)))),
+        Kind::Http1 => Ok(Conn::Http1(Box::new(H1Conn::new(stream)))),
         Kind::Http2 => {
-            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.ok()?;
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("HTTP/2 with {}: {e}", target.addr))?;
             tokio::spawn(connection);
-            Some(Conn::Http2(sender))
+            Ok(Conn::Http2(sender))
         }
         Kind::WebSocket => {
-            let (ws, _) = tokio_tungstenite::client_async(target.uri.to_string(), stream).await.ok()?;
-            Some(Conn::WebSocket(Box::new(ws)))
+            let (ws, _) = tokio_tungstenite::client_async(target.uri.to_string(), stream)
+                .await
+                .map_err(|e| format!("WebSocket handshake with {}: {e}", target.addr))?;
+            Ok(Conn::WebSocket(Box::new(ws)))
         }
     }
 }
@@ -303,6 +325,8 @@ struct Engine {
     requests: AtomicU64,
     errors: AtomicU64,
     dropped: AtomicU64,
+    /// Why the first connection that failed did.
+    connect_error: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -329,6 +353,11 @@ impl Engine {
         self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len()
     }
 
+    /// Opens a connection, keeping the first reason one could not be opened.
+    async fn connect(&self) -> Option<Conn> {
+        connect(&self.target).await.map_err(|e| lock(&self.connect_error).get_or_insert(e).clone()).ok()
+    }
+
     /// One request on a pooled connection (opened if none is idle), within the timeout.
     async fn pooled(&self) -> Status {
         if self.target.kind == Kind::Http2 {
@@ -336,7 +365,7 @@ impl Engine {
             let current = lock(&self.h2)[slot].clone().filter(|s| !s.is_closed());
             let sender = match current {
                 Some(sender) => sender,
-                None => match tokio::time::timeout(self.target.timeout, connect(&self.target)).await {
+                None => match tokio::time::timeout(self.target.timeout, self.connect()).await {
                     Ok(Some(Conn::Http2(sender))) => {
                         lock(&self.h2)[slot] = Some(sender.clone());
                         sender
@@ -355,7 +384,7 @@ impl Engine {
         let idle = lock(&self.idle).pop();
         let mut conn = match idle {
             Some(conn) => conn,
-            None => match tokio::time::timeout(self.target.timeout, connect(&self.target)).await {
+            None => match tokio::time::timeout(self.target.timeout, self.connect()).await {
                 Ok(Some(conn)) => conn,
                 Ok(None) => return Status::Connect,
                 Err(_) => return Status::Timeout,
@@ -400,10 +429,20 @@ impl Engine {
     }
 }
 
+/// What a load measured.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Every request and dropped arrival.
+    pub measure: Measure,
+    /// Why the first connection that could not be opened was not (refused, a TLS certificate
+    /// not trusted, ...): those requests are counted as connect errors, and this says why.
+    pub connect_error: Option<String>,
+}
+
 /// Runs a load to its end and returns what it measured. `progress`, if given, gets live
 /// figures about once a second. Errors are for a spec that cannot run at all (a bad URL);
 /// everything that goes wrong with requests is counted in the measure instead.
-pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> Result<Measure, String> {
+pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> Result<Loaded, String> {
     let target = Target::parse(spec)?;
     let connections = spec.connections.max(1) as usize;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -415,12 +454,16 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
         }
     };
     // Open the connections before the clock starts, as wrk does; failures are retried later.
-    let opened = futures::future::join_all(
-        (0..connections).map(|_| async { tokio::time::timeout(target.timeout, connect(&target)).await.ok().flatten() }),
-    )
+    let opened = futures::future::join_all((0..connections).map(|_| async {
+        match tokio::time::timeout(target.timeout, connect(&target)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("connecting to {}: no answer within the timeout", target.addr)),
+        }
+    }))
     .await;
+    let connect_error = opened.iter().find_map(|c| c.as_ref().err().cloned());
     let (mut idle, mut h2) = (Vec::with_capacity(connections), vec![None; connections]);
-    for (slot, conn) in h2.iter_mut().zip(opened.into_iter().flatten()) {
+    for (slot, conn) in h2.iter_mut().zip(opened.into_iter().flat_map(Result::ok)) {
         match conn {
             Conn::Http2(sender) => *slot = Some(sender),
             conn => idle.push(conn),
@@ -436,6 +479,7 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        connect_error: Mutex::new(connect_error),
         start: Instant::now(),
         target,
     });
@@ -505,7 +549,8 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
     if let Some(tx) = &progress {
         let _ = tx.send(engine.progress(duration_s, &global));
     }
-    Ok(global)
+    let connect_error = lock(&engine.connect_error).take();
+    Ok(Loaded { measure: global, connect_error })
 }
 
 /// An arrival of the schedule: waits for a free connection (within the timeout) and sends.
@@ -549,7 +594,7 @@ async fn closed_loop(engine: Arc<Engine>, end: Instant) {
                     Status::Timeout
                 }
             },
-            None => match tokio::time::timeout(engine.target.timeout, connect(&engine.target)).await {
+            None => match tokio::time::timeout(engine.target.timeout, engine.connect()).await {
                 Ok(Some(c)) => {
                     conn = Some(c);
                     continue;

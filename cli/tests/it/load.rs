@@ -24,35 +24,40 @@ fn target() -> SocketAddr {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(async move {
-            let app = Router::new()
-                .route("/", any(|| async { "hello\n" }))
-                .route(
-                    "/chunked",
-                    get(|| async {
-                        let parts = (0..5).map(|i| Ok::<_, std::io::Error>(format!("part {i}\n")));
-                        Body::from_stream(futures::stream::iter(parts))
-                    }),
-                )
-                .route(
-                    "/status/{code}",
-                    get(|axum::extract::Path(code): axum::extract::Path<u16>| async move {
-                        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
-                    }),
-                )
-                .route(
-                    "/slow",
-                    get(|| async {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        "slow\n"
-                    }),
-                )
-                .route("/ws", get(|ws: WebSocketUpgrade| async { ws.on_upgrade(echo) }));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(listener, app()).await.unwrap();
         });
     });
     rx.recv_timeout(Duration::from_secs(10)).expect("the target starts")
+}
+
+/// The target's routes: a greeting, a chunked answer, any status, a slow answer and a
+/// WebSocket echo.
+pub fn app() -> Router {
+    Router::new()
+        .route("/", any(|| async { "hello\n" }))
+        .route(
+            "/chunked",
+            get(|| async {
+                let parts = (0..5).map(|i| Ok::<_, std::io::Error>(format!("part {i}\n")));
+                Body::from_stream(futures::stream::iter(parts))
+            }),
+        )
+        .route(
+            "/status/{code}",
+            get(|axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow\n"
+            }),
+        )
+        .route("/ws", get(|ws: WebSocketUpgrade| async { ws.on_upgrade(echo) }))
 }
 
 async fn echo(mut socket: WebSocket) {
@@ -65,7 +70,7 @@ async fn echo(mut socket: WebSocket) {
     }
 }
 
-fn load_json(args: &[&str]) -> (i32, Value) {
+pub fn load_json(args: &[&str]) -> (i32, Value) {
     let mut all = vec!["load", "--json"];
     all.extend_from_slice(args);
     let out = dtest(&all);
@@ -152,7 +157,7 @@ fn http2_websocket_and_chunked_answers_work_back_to_back() {
 #[test]
 fn bad_load_input_is_exit_2_with_a_reason() {
     for (args, says) in [
-        (vec!["https://127.0.0.1/"], "no TLS"),
+        (vec!["ftp://127.0.0.1/"], "expected an http://, https://, ws:// or wss:// URL"),
         (vec!["not a url"], "not a URL"),
         (vec!["http://127.0.0.1:1/", "--pattern", "ramp:from_rps=1"], "to_rps"),
         (vec!["http://127.0.0.1:1/", "--pattern", "wave:base_rps=1,amplitude_rps=5,period_s=1"], "amplitude_rps"),
@@ -389,7 +394,7 @@ fn a_terminal_shows_the_live_rate_and_p99_of_a_load_and_of_a_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempdir() -> PathBuf {
+pub fn tempdir() -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("dtest-load-test-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();

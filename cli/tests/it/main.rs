@@ -5,6 +5,7 @@ mod load;
 mod run;
 mod schema;
 mod sim;
+mod tls;
 mod validate;
 
 use std::path::{Path, PathBuf};

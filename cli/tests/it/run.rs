@@ -359,6 +359,7 @@ fn a_node_given_the_plan_late_in_a_run_starts_loads_on_the_run_clock() {
         timeout_ms: 1_000,
         connections: 1,
         http_version: HttpVersion::Http1,
+        tls: Default::default(),
         start_ms: 3_600_000,
         rate: Rate::Pattern { pattern: Pattern::Constant { rps: 10.0, duration_ms: 1_000 }, seed: 0, index: 0, of: 1 },
     };

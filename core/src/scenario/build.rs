@@ -315,7 +315,16 @@ impl Builder {
             if t.url.is_none() && t.sim.is_none() {
                 self.problem(at.clone(), "a target needs `url` (for dtest run) or `sim` (for dtest sim), or both");
             }
-            targets.push(Target { name: name.clone(), url: t.url.clone(), sim });
+            let tls = t.tls.clone().unwrap_or_default();
+            if tls.insecure && tls.ca_file.is_some() {
+                self.problem(at.key("tls"), "`ca_file` and `insecure` contradict each other: give one");
+            }
+            let plain = t.url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("wss://")));
+            if t.tls.is_some() && plain {
+                self.problem(at.key("tls"), "only an `https` or `wss` `url` speaks TLS");
+            }
+            let tls = TargetTls { ca_file: tls.ca_file, insecure: tls.insecure };
+            targets.push(Target { name: name.clone(), url: t.url.clone(), sim, tls });
         }
         targets
     }

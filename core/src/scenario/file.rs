@@ -232,6 +232,22 @@ pub struct TargetFile {
     /// How the target behaves in `dtest sim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sim: Option<TargetSimFile>,
+    /// How `dtest run` trusts an `https` or `wss` target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFile>,
+}
+
+/// How to trust a TLS target; by default, by Mozilla's root certificates.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// A PEM file of CA certificates to trust besides Mozilla's roots (a private CA's, or a
+    /// self-signed target's own certificate), relative to the scenario file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Do not verify the target's certificate at all.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// A simulated target.

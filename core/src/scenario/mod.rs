@@ -240,6 +240,18 @@ pub struct Target {
     pub url: Option<String>,
     /// How `dtest sim` simulates it.
     pub sim: Option<TargetSim>,
+    /// How `dtest run` trusts it, when it speaks TLS.
+    pub tls: TargetTls,
+}
+
+/// How to trust a TLS target: Mozilla's roots, plus `ca_file`'s certificates, or nothing
+/// verified when `insecure`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetTls {
+    /// A PEM file of CA certificates, relative to the scenario file (read by `dtest run`).
+    pub ca_file: Option<String>,
+    /// Do not verify the certificate.
+    pub insecure: bool,
 }
 
 /// A simulated target.

@@ -355,7 +355,13 @@ impl Engine {
 
     /// Opens a connection, keeping the first reason one could not be opened.
     async fn connect(&self) -> Option<Conn> {
-        connect(&self.target).await.map_err(|e| lock(&self.connect_error).get_or_insert(e).clone()).ok()
+        match connect(&self.target).await {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                lock(&self.connect_error).get_or_insert(e);
+                None
+            }
+        }
     }
 
     /// One request on a pooled connection (opened if none is idle), within the timeout.

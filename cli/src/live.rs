@@ -31,16 +31,10 @@ impl LiveLoads {
     /// A heartbeat from `node` said how `attempt` of `task` is doing. A second that cannot be
     /// read is left out: these figures are only shown, never counted.
     pub fn heard(&mut self, now_ms: u64, node: usize, task: TaskId, attempt: Attempt, live: &LiveLoad) {
-        let entry = self.by_task.entry(task).or_insert(Live {
-            node,
-            attempt,
-            requests: 0,
-            errors: 0,
-            dropped: 0,
-            second: None,
-        });
+        let fresh = || Live { node, attempt, requests: 0, errors: 0, dropped: 0, second: None };
+        let entry = self.by_task.entry(task).or_insert_with(fresh);
         if (entry.node, entry.attempt) != (node, attempt) {
-            *entry = Live { node, attempt, requests: 0, errors: 0, dropped: 0, second: None };
+            *entry = fresh();
         }
         (entry.requests, entry.errors, entry.dropped) = (live.requests, live.errors, live.dropped);
         if let Some(second) = live.second.as_ref().and_then(|s| Second::from_wire(s).ok()) {

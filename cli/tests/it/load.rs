@@ -20,13 +20,20 @@ use crate::{dtest, root};
 
 /// Starts the target on a free loopback port, in a thread of its own, for the test process.
 fn target() -> SocketAddr {
+    serve_in_thread(|listener| async move { axum::serve(listener, app()).await.unwrap() })
+}
+
+/// Runs `serve` on a free loopback port, in a runtime and thread of its own; the port.
+pub fn serve_in_thread<F: Future<Output = ()> + 'static>(
+    serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app()).await.unwrap();
+            serve(listener).await;
         });
     });
     rx.recv_timeout(Duration::from_secs(10)).expect("the target starts")

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -17,7 +16,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 use tokio_rustls::rustls::{self, ServerConfig};
 
 use crate::dtest;
-use crate::load::{app, load_json, tempdir};
+use crate::load::{app, load_json, serve_in_thread, tempdir};
 
 /// The protocols ALPN chose, a connection each (`""` for none).
 type Negotiated = Arc<Mutex<Vec<String>>>;
@@ -50,29 +49,23 @@ fn tls_target() -> (SocketAddr, PathBuf, Negotiated) {
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let negotiated = Negotiated::default();
     let seen = negotiated.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                tokio::spawn(async move {
-                    // A client that does not trust the certificate ends the handshake.
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default();
-                    seen.lock().unwrap().push(String::from_utf8_lossy(alpn).into_owned());
-                    let service = TowerToHyperService::new(app());
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+    let addr = serve_in_thread(move |listener| async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake.
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default();
+                seen.lock().unwrap().push(String::from_utf8_lossy(alpn).into_owned());
+                let service = TowerToHyperService::new(app());
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
     });
-    (rx.recv_timeout(Duration::from_secs(10)).expect("the TLS target starts"), ca_file, negotiated)
+    (addr, ca_file, negotiated)
 }
 
 fn count(report: &serde_json::Value, path: &[&str]) -> u64 {

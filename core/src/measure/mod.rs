@@ -20,13 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::Percentiles;
 
+mod sparse;
+
+pub use sparse::{SECOND_DIGITS, Sparse};
+
 /// The largest latency recorded, in microseconds (one hour); longer ones saturate.
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
 
 /// Significant digits of the whole-load histograms (0.1% resolution).
 const DIGITS: u8 = 3;
-/// Significant digits of the per-second histograms (1%): a series has one pair per second.
-const SECOND_DIGITS: u8 = 2;
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +104,9 @@ impl StatusCounts {
     }
 }
 
-/// One second of a load, by the second its requests ended in.
-#[derive(Clone, Debug, PartialEq)]
+/// One second of a load, by the second its requests ended in. Its histograms are sparse: a
+/// second costs what it recorded, not the histograms' range.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Second {
     /// Requests that ended in this second.
     pub requests: u64,
@@ -112,21 +115,15 @@ pub struct Second {
     /// Arrivals dropped in this second.
     pub dropped: u64,
     /// Corrected latencies (1% resolution).
-    pub corrected: Histogram<u64>,
+    pub corrected: Sparse,
     /// Uncorrected latencies (1% resolution).
-    pub uncorrected: Histogram<u64>,
+    pub uncorrected: Sparse,
 }
 
 impl Second {
-    /// An empty second.
-    pub fn new() -> Second {
-        Second {
-            requests: 0,
-            errors: 0,
-            dropped: 0,
-            corrected: histogram(SECOND_DIGITS),
-            uncorrected: histogram(SECOND_DIGITS),
-        }
+    /// An empty second; allocates nothing.
+    pub const fn new() -> Second {
+        Second { requests: 0, errors: 0, dropped: 0, corrected: Sparse::new(), uncorrected: Sparse::new() }
     }
 
     /// The wire form of second `t`.
@@ -136,8 +133,8 @@ impl Second {
             requests: self.requests,
             errors: self.errors,
             dropped: self.dropped,
-            histogram: encode(&self.corrected),
-            uncorrected: encode(&self.uncorrected),
+            histogram: encode(&self.corrected.to_dense()),
+            uncorrected: encode(&self.uncorrected.to_dense()),
         }
     }
 
@@ -147,8 +144,8 @@ impl Second {
             requests: wire.requests,
             errors: wire.errors,
             dropped: wire.dropped,
-            corrected: decode(&wire.histogram, SECOND_DIGITS)?,
-            uncorrected: decode(&wire.uncorrected, SECOND_DIGITS)?,
+            corrected: Sparse::from_dense(&decode(&wire.histogram, SECOND_DIGITS)?),
+            uncorrected: Sparse::from_dense(&decode(&wire.uncorrected, SECOND_DIGITS)?),
         })
     }
 
@@ -157,14 +154,8 @@ impl Second {
         self.requests += o.requests;
         self.errors += o.errors;
         self.dropped += o.dropped;
-        add(&mut self.corrected, &o.corrected);
-        add(&mut self.uncorrected, &o.uncorrected);
-    }
-}
-
-impl Default for Second {
-    fn default() -> Second {
-        Second::new()
+        self.corrected.add(&o.corrected);
+        self.uncorrected.add(&o.uncorrected);
     }
 }
 
@@ -229,8 +220,8 @@ impl Measure {
         let s = self.seconds.entry(second).or_default();
         s.requests += 1;
         s.errors += u64::from(error);
-        s.corrected.saturating_record(corrected_us);
-        s.uncorrected.saturating_record(uncorrected_us);
+        s.corrected.record(corrected_us);
+        s.uncorrected.record(uncorrected_us);
     }
 
     /// Records an arrival dropped in `second`.
@@ -295,8 +286,7 @@ impl Measure {
         (*first..=*last)
             .map(|t| {
                 let s = self.seconds.get(&t).unwrap_or(&empty);
-                let ms =
-                    |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
+                let ms = |h: &Sparse, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
                 SeriesPoint {
                     t_s: t,
                     requests: s.requests,

@@ -65,10 +65,10 @@ impl LiveLoads {
                 recent.add(second);
             }
         }
-        let p99 = if recent.corrected.is_empty() {
+        let p99 = if recent.corrected().is_empty() {
             "-".to_owned()
         } else {
-            format!("{:.1} ms", recent.corrected.value_at_quantile(0.99) as f64 / 1e3)
+            format!("{:.1} ms", recent.corrected().value_at_quantile(0.99) as f64 / 1e3)
         };
         format!("{} rps, p99 {p99}, {requests} requests, {errors} errors, {dropped} dropped", recent.requests)
     }

@@ -420,8 +420,8 @@ impl Engine {
             dropped: self.dropped.load(Ordering::Relaxed),
             last_rps: last.map_or(0, |s| s.requests),
             last_p99_ms: last
-                .filter(|s| !s.corrected.is_empty())
-                .map_or(0.0, |s| s.corrected.value_at_quantile(0.99) as f64 / 1e3),
+                .filter(|s| !s.corrected().is_empty())
+                .map_or(0.0, |s| s.corrected().value_at_quantile(0.99) as f64 / 1e3),
             last_second: last_s.zip(last.cloned()),
         }
     }

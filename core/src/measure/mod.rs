@@ -106,7 +106,7 @@ impl StatusCounts {
 
 /// One second of a load, by the second its requests ended in. Its histograms are sparse: a
 /// second costs what it recorded, not the histograms' range.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Second {
     /// Requests that ended in this second.
     pub requests: u64,
@@ -115,15 +115,45 @@ pub struct Second {
     /// Arrivals dropped in this second.
     pub dropped: u64,
     /// Corrected latencies (1% resolution).
-    pub corrected: Sparse,
-    /// Uncorrected latencies (1% resolution).
-    pub uncorrected: Sparse,
+    corrected: Sparse,
+    /// Uncorrected latencies, or `None` while they are the corrected ones: every request of the
+    /// second was sent at its due time (always so in simulation, where this halves the series).
+    uncorrected: Option<Sparse>,
+}
+
+impl PartialEq for Second {
+    fn eq(&self, o: &Second) -> bool {
+        (self.requests, self.errors, self.dropped) == (o.requests, o.errors, o.dropped)
+            && self.corrected == o.corrected
+            && self.uncorrected() == o.uncorrected()
+    }
 }
 
 impl Second {
     /// An empty second; allocates nothing.
     pub const fn new() -> Second {
-        Second { requests: 0, errors: 0, dropped: 0, corrected: Sparse::new(), uncorrected: Sparse::new() }
+        Second { requests: 0, errors: 0, dropped: 0, corrected: Sparse::new(), uncorrected: None }
+    }
+
+    /// Corrected latencies: from each request's due time.
+    pub fn corrected(&self) -> &Sparse {
+        &self.corrected
+    }
+
+    /// Uncorrected latencies: from when each request was sent.
+    pub fn uncorrected(&self) -> &Sparse {
+        self.uncorrected.as_ref().unwrap_or(&self.corrected)
+    }
+
+    /// Records one request's latencies, already clamped to the histograms' range.
+    fn record(&mut self, corrected_us: u64, uncorrected_us: u64) {
+        if self.uncorrected.is_none() && corrected_us != uncorrected_us {
+            self.uncorrected = Some(self.corrected.clone());
+        }
+        self.corrected.record(corrected_us);
+        if let Some(u) = &mut self.uncorrected {
+            u.record(uncorrected_us);
+        }
     }
 
     /// The wire form of second `t`.
@@ -134,18 +164,20 @@ impl Second {
             errors: self.errors,
             dropped: self.dropped,
             histogram: encode(&self.corrected.to_dense()),
-            uncorrected: encode(&self.uncorrected.to_dense()),
+            uncorrected: encode(&self.uncorrected().to_dense()),
         }
     }
 
     /// Reads the wire form; a peer's malformed histogram is an error, not a panic.
     pub fn from_wire(wire: &WireSecond) -> Result<Second, String> {
+        let corrected = Sparse::from_dense(&decode(&wire.histogram, SECOND_DIGITS)?);
+        let uncorrected = Sparse::from_dense(&decode(&wire.uncorrected, SECOND_DIGITS)?);
         Ok(Second {
             requests: wire.requests,
             errors: wire.errors,
             dropped: wire.dropped,
-            corrected: Sparse::from_dense(&decode(&wire.histogram, SECOND_DIGITS)?),
-            uncorrected: Sparse::from_dense(&decode(&wire.uncorrected, SECOND_DIGITS)?),
+            uncorrected: (uncorrected != corrected).then_some(uncorrected),
+            corrected,
         })
     }
 
@@ -154,8 +186,17 @@ impl Second {
         self.requests += o.requests;
         self.errors += o.errors;
         self.dropped += o.dropped;
+        match (&mut self.uncorrected, &o.uncorrected) {
+            (None, None) => {}
+            (Some(u), None) => u.add(&o.corrected),
+            (Some(u), Some(ou)) => u.add(ou),
+            (None, Some(ou)) => {
+                let mut u = self.corrected.clone();
+                u.add(ou);
+                self.uncorrected = Some(u);
+            }
+        }
         self.corrected.add(&o.corrected);
-        self.uncorrected.add(&o.uncorrected);
     }
 }
 
@@ -215,13 +256,12 @@ impl Measure {
         self.errors += u64::from(error);
         self.late += u64::from(late_us > LATE_US);
         self.status.count(status);
-        self.corrected.saturating_record(corrected_us);
-        self.uncorrected.saturating_record(uncorrected_us);
+        record(&mut self.corrected, corrected_us, 1);
+        record(&mut self.uncorrected, uncorrected_us, 1);
         let s = self.seconds.entry(second).or_default();
         s.requests += 1;
         s.errors += u64::from(error);
-        s.corrected.record(corrected_us);
-        s.uncorrected.record(uncorrected_us);
+        s.record(corrected_us, uncorrected_us);
     }
 
     /// Records an arrival dropped in `second`.
@@ -292,10 +332,10 @@ impl Measure {
                     requests: s.requests,
                     errors: s.errors,
                     dropped: s.dropped,
-                    p50_ms: ms(&s.corrected, 0.5),
-                    p99_ms: ms(&s.corrected, 0.99),
-                    p50_uncorrected_ms: ms(&s.uncorrected, 0.5),
-                    p99_uncorrected_ms: ms(&s.uncorrected, 0.99),
+                    p50_ms: ms(s.corrected(), 0.5),
+                    p99_ms: ms(s.corrected(), 0.99),
+                    p50_uncorrected_ms: ms(s.uncorrected(), 0.5),
+                    p99_uncorrected_ms: ms(s.uncorrected(), 0.99),
                 }
             })
             .collect()
@@ -412,14 +452,25 @@ pub struct SeriesPoint {
     pub p99_uncorrected_ms: f64,
 }
 
-/// An empty histogram of microseconds up to [`LATENCY_US_MAX`].
+/// An empty histogram of microseconds, for values up to [`LATENCY_US_MAX`] (callers clamp). It
+/// starts small and widens its range to the largest value recorded: a load whose latencies stay
+/// under a second pays for buckets up to a second (100 KB at 3 digits), not up to an hour.
 fn histogram(digits: u8) -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_US_MAX, digits).expect("constant bounds are valid")
+    let mut h = Histogram::new_with_bounds(1, 2, digits).expect("constant bounds are valid");
+    h.auto(true);
+    h
 }
 
-/// Adds `from` into `into`; both have the same bounds, which cannot fail.
+/// Records `count` values of `us`, which is at most [`LATENCY_US_MAX`], widening `h` if need be
+/// (`saturating_record` would clamp to the current range instead).
+fn record(h: &mut Histogram<u64>, us: u64, count: u64) {
+    debug_assert!(us <= LATENCY_US_MAX);
+    h.record_n(us, count).expect("a widening histogram takes any value up to LATENCY_US_MAX");
+}
+
+/// Adds `from` into `into`, whose range widens to take it; it cannot fail.
 fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
-    into.add(from).expect("histograms with the same bounds add");
+    into.add(from).expect("a widening histogram takes any other of its digits");
 }
 
 /// The percentiles of `h` in milliseconds, if it holds anything.
@@ -451,12 +502,15 @@ pub fn decode(text: &str, digits: u8) -> Result<Histogram<u64>, String> {
     let read: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(|e| format!("a histogram is not in the HdrHistogram V2 format: {e:?}"))?;
-    if read.low() == 1 && read.high() == LATENCY_US_MAX && read.sigfig() == digits {
-        return Ok(read); // Ours: the same bounds, nothing to convert.
+    if read.low() == 1 && read.high() <= LATENCY_US_MAX && read.sigfig() == digits {
+        // Ours: the same buckets, nothing to convert.
+        let mut read = read;
+        read.auto(true);
+        return Ok(read);
     }
     let mut h = histogram(digits);
     for v in read.iter_recorded() {
-        h.saturating_record_n(v.value_iterated_to().clamp(1, LATENCY_US_MAX), v.count_at_value());
+        record(&mut h, v.value_iterated_to().clamp(1, LATENCY_US_MAX), v.count_at_value());
     }
     Ok(h)
 }
@@ -538,6 +592,46 @@ mod tests {
         assert!(Measure::from_wire(&wire).unwrap_err().contains("base64"));
         wire.histogram = base64::engine::general_purpose::STANDARD.encode(b"\x1c\x84\x93\x14garbage");
         assert!(Measure::from_wire(&wire).unwrap_err().contains("V2"));
+    }
+
+    #[test]
+    fn a_second_keeps_one_histogram_until_a_request_is_late() {
+        let mut on_time = Measure::new();
+        let mut late = Measure::new();
+        for i in 0..100 {
+            on_time.record(0, 0, 1_000 + i, Status::Http(200));
+            late.record(0, if i == 50 { 700 } else { 0 }, 1_000 + i, Status::Http(200));
+        }
+        let (a, b) = (&on_time.seconds[&0], &late.seconds[&0]);
+        assert!(a.uncorrected.is_none() && b.uncorrected.is_some());
+        assert_eq!(a.uncorrected(), b.uncorrected(), "the late request's uncorrected latency is on time's");
+        assert_ne!(a.corrected(), b.corrected());
+        // Adding in either order, and through the wire, gives the same second.
+        let mut ab = a.clone();
+        ab.add(b);
+        let mut ba = b.clone();
+        ba.add(a);
+        assert_eq!(ab, ba);
+        assert_eq!(ab.uncorrected().len(), 200);
+        assert_eq!(ab.corrected().value_at_quantile(1.0), b.corrected().value_at_quantile(1.0));
+        for s in [a, b, &ab] {
+            assert_eq!(&Second::from_wire(&s.to_wire(0)).unwrap(), s);
+        }
+        assert!(Second::from_wire(&a.to_wire(0)).unwrap().uncorrected.is_none());
+    }
+
+    #[test]
+    fn whole_histograms_widen_to_what_they_hold() {
+        let mut m = Measure::new();
+        m.record(0, 0, 20_000, Status::Http(200));
+        assert!(m.corrected.high() < 100_000, "{}", m.corrected.high());
+        m.record(0, 0, u64::MAX, Status::Timeout);
+        assert_eq!(m.corrected.max(), m.corrected.highest_equivalent(LATENCY_US_MAX));
+        let back = Measure::from_wire(&m.to_wire()).unwrap();
+        assert_eq!(back.corrected, m.corrected);
+        let mut sum = Measure::new();
+        sum.add(&back, 0);
+        assert_eq!(sum.latency_ms(), m.latency_ms());
     }
 
     #[test]

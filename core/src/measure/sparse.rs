@@ -83,7 +83,13 @@ impl Sparse {
         self.total = self.total.saturating_add(count);
         match self.buckets.binary_search_by_key(&low, |b| b.low) {
             Ok(i) => self.buckets[i].count = self.buckets[i].count.saturating_add(count),
-            Err(i) => self.buckets.insert(i, Bucket { low, count }),
+            Err(i) => {
+                // Grow by a quarter, not by doubling: a finished second keeps at most 25% slack.
+                if self.buckets.len() == self.buckets.capacity() {
+                    self.buckets.reserve_exact((self.buckets.len() / 4).max(4));
+                }
+                self.buckets.insert(i, Bucket { low, count });
+            }
         }
     }
 

@@ -23,6 +23,7 @@ compile_error!(
     "dtest-sim needs `--cfg madsim` (set in .cargo/config.toml); is RUSTFLAGS set? it replaces the config's flags"
 );
 
+mod post;
 pub mod sweep;
 mod world;
 
@@ -62,8 +63,25 @@ impl fmt::Display for SimError {
 
 impl std::error::Error for SimError {}
 
+/// What a simulation did, in units no machine changes: what the budget guard
+/// (`benches/benches/budgets.rs`) holds against committed budgets, beside heap and allocations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Protocol frames sent (the report's `messages.sent`).
+    pub messages: u64,
+    /// Inputs the simulated network delivered: frames the faults let through, and alarms.
+    pub letters: u64,
+    /// Events the orchestrator emitted, each read by the checker.
+    pub events: u64,
+}
+
 /// Simulates `scenario` with `options` and reports what happened.
 pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, SimError> {
+    simulate_counted(scenario, options).map(|(report, _)| report)
+}
+
+/// [`simulate`], and what the simulation did ([`Counts`]).
+pub fn simulate_counted(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Counts), SimError> {
     world::simulable(scenario)?;
     let swarm = options.swarm.then(|| sweep::swarm_scenario(scenario, options.seed));
     let scenario = swarm.as_ref().unwrap_or(scenario);
@@ -137,7 +155,8 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
         report.set_load(&world.load, load_s);
     }
     report.expectations = expectations(scenario, &report);
-    Ok(report)
+    let counts = Counts { messages: world.sent, letters: world.post.delivered(), events: world.events };
+    Ok((report, counts))
 }
 
 #[cfg(test)]

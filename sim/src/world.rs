@@ -2,7 +2,6 @@
 //! the scenario's faults at their times, simulated work and load, and the checkers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,42 +16,21 @@ use dtest_core::protocol::{
 use dtest_core::scenario::{FaultKind, NodeRef, Scenario, TaskSpecId, Work};
 use futures::StreamExt;
 use futures::channel::mpsc;
-use madsim::net::Endpoint;
 use madsim::rand::{Rng, thread_rng};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::{Instant, sleep, sleep_until};
 
+use crate::post::{Letter, PostOffice};
 use crate::{SimError, SimOptions};
 use dtest_core::checker::Checker;
 use dtest_core::faults::{Direction, NetFaults, Verdict};
 
-const PORT: u16 = 7_000;
-const TAG: u64 = 1;
-/// Each node sends to the orchestrator on a port (and tag) of its own, received by a task of its
-/// own. madsim's mailbox keeps messages nobody waits for in a `Vec` and hands them out with
-/// `swap_remove`, so with senders sharing a tag the newest jumps the queue and older ones can
-/// starve; and it finds a waiting receiver by scanning every receiver registered on the
-/// endpoint, so one endpoint with a receiver per node costs O(n) per message. One endpoint per
-/// node has one sender and one receiver.
-const FROM_NODE_PORTS: u64 = 50_000;
-const FROM_NODE_PORT_BASE: u16 = 10_000;
-
-/// The orchestrator's address for frames from node `i`, and their tag.
-fn from_node(i: usize) -> (SocketAddr, u64) {
-    let port = FROM_NODE_PORT_BASE + (i as u64 % FROM_NODE_PORTS) as u16;
-    (SocketAddr::new(orchestrator_ip(), port), TAG + i as u64 / FROM_NODE_PORTS)
-}
 /// How often the orchestrator's timers are looked at, in simulated milliseconds.
 const ORCHESTRATOR_TICK_MS: u64 = 100;
-
-fn orchestrator_ip() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
-}
-
-fn node_ip(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8))
-}
+/// A link's own latency, drawn uniformly per message (madsim's default link), in milliseconds;
+/// the scenario's latency faults add to it.
+const LINK_LATENCY_MS: std::ops::RangeInclusive<u64> = 1..=10;
 
 /// What the checkers and the report need, shared by every simulated node.
 #[derive(Default)]
@@ -80,6 +58,10 @@ pub(crate) struct World {
     pub stats: dtest_core::protocol::Stats,
     /// Nodes declared dead while alive and reachable.
     pub false_suspicions: u64,
+    /// Frames in flight and alarms set.
+    pub post: PostOffice,
+    /// Events the orchestrator emitted.
+    pub events: u64,
 }
 
 pub(crate) struct Shared {
@@ -95,44 +77,42 @@ impl Shared {
         Instant::now().duration_since(self.start).as_millis() as u64
     }
 
-    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
         // The simulation runs on one thread; a poisoned lock means a checker panicked already.
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Sends a frame between the orchestrator and node `node` through the fault layer.
-fn send<T: Send + Sync + 'static>(
-    shared: &Arc<Shared>,
-    ep: &Arc<Endpoint>,
-    node: usize,
-    direction: Direction,
-    to: SocketAddr,
-    frame: T,
-) {
-    let verdict = {
-        let mut world = shared.world();
-        world.sent += 1;
-        let mut rng = thread_rng();
-        let verdict = world.faults.verdict(shared.node_refs[node], direction, || rng.r#gen::<f64>());
-        if !matches!(verdict, Verdict::Deliver(_)) {
-            world.dropped += 1;
-        }
-        verdict
+/// Which way a frame goes, with the frame.
+enum Mail {
+    ToAgent(Frame<ToAgent>),
+    ToOrchestrator(Frame<ToOrchestrator>),
+}
+
+/// Sends a frame between the orchestrator and node `node` through the fault layer, which may
+/// drop or delay it; the link's own latency comes on top.
+fn send(shared: &Shared, node: usize, mail: Mail) {
+    let now_ms = shared.now_ms();
+    let mut world = shared.world();
+    world.sent += 1;
+    let direction = match mail {
+        Mail::ToAgent(_) => Direction::ToNode,
+        Mail::ToOrchestrator(_) => Direction::ToOrchestrator,
     };
-    let Verdict::Deliver(delay_ms) = verdict else { return };
-    let ep = ep.clone();
-    madsim::task::spawn(async move {
-        if delay_ms > 0 {
-            sleep(Duration::from_millis(delay_ms)).await;
+    let mut rng = thread_rng();
+    let verdict = world.faults.verdict(shared.node_refs[node], direction, || rng.r#gen::<f64>());
+    let Verdict::Deliver(delay_ms) = verdict else {
+        world.dropped += 1;
+        return;
+    };
+    let at_ms = now_ms + rng.gen_range(LINK_LATENCY_MS) + delay_ms;
+    let letter = match mail {
+        Mail::ToAgent(frame) => {
+            Letter::Agent { node, incarnation: world.incarnations[node], input: AgentInput::Frame(frame) }
         }
-        // A send fails only when the simulated network is down for the node; the protocol resends.
-        let tag = match direction {
-            Direction::ToNode => TAG,
-            Direction::ToOrchestrator => from_node(node).1,
-        };
-        let _ = ep.send_to_raw(to, tag, Box::new(frame)).await;
-    });
+        Mail::ToOrchestrator(frame) => Letter::Orchestrator(OrchestratorInput::Frame(node, frame)),
+    };
+    world.post.post(at_ms, letter);
 }
 
 /// A normal draw (Box–Muller) from madsim's seeded generator.
@@ -149,17 +129,8 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         world.incarnations[node] += 1;
         world.incarnations[node]
     };
-    let ep = Arc::new(Endpoint::bind(SocketAddr::new(node_ip(node), PORT)).await.expect("bind a node's endpoint"));
     let (inputs_tx, mut inputs) = mpsc::unbounded::<AgentInput>();
-    let receiver = ep.clone();
-    let frames_tx = inputs_tx.clone();
-    madsim::task::spawn(async move {
-        while let Ok((payload, _)) = receiver.recv_from_raw(TAG).await {
-            if let Ok(frame) = payload.downcast::<Frame<ToAgent>>() {
-                let _ = frames_tx.unbounded_send(AgentInput::Frame(*frame));
-            }
-        }
-    });
+    shared.world().post.open_agent(node, incarnation, inputs_tx.clone());
     let heartbeat_interval_ms = shared.scenario.failure_detector.heartbeat_interval_ms;
     let mut agent = Agent::new(
         shared.now_ms(),
@@ -168,7 +139,6 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
     );
     let mut alarm = Alarm::default();
     let mut work: BTreeMap<(TaskId, Attempt), madsim::task::JoinHandle<()>> = BTreeMap::new();
-    let orchestrator = from_node(node).0;
     loop {
         agent.set_metrics(Metrics { cpu: 0.3, memory: 0.4, disk: 0.2, network: 0.1, task_error_rate: 0.0 });
         while let Some(action) = agent.poll_action() {
@@ -186,9 +156,13 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
             }
         }
         while let Some(frame) = agent.poll_transmit() {
-            send(&shared, &ep, node, Direction::ToOrchestrator, orchestrator, frame);
+            send(&shared, node, Mail::ToOrchestrator(frame));
         }
-        alarm.arm(&shared, agent.next_tick_ms(), &inputs_tx, AgentInput::Tick);
+        alarm.arm(&shared, agent.next_tick_ms(), |at_ms| Letter::Agent {
+            node,
+            incarnation,
+            input: AgentInput::Tick(at_ms),
+        });
         match inputs.next().await {
             Some(AgentInput::Frame(frame)) => agent.handle(shared.now_ms(), frame),
             Some(AgentInput::Finished(task, attempt, outcome)) => {
@@ -204,44 +178,32 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
 }
 
 /// What wakes an agent.
-enum AgentInput {
+pub(crate) enum AgentInput {
     Frame(Frame<ToAgent>),
     Finished(TaskId, Attempt, Outcome),
     Tick(u64),
 }
 
 /// What wakes the orchestrator.
-enum OrchestratorInput {
+pub(crate) enum OrchestratorInput {
     Frame(usize, Frame<ToOrchestrator>),
     Tick(u64),
 }
 
-/// A wake-up at a simulated time, delivered as an input. A madsim `Sleep` adds a timer every
-/// time it is polled, so selecting over a sleep and a channel would add a timer per message;
-/// an alarm adds one only when an earlier wake-up is needed than the one already set.
+/// A wake-up at a simulated time, delivered as an input by the post office. Only an earlier
+/// wake-up than the one already set is posted.
 #[derive(Default)]
 struct Alarm {
     armed_ms: Option<u64>,
 }
 
 impl Alarm {
-    fn arm<I: Send + 'static>(
-        &mut self,
-        shared: &Arc<Shared>,
-        at_ms: u64,
-        inputs: &mpsc::UnboundedSender<I>,
-        input: fn(u64) -> I,
-    ) {
+    fn arm(&mut self, shared: &Shared, at_ms: u64, letter: impl FnOnce(u64) -> Letter) {
         if self.armed_ms.is_some_and(|armed| armed <= at_ms) || at_ms >= u64::MAX / 4 {
             return;
         }
         self.armed_ms = Some(at_ms);
-        let wake = shared.start + Duration::from_millis(at_ms);
-        let inputs = inputs.clone();
-        madsim::task::spawn(async move {
-            sleep_until(wake).await;
-            let _ = inputs.unbounded_send(input(at_ms));
-        });
+        shared.world().post.post(at_ms, letter(at_ms));
     }
 
     /// An alarm set for `at_ms` went off; later alarms may still be pending and ring harmlessly.
@@ -325,39 +287,19 @@ async fn run_work(
 
 /// The orchestrator: the core's state machine, fed by the network and a timer.
 async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) {
-    let ep = Arc::new(Endpoint::bind(SocketAddr::new(orchestrator_ip(), PORT)).await.expect("bind the orchestrator"));
     let (inputs_tx, mut inputs) = mpsc::unbounded::<OrchestratorInput>();
-    let mut endpoints: BTreeMap<SocketAddr, Arc<Endpoint>> = BTreeMap::new();
-    for node in 0..shared.node_refs.len() {
-        let (addr, tag) = from_node(node);
-        let receiver = match endpoints.get(&addr) {
-            Some(ep) => ep.clone(),
-            None => {
-                let ep = Arc::new(Endpoint::bind(addr).await.expect("bind an orchestrator port"));
-                endpoints.insert(addr, ep.clone());
-                ep
-            }
-        };
-        let frames_tx = inputs_tx.clone();
-        madsim::task::spawn(async move {
-            while let Ok((payload, _)) = receiver.recv_from_raw(tag).await {
-                if let Ok(frame) = payload.downcast::<Frame<ToOrchestrator>>() {
-                    let _ = frames_tx.unbounded_send(OrchestratorInput::Frame(node, *frame));
-                }
-            }
-        });
-    }
+    shared.world().post.open_orchestrator(inputs_tx);
     let mut next_tick = 0u64;
     let mut next_sample = 0u64;
     let mut alarm = Alarm::default();
     loop {
-        alarm.arm(&shared, next_tick, &inputs_tx, OrchestratorInput::Tick);
+        alarm.arm(&shared, next_tick, |at_ms| Letter::Orchestrator(OrchestratorInput::Tick(at_ms)));
         match inputs.next().await {
             Some(OrchestratorInput::Frame(node, frame)) => {
                 orchestrator.handle(shared.now_ms(), NodeIdx(node as u32), frame)
             }
             Some(OrchestratorInput::Tick(at_ms)) => alarm.rang(at_ms),
-            // The loop holds a sender, so the channel never ends.
+            // The post office holds a sender, so the channel never ends.
             None => return,
         }
         let now = shared.now_ms();
@@ -366,8 +308,7 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
             next_tick = now + ORCHESTRATOR_TICK_MS;
         }
         while let Some((node, frame)) = orchestrator.poll_transmit() {
-            let to = SocketAddr::new(node_ip(node.0 as usize), PORT);
-            send(&shared, &ep, node.0 as usize, Direction::ToNode, to, frame);
+            send(&shared, node.0 as usize, Mail::ToAgent(frame));
         }
         let mut world = shared.world();
         while let Some(event) = orchestrator.poll_event() {
@@ -384,6 +325,7 @@ async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) 
                     world.false_suspicions += 1;
                 }
             }
+            world.events += 1;
             world.checker.observe(now, &event);
         }
         world.stats = orchestrator.stats();
@@ -496,6 +438,7 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
                 incarnations: vec![0; nodes],
                 last_kill: vec![None; nodes],
                 checker,
+                post: PostOffice::new(nodes),
                 ..World::default()
             }),
             node_refs: scenario.nodes().collect(),
@@ -503,20 +446,16 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             start: Instant::now(),
             seed: options.seed,
         });
-        let s = shared.clone();
-        handle
-            .create_node()
-            .name("orchestrator")
-            .ip(orchestrator_ip())
-            .build()
-            .spawn(orchestrator_main(s, orchestrator));
+        let post_office = handle.create_node().name("network").build();
+        post_office.spawn(crate::post::run(shared.clone()));
+        let orchestrator_node = handle.create_node().name("orchestrator").build();
+        orchestrator_node.spawn(orchestrator_main(shared.clone(), orchestrator));
         let ids: Vec<NodeId> = (0..nodes)
             .map(|i| {
                 let s = shared.clone();
                 handle
                     .create_node()
                     .name(scenario.node_id(shared.node_refs[i]))
-                    .ip(node_ip(i))
                     .init(move || agent_main(s.clone(), i))
                     .build()
                     .id()
@@ -556,6 +495,7 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
                             if starting && down.insert(n) {
                                 handle.kill(ids[n]);
                                 let mut world = shared.world();
+                                world.post.close_agent(n);
                                 world.kills.push((n, now));
                                 world.last_kill[n] = Some(now);
                             } else if !starting && down.remove(&n) {
@@ -589,6 +529,14 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             sleep_until(shared.start + Duration::from_millis(wake.max(now + 1))).await;
         }
         let end = shared.now_ms();
+        // A task still waiting when the runtime is dropped is never freed (madsim keeps a cycle
+        // between a task and its own record), and with it everything it holds, the whole world
+        // included: a sweep would keep every seed's run. Killing the nodes drops their tasks
+        // at the executor's next turn, which the sleep gives it.
+        for id in ids.into_iter().chain([post_office.id(), orchestrator_node.id()]) {
+            handle.kill(id);
+        }
+        sleep(Duration::from_millis(1)).await;
         (shared, end, faults_end_ms)
     })
 }

@@ -1,4 +1,7 @@
-//! Shared fixtures for the criterion benchmarks under `benches/benches/`.
+//! Shared fixtures for the benchmarks under `benches/benches/`: placement clusters and tasks, and
+//! the counting allocator of the budget guard ([`counting`]).
+
+pub mod counting;
 
 use dtest_core::placement::{Amounts, CapSet, Locality, NodeSpec, Pool, Request, TaskKey};
 use dtest_core::scenario::TaskSpecId;

@@ -14,14 +14,12 @@ use dtest_core::protocol::{
     TaskId, TaskInput, ToAgent, ToOrchestrator,
 };
 use dtest_core::scenario::{FaultKind, NodeRef, Scenario, TaskSpecId, Work};
-use futures::StreamExt;
-use futures::channel::mpsc;
 use madsim::rand::{Rng, thread_rng};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::{Instant, sleep, sleep_until};
 
-use crate::post::{Letter, PostOffice};
+use crate::post::{Letter, Mailbox, PostOffice};
 use crate::{SimError, SimOptions};
 use dtest_core::checker::Checker;
 use dtest_core::faults::{Direction, NetFaults, Verdict};
@@ -129,8 +127,8 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         world.incarnations[node] += 1;
         world.incarnations[node]
     };
-    let (inputs_tx, mut inputs) = mpsc::unbounded::<AgentInput>();
-    shared.world().post.open_agent(node, incarnation, inputs_tx.clone());
+    let inputs = Mailbox::<AgentInput>::new();
+    shared.world().post.open_agent(node, incarnation, inputs.clone());
     let heartbeat_interval_ms = shared.scenario.failure_detector.heartbeat_interval_ms;
     let mut agent = Agent::new(
         shared.now_ms(),
@@ -144,7 +142,7 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         while let Some(action) = agent.poll_action() {
             match action {
                 AgentAction::Start { task, attempt, work: spec } => {
-                    let done = inputs_tx.clone();
+                    let done = inputs.clone();
                     let handle = madsim::task::spawn(run_work(shared.clone(), done, task, attempt, spec));
                     work.insert((task, attempt), handle);
                 }
@@ -163,15 +161,13 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
             incarnation,
             input: AgentInput::Tick(at_ms),
         });
-        match inputs.next().await {
-            Some(AgentInput::Frame(frame)) => agent.handle(shared.now_ms(), frame),
-            Some(AgentInput::Finished(task, attempt, outcome)) => {
+        match inputs.take().await {
+            AgentInput::Frame(frame) => agent.handle(shared.now_ms(), frame),
+            AgentInput::Finished(task, attempt, outcome) => {
                 work.remove(&(task, attempt));
                 agent.work_finished(shared.now_ms(), task, attempt, outcome);
             }
-            Some(AgentInput::Tick(at_ms)) => alarm.rang(at_ms),
-            // The loop holds a sender, so the channel never ends.
-            None => return,
+            AgentInput::Tick(at_ms) => alarm.rang(at_ms),
         }
         agent.tick(shared.now_ms());
     }
@@ -215,13 +211,7 @@ impl Alarm {
 }
 
 /// Simulated work for one attempt: a command's run time and failure, or a load task's requests.
-async fn run_work(
-    shared: Arc<Shared>,
-    done: mpsc::UnboundedSender<AgentInput>,
-    task: TaskId,
-    attempt: Attempt,
-    spec: u32,
-) {
+async fn run_work(shared: Arc<Shared>, done: Mailbox<AgentInput>, task: TaskId, attempt: Attempt, spec: u32) {
     let spec = &shared.scenario.workload.tasks[spec as usize];
     let outcome = match &spec.work {
         Work::Command { sim, .. } => {
@@ -282,25 +272,21 @@ async fn run_work(
             Outcome::Passed
         }
     };
-    let _ = done.unbounded_send(AgentInput::Finished(task, attempt, outcome));
+    done.put(AgentInput::Finished(task, attempt, outcome));
 }
 
 /// The orchestrator: the core's state machine, fed by the network and a timer.
 async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) {
-    let (inputs_tx, mut inputs) = mpsc::unbounded::<OrchestratorInput>();
-    shared.world().post.open_orchestrator(inputs_tx);
+    let inputs = Mailbox::<OrchestratorInput>::new();
+    shared.world().post.open_orchestrator(inputs.clone());
     let mut next_tick = 0u64;
     let mut next_sample = 0u64;
     let mut alarm = Alarm::default();
     loop {
         alarm.arm(&shared, next_tick, |at_ms| Letter::Orchestrator(OrchestratorInput::Tick(at_ms)));
-        match inputs.next().await {
-            Some(OrchestratorInput::Frame(node, frame)) => {
-                orchestrator.handle(shared.now_ms(), NodeIdx(node as u32), frame)
-            }
-            Some(OrchestratorInput::Tick(at_ms)) => alarm.rang(at_ms),
-            // The post office holds a sender, so the channel never ends.
-            None => return,
+        match inputs.take().await {
+            OrchestratorInput::Frame(node, frame) => orchestrator.handle(shared.now_ms(), NodeIdx(node as u32), frame),
+            OrchestratorInput::Tick(at_ms) => alarm.rang(at_ms),
         }
         let now = shared.now_ms();
         if now >= next_tick {

@@ -1,6 +1,6 @@
-//! The budget guard: figures of fixed, seeded simulations that noise cannot move (peak heap bytes
-//! and allocations from a counting allocator; frames sent, letters delivered and orchestrator
-//! events from the simulator), checked against the budgets committed in `benches/budgets.json`.
+//! The budget guard: figures of fixed, seeded work that noise cannot move (peak heap bytes and
+//! allocations from a counting allocator; frames sent, letters delivered and orchestrator events
+//! from the simulator) of simulations and of placement, checked against the budgets committed in `benches/budgets.json`.
 //! A regression in memory or work fails the build here, on any machine, instead of going
 //! unnoticed until someone times the README's figures again.
 //!
@@ -12,13 +12,17 @@
 //! ```sh
 //! cargo bench -p dtest-benches --bench budgets -- --bless
 //! ```
+//!
+//! `-- --json` prints the figures as JSON and checks nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dtest_benches::counting::{Counting, Usage, measure};
-use dtest_core::scenario::{self, Scenario};
+use dtest_benches::{cluster, tasks};
+use dtest_core::placement::{Observations, Placement, Placer};
+use dtest_core::scenario::{self, Allocation, Distribution, Scenario, Weights};
 use dtest_sim::sweep::sweep;
 use dtest_sim::{Counts, SimOptions, simulate_counted};
 
@@ -74,18 +78,41 @@ fn swarm_sweep(name: &str, seeds: u64) -> Figures {
     figures(usage, None)
 }
 
+/// The placement benchmark's cluster of 10,000 nodes taking its 100,000 tasks: what the pool
+/// and its index hold at their fullest.
+fn placement() -> Figures {
+    let requests = tasks(100_000);
+    let ((), usage) = measure(|| {
+        let mut pool = cluster(10_000);
+        let mut placer =
+            Placer::new(&pool, Distribution::LeastLoaded, Allocation::BestFit, Weights::default(), false, 7);
+        for r in &requests {
+            let placed = placer.place(&mut pool, r, &Observations::default());
+            assert!(!matches!(placed, Placement::Unschedulable(_)), "the benchmark cluster fits every task");
+        }
+    });
+    figures(usage, None)
+}
+
 fn budgets_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("budgets.json")
 }
 
 fn main() -> ExitCode {
     let bless = std::env::args().any(|a| a == "--bless");
-    let runs: [Run; 3] = [
+    let json = std::env::args().any(|a| a == "--json");
+    let runs: [Run; 4] = [
+        ("placement: 100,000 tasks onto 10,000 nodes", placement),
         ("sim partition --seed 42", || simulation("partition")),
         ("sim scale-1000 --seed 42", || simulation("scale-1000")),
         ("sim partition --seeds 0..30 --swarm, 1 thread", || swarm_sweep("partition", 30)),
     ];
     let measured: BTreeMap<String, Figures> = runs.iter().map(|(name, run)| (name.to_string(), run())).collect();
+    if json {
+        // For scripts (benches/measured.py): the figures alone, on stdout.
+        println!("{}", serde_json::to_string_pretty(&measured).expect("figures serialize"));
+        return ExitCode::SUCCESS;
+    }
 
     let path = budgets_path();
     if bless {

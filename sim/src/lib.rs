@@ -1,14 +1,16 @@
 //! dtest's simulation shell: the core's orchestrator and agents as madsim nodes.
 //!
-//! Every scenario node is a madsim node with its own IP running the core's
-//! [`dtest_core::protocol::Agent`]; the orchestrator is another, running
-//! [`dtest_core::protocol::Orchestrator`]. Their frames cross madsim's simulated network
-//! (`madsim::net::Endpoint`) through `net`, which applies the scenario's partitions, clogs,
-//! loss and latency; kills, restarts and pauses are madsim's own. Work is simulated: command
-//! tasks take their `sim` durations and fail at their `fail_rate`; load tasks draw each request's
-//! latency to match the target's p50 and p99, with queueing beyond its capacity and errors at its
-//! rate, into HdrHistograms merged for the report. The shell decides nothing: every decision is
-//! the core's, so the simulator tests what real clusters run.
+//! Every scenario node is a madsim node running the core's [`dtest_core::protocol::Agent`]; the
+//! orchestrator is another, running [`dtest_core::protocol::Orchestrator`]. madsim supplies the
+//! deterministic executor, the clock, and kills, restarts and pauses of nodes. The network is
+//! the shell's own (`post`): each frame passes the core's fault rules (partitions, clogs, loss,
+//! latency), then waits for its millisecond in one queue with the nodes' alarms, and one task
+//! puts it into its recipient's mailbox; madsim's endpoints cost several tasks and timers per
+//! message. Work is simulated: command tasks take their `sim` durations and fail at their
+//! `fail_rate`; load tasks draw each request's latency to match the target's p50 and p99, with
+//! queueing beyond its capacity and errors at its rate, into HdrHistograms merged for the
+//! report. The shell decides nothing: every decision is the core's, so the simulator tests what
+//! real clusters run.
 //!
 //! Checkers in `world` trust nothing the orchestrator says about itself: they rebuild leases and
 //! allocations from its events and report any task ended twice, stale result counted, node
@@ -157,48 +159,4 @@ pub fn simulate_counted(scenario: &Scenario, options: &SimOptions) -> Result<(Re
     report.expectations = expectations(scenario, &report);
     let counts = Counts { messages: world.sent, letters: world.post.delivered(), events: world.events };
     Ok((report, counts))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    use std::time::Duration;
-
-    use madsim::net::Endpoint;
-    use madsim::runtime::{Handle, Runtime};
-
-    /// One datagram between two simulated nodes: when it arrives (in simulated time, with the
-    /// seed's random latency) must be the same for the same seed.
-    fn arrival(seed: u64) -> Duration {
-        let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        runtime.block_on(async {
-            let handle = Handle::current();
-            let ip = |last| IpAddr::V4(Ipv4Addr::new(10, 0, 0, last));
-            let server_addr = SocketAddr::new(ip(1), 7000);
-            let server = handle.create_node().name("server").ip(ip(1)).build();
-            let client = handle.create_node().name("client").ip(ip(2)).build();
-            let start = madsim::time::Instant::now();
-            let received = server.spawn(async move {
-                let endpoint = Endpoint::bind(server_addr).await.expect("bind in the simulation");
-                let mut buf = [0u8; 16];
-                let (len, _) = endpoint.recv_from(1, &mut buf).await.expect("receive");
-                assert_eq!(&buf[..len], b"heartbeat");
-                madsim::time::Instant::now()
-            });
-            client
-                .spawn(async move {
-                    let endpoint = Endpoint::bind((ip(2), 7000)).await.expect("bind in the simulation");
-                    endpoint.send_to(server_addr, 1, b"heartbeat").await.expect("send");
-                })
-                .await
-                .expect("client task");
-            received.await.expect("server task") - start
-        })
-    }
-
-    #[test]
-    fn simulated_network_is_deterministic_per_seed() {
-        assert_eq!(arrival(42), arrival(42));
-        assert!(arrival(42) > Duration::ZERO, "simulated sends take simulated time");
-    }
 }

@@ -216,3 +216,83 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::World;
+    use madsim::runtime::{Handle, Runtime};
+    use madsim::time::Instant;
+
+    fn tick(at_ms: u64) -> AgentInput {
+        AgentInput::Tick(at_ms)
+    }
+
+    fn ticks(mailbox: &Mailbox<AgentInput>) -> Vec<u64> {
+        let mut inner = mailbox.lock();
+        inner.0.drain(..).map(|input| if let AgentInput::Tick(at) = input { at } else { u64::MAX }).collect()
+    }
+
+    #[test]
+    fn letters_go_out_by_due_time_then_in_the_order_posted_and_a_dead_life_gets_none() {
+        let mut post = PostOffice::new(2);
+        let (first, second) = (Mailbox::new(), Mailbox::new());
+        post.open_agent(0, 1, first.clone());
+        post.open_agent(1, 1, second.clone());
+        for (at, node, incarnation, label) in
+            [(30, 0, 1, 1), (10, 0, 1, 2), (10, 0, 1, 3), (20, 1, 1, 4), (10, 0, 2, 5), (40, 1, 1, 6)]
+        {
+            post.post(at, Letter::Agent { node, incarnation, input: tick(label) });
+        }
+        assert_eq!(post.next_ms(), Some(10));
+        post.deliver_due(9);
+        assert_eq!(ticks(&first), Vec::<u64>::new());
+        post.deliver_due(25);
+        // Due at 10 in the order posted; the letter for life 2 of node 0 is lost.
+        assert_eq!((ticks(&first), ticks(&second)), (vec![2, 3], vec![4]));
+        post.close_agent(1);
+        post.deliver_due(100);
+        assert_eq!((ticks(&first), ticks(&second)), (vec![1], vec![]));
+        assert_eq!((post.delivered(), post.next_ms()), (4, None));
+        // Places of delivered letters are reused, not grown.
+        for at in 101..110 {
+            post.post(at, Letter::Agent { node: 0, incarnation: 1, input: tick(at) });
+        }
+        assert_eq!(post.letters.len(), 9);
+    }
+
+    #[test]
+    fn the_post_office_delivers_each_letter_at_its_millisecond_even_one_posted_later_for_earlier() {
+        let runtime = Runtime::with_seed_and_config(7, madsim::Config::default());
+        let arrivals = runtime.block_on(async {
+            let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/sharded-tests.json"))
+                .expect("read a shipped scenario");
+            let scenario = dtest_core::scenario::parse(&text).expect("valid");
+            let shared = Arc::new(Shared {
+                world: Mutex::new(World { post: PostOffice::new(1), ..World::default() }),
+                node_refs: scenario.nodes().collect(),
+                scenario,
+                start: Instant::now(),
+                seed: 7,
+            });
+            let office = Handle::current().create_node().name("network").build();
+            office.spawn(run(shared.clone()));
+            let inbox = Mailbox::new();
+            shared.world().post.open_agent(0, 1, inbox.clone());
+            let post =
+                |at_ms| shared.world().post.post(at_ms, Letter::Agent { node: 0, incarnation: 1, input: tick(at_ms) });
+            post(500);
+            post(300);
+            madsim::time::sleep(Duration::from_millis(100)).await;
+            post(200); // after the timer for 300 was set, and earlier
+            post(1_000);
+            let mut arrivals = Vec::new();
+            for _ in 0..4 {
+                let AgentInput::Tick(due) = inbox.take().await else { unreachable!("only ticks were posted") };
+                arrivals.push((due, shared.now_ms()));
+            }
+            arrivals
+        });
+        assert_eq!(arrivals, [(200, 200), (300, 300), (500, 500), (1_000, 1_000)]);
+    }
+}

@@ -100,6 +100,37 @@ def merge_ms():
     return float(value) * {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
+def measure(seconds=10, connections=8, runs=3, port=18099):
+    """Every figure, as a dict; see the module's docstring."""
+    ensure_tools()
+    nginx = start_nginx(port)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        w, d = [], []
+        for _ in range(runs):
+            w.append(wrk(url, connections, seconds))
+            report, cpu = dtest(url, connections, seconds)
+            d.append((report["rps"], cpu))
+        rate_report, _ = dtest(url, 32, 30, "--rate", "5000")
+    finally:
+        nginx.terminate()
+        nginx.wait()
+    achieved = rate_report["requests"] / 30.0
+    return {
+        "seconds": seconds, "connections": connections, "runs": runs,
+        "wrk_rps": statistics.median(x[0] for x in w),
+        "wrk_cpu_s": statistics.median(x[1] for x in w),
+        "dtest_rps": statistics.median(x[0] for x in d),
+        "dtest_cpu_s": statistics.median(x[1] for x in d),
+        "rate_achieved": achieved,
+        "rate_off": abs(achieved - 5000) / 5000,
+        "rate_dropped": rate_report["dropped"],
+        "rate_p99_ms": rate_report["latency_ms"]["p99"],
+        "rate_p99_uncorrected_ms": rate_report["latency_uncorrected_ms"]["p99"],
+        "merge_ms": merge_ms(),
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=int, default=10)
@@ -107,36 +138,17 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--port", type=int, default=18099)
     args = p.parse_args()
-    ensure_tools()
-    nginx = start_nginx(args.port)
-    url = f"http://127.0.0.1:{args.port}/"
-    ok = True
-    try:
-        w, d = [], []
-        for _ in range(args.runs):
-            w.append(wrk(url, args.connections, args.seconds))
-            report, cpu = dtest(url, args.connections, args.seconds)
-            d.append((report["rps"], cpu))
-        w_rps, w_cpu = statistics.median(x[0] for x in w), statistics.median(x[1] for x in w)
-        d_rps, d_cpu = statistics.median(x[0] for x in d), statistics.median(x[1] for x in d)
-        throughput, cpu = d_rps / w_rps, d_cpu / w_cpu
-        print(f"throughput   wrk {w_rps:,.0f} req/s, dtest {d_rps:,.0f} req/s: {throughput:.2f}x (target >= 0.9x)")
-        print(f"cpu/request  wrk {w_cpu * 1e6:.2f} us, dtest {d_cpu * 1e6:.2f} us: {cpu:.2f}x (target <= 1.2x)")
-        ok &= throughput >= 0.9 and cpu <= 1.2
-
-        report, _ = dtest(url, 32, 30, "--rate", "5000")
-        achieved = report["requests"] / 30.0
-        off = abs(achieved - 5000) / 5000
-        print(f"rate         5,000 req/s for 30 s: {achieved:,.1f} achieved ({off * 100:.3f}% off, target <= 1%), "
-              f"{report['dropped']} dropped; p99 {report['latency_ms']['p99']:.3f} ms corrected, "
-              f"{report['latency_uncorrected_ms']['p99']:.3f} ms uncorrected")
-        ok &= off <= 0.01
-    finally:
-        nginx.terminate()
-        nginx.wait()
-    ms = merge_ms()
-    print(f"merge        100 node histograms in {ms:.2f} ms (target <= 10 ms)")
-    ok &= ms <= 10
+    m = measure(args.seconds, args.connections, args.runs, args.port)
+    throughput, cpu = m["dtest_rps"] / m["wrk_rps"], m["dtest_cpu_s"] / m["wrk_cpu_s"]
+    print(f"throughput   wrk {m['wrk_rps']:,.0f} req/s, dtest {m['dtest_rps']:,.0f} req/s: {throughput:.2f}x "
+          "(target >= 0.9x)")
+    print(f"cpu/request  wrk {m['wrk_cpu_s'] * 1e6:.2f} us, dtest {m['dtest_cpu_s'] * 1e6:.2f} us: {cpu:.2f}x "
+          "(target <= 1.2x)")
+    print(f"rate         5,000 req/s for 30 s: {m['rate_achieved']:,.1f} achieved ({m['rate_off'] * 100:.3f}% off, "
+          f"target <= 1%), {m['rate_dropped']} dropped; p99 {m['rate_p99_ms']:.3f} ms corrected, "
+          f"{m['rate_p99_uncorrected_ms']:.3f} ms uncorrected")
+    print(f"merge        100 node histograms in {m['merge_ms']:.2f} ms (target <= 10 ms)")
+    ok = throughput >= 0.9 and cpu <= 1.2 and m["rate_off"] <= 0.01 and m["merge_ms"] <= 10
     sys.exit(0 if ok else 1)
 
 

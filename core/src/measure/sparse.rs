@@ -107,8 +107,28 @@ impl Sparse {
             self.clone_from(other);
             return;
         }
-        let (a, b) = (&self.buckets, &other.buckets);
-        let mut merged = Vec::with_capacity(a.len() + b.len());
+        self.total = self.total.saturating_add(other.total);
+        let (a, b) = (&mut self.buckets, &other.buckets);
+        // Adding seconds into a merged series mostly finds every bucket there already: then the
+        // counts add in place, and nothing is allocated.
+        let (mut i, mut new) = (0, 0);
+        for y in b {
+            while i < a.len() && a[i].low < y.low {
+                i += 1;
+            }
+            new += usize::from(i == a.len() || a[i].low != y.low);
+        }
+        if new == 0 {
+            let mut i = 0;
+            for y in b {
+                while a[i].low < y.low {
+                    i += 1;
+                }
+                a[i].count = a[i].count.saturating_add(y.count);
+            }
+            return;
+        }
+        let mut merged = Vec::with_capacity(a.len() + new);
         let (mut i, mut j) = (0, 0);
         while i < a.len() && j < b.len() {
             let (x, y) = (a[i], b[j]);
@@ -125,9 +145,7 @@ impl Sparse {
         }
         merged.extend_from_slice(&a[i..]);
         merged.extend_from_slice(&b[j..]);
-        merged.shrink_to_fit();
-        self.buckets = merged;
-        self.total = self.total.saturating_add(other.total);
+        *a = merged;
     }
 
     /// The value at quantile `q`, exactly as [`Histogram::value_at_quantile`] of a dense
@@ -159,11 +177,23 @@ impl Sparse {
     /// The values of a dense histogram of any bounds, re-bucketed into the shape's buckets
     /// (exactly the same buckets when the bounds and digits are the shape's).
     pub fn from_dense(h: &Histogram<u64>) -> Sparse {
+        let shape = shape();
         let mut s = Sparse::new();
         for v in h.iter_recorded() {
-            // A recorded bucket's highest value lies in the same shape bucket as its lowest
-            // when the bounds are the shape's; appending in order keeps the vector sorted.
-            s.record_n(v.value_iterated_to(), v.count_at_value());
+            // Recorded values come in increasing order and bucket bounds never decrease with
+            // the value, so each one lands in the last bucket or a new one after it. (Several
+            // land in one only when `h` has finer buckets than the shape.)
+            let low = shape.lowest_equivalent(v.value_iterated_to().clamp(1, LATENCY_US_MAX));
+            let low = u32::try_from(low).expect("bucket bounds fit in 32 bits");
+            let count = v.count_at_value();
+            s.total = s.total.saturating_add(count);
+            match s.buckets.last_mut() {
+                Some(last) if last.low == low => last.count = last.count.saturating_add(count),
+                last => {
+                    debug_assert!(last.is_none_or(|b| b.low < low), "recorded values come in order");
+                    s.buckets.push(Bucket { low, count });
+                }
+            }
         }
         s.buckets.shrink_to_fit();
         s
@@ -222,6 +252,27 @@ mod tests {
         assert_eq!(empty, x);
         x.add(&Sparse::new());
         assert_eq!(empty, x);
+        // Every bucket of `x` is in `sum` already: added in place, as if recorded again.
+        let capacity = sum.buckets.capacity();
+        sum.add(&x);
+        assert_eq!(sum, {
+            let mut again = Sparse::new();
+            a.iter().chain(&a).chain(&b).for_each(|&us| again.record(us));
+            again
+        });
+        assert_eq!(sum.buckets.capacity(), capacity, "nothing reallocated");
+    }
+
+    #[test]
+    fn a_finer_histogram_from_another_implementation_lands_in_the_same_buckets() {
+        let values = latencies(21, 10_000);
+        let mut fine = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds");
+        let mut direct = Sparse::new();
+        for &us in &values {
+            fine.saturating_record(us.clamp(1, LATENCY_US_MAX));
+            direct.record(us);
+        }
+        assert_eq!(Sparse::from_dense(&fine), direct);
     }
 
     #[test]

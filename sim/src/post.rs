@@ -93,7 +93,7 @@ pub(crate) struct PostOffice {
     /// When each letter waiting is due, then when it was posted, and where it waits in
     /// `letters`: the heap moves these 24 bytes, not the letters (136).
     queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    /// The letters waiting, and free places.
+    /// The letters waiting, by place; `None` where a place is free.
     letters: Vec<Option<Letter>>,
     /// Free places in `letters`.
     free: Vec<u32>,

@@ -221,6 +221,21 @@ mod tests {
         assert!(sound.iter().all(|o| o.passed), "{sound:?}");
     }
 
+    #[test]
+    fn a_seed_s_report_does_not_depend_on_what_ran_before_it() {
+        // A sweep runs many seeds in one process; replaying one runs it alone. Nothing a run
+        // leaves behind (tasks, global counters) may change the next one.
+        let s = scenario();
+        let report = |seed| {
+            crate::simulate(&s, &SimOptions { seed, swarm: true, ..SimOptions::default() })
+                .expect("simulable")
+                .to_json()
+        };
+        let alone = report(5);
+        let _ = (report(1), report(2));
+        assert_eq!(report(5), alone);
+    }
+
     fn sweep_seeds(s: &Scenario, seeds: &[u64]) -> Vec<SeedOutcome> {
         seeds.iter().map(|&seed| run_seed(s, &SimOptions { seed, swarm: true, ..SimOptions::default() })).collect()
     }

@@ -391,7 +391,7 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
     let runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, madsim::Config::default());
     let scenario = scenario.clone();
     let options = options.clone();
-    runtime.block_on(async move {
+    let (shared, end_ms, faults_end_ms) = runtime.block_on(async move {
         let handle = Handle::current();
         let (pool, catalog, labels) = pool_of_scenario(&scenario);
         let inputs = task_inputs(&scenario, &catalog, &labels);
@@ -524,5 +524,8 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
         }
         sleep(Duration::from_millis(1)).await;
         (shared, end, faults_end_ms)
-    })
+    });
+    drop(runtime);
+    assert_eq!(Arc::strong_count(&shared), 1, "a simulated task outlived its run");
+    (shared, end_ms, faults_end_ms)
 }

@@ -113,10 +113,10 @@ def fmt_rate(per_s):
 
 
 def fmt_time(ns):
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if ns >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.3g} ns"
+    """Three significant digits, trailing zeros kept: 2.00 ms, 109 ms, 78.5 µs."""
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3), ("ns", 1)):
+        if ns >= scale or unit == "ns":
+            return f"{ns / scale:#.3g}".rstrip(".") + f" {unit}"
 
 
 def section(c, node, guard, sims, swept, rows, run_s, load, cores):
@@ -165,7 +165,7 @@ def section(c, node, guard, sims, swept, rows, run_s, load, cores):
     out.append("- Scaling (`python3 benches/scaling.py`: the shape of `scale-1000.json` from 100 to 10,000 nodes; "
                "targets: 5,000 nodes ≤ 40 s and ≤ 350 MB, 10,000 ≤ 1 GB):\n")
     out.append("  ```")
-    out.extend("  " + line for line in scaling.table(rows).splitlines())
+    out.extend(("  " + line).rstrip() for line in scaling.table(rows).splitlines())
     out.append("  ```")
     b = guard["sim partition --seed 42"], guard["sim scale-1000 --seed 42"]
     sweep30 = guard["sim partition --seeds 0..30 --swarm, 1 thread"]

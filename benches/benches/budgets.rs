@@ -1,8 +1,8 @@
-//! The budget guard: figures of fixed, seeded work that noise cannot move (peak heap bytes and
-//! allocations from a counting allocator; frames sent, letters delivered and orchestrator events
-//! from the simulator) of simulations and of placement, checked against the budgets committed in `benches/budgets.json`.
-//! A regression in memory or work fails the build here, on any machine, instead of going
-//! unnoticed until someone times the README's figures again.
+//! The budget guard: figures of fixed, seeded simulations and placements that noise cannot move
+//! (peak heap bytes and allocations from a counting allocator; frames sent, letters delivered
+//! and orchestrator events from the simulator), checked against the budgets committed in
+//! `benches/budgets.json`. A regression in memory or work fails the build here, on any machine,
+//! instead of going unnoticed until someone times the README's figures again.
 //!
 //! `cargo bench --workspace -- --test` (CI's quick mode) runs it like any benchmark. It exits 1
 //! when a figure is over its budget, or so far under it (below half) that the budget no longer

@@ -515,22 +515,29 @@ pub fn decode(text: &str, digits: u8) -> Result<Histogram<u64>, String> {
     Ok(h)
 }
 
+/// For tests: `n` deterministic latencies in microseconds, Pareto-like from `scale_us` up, with a
+/// longer tail the closer `tail` is to 1 (uniform draws nearer 1 than `floor` are held there).
+#[cfg(test)]
+fn test_latencies(seed: u64, n: usize, scale_us: f64, tail: f64, floor: f64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            (scale_us / (1.0 - u).max(floor).powf(tail)) as u64
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A deterministic spread of latencies with a long tail.
     fn latencies(seed: u64, n: usize) -> Vec<u64> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-                (200.0 / (1.0 - u).max(1e-6).powf(0.7)) as u64
-            })
-            .collect()
+        test_latencies(seed, n, 200.0, 0.7, 1e-6)
     }
 
     #[test]

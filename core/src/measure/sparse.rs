@@ -204,18 +204,9 @@ impl Sparse {
 mod tests {
     use super::*;
 
-    /// Deterministic long-tailed latencies in microseconds.
+    /// Deterministic latencies with a tail long enough to reach the highest buckets.
     fn latencies(seed: u64, n: usize) -> Vec<u64> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-                (50.0 / (1.0 - u).max(1e-9).powf(0.9)) as u64
-            })
-            .collect()
+        super::super::test_latencies(seed, n, 50.0, 0.9, 1e-9)
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub fn page(report: &Report) -> String {
     let data = serde_json::json!({ "report": report, "distribution": distribution });
     // `</` cannot end the script element from inside the data.
     let data = data.to_string().replace("</", "<\\/");
-    let title = escape(&format!("dtest {}: {}", report.mode, report.scenario));
+    let title = escape(&format!("dtest {}: {}", report.mode.name(), report.scenario));
     TEMPLATE.replace("{{title}}", &title).replace("{{data}}", &data)
 }
 

@@ -277,7 +277,7 @@ fn report(args: &Args, measure: &Measure, elapsed_s: f64, spec: &LoadSpec) -> Re
     };
     let mut report = Report {
         scenario: args.url.clone(),
-        mode: "load",
+        mode: dtest_core::report::Mode::Load,
         elapsed_s: Some(elapsed_s),
         makespan_s: Some(elapsed_s),
         tasks: Tasks { submitted: 1, completed: 1, ..Tasks::default() },

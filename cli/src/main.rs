@@ -22,6 +22,9 @@ pub enum Exit {
     Failed = 1,
     /// Bad input: usage, an unreadable or invalid scenario, unreachable nodes at start.
     BadInput = 2,
+    /// Stopped by SIGINT or SIGTERM; the partial report was written (128 + SIGINT, as shells
+    /// report a process ended by Ctrl-C).
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {

@@ -18,7 +18,7 @@ use dtest_core::protocol::{
     ToOrchestrator,
 };
 use dtest_core::report::{
-    Messages, Nodes, Report, StrategyUsed, TaskResult, Utilization, Violation, expectations, load_seconds,
+    Messages, Nodes, Report, StrategyUsed, TaskOutcome, TaskResult, Utilization, Violation, expectations, load_seconds,
 };
 use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Scenario, TaskSpecId, Work, WorkloadMode};
 use dtest_node::api::{Exchange, Faults, NodeInfo, Plan, PlanEntry, PlanWork};
@@ -876,16 +876,16 @@ impl<'a> Driver<'a> {
                 let entry = &self.scenario.workload.tasks[instance.entry];
                 let terminal = checker.ended.get(&dtest_core::protocol::TaskId(t as u64)).map(|e| e.0);
                 let (outcome, message) = match (terminal, &record.counted) {
-                    (Some(Terminal::Completed), _) => ("passed", String::new()),
-                    (Some(Terminal::Cancelled), _) => ("cancelled", String::new()),
+                    (Some(Terminal::Completed), _) => (TaskOutcome::Passed, String::new()),
+                    (Some(Terminal::Cancelled), _) => (TaskOutcome::Cancelled, String::new()),
                     (Some(Terminal::Failed), Some((Outcome::TimedOut, _, _))) => {
-                        ("timed_out", format!("timed out after {} s", entry_timeout_s(entry)))
+                        (TaskOutcome::TimedOut, format!("timed out after {} s", entry_timeout_s(entry)))
                     }
-                    (Some(Terminal::Failed), Some((Outcome::Failed(why), _, _))) => ("failed", why.clone()),
+                    (Some(Terminal::Failed), Some((Outcome::Failed(why), _, _))) => (TaskOutcome::Failed, why.clone()),
                     (Some(Terminal::Failed), _) => {
-                        ("failed", "the task could not be placed or ran out of attempts".to_owned())
+                        (TaskOutcome::Failed, "the task could not be placed or ran out of attempts".to_owned())
                     }
-                    (None, _) => ("lost", "the task had not ended when the run stopped".to_owned()),
+                    (None, _) => (TaskOutcome::Lost, "the task had not ended when the run stopped".to_owned()),
                 };
                 TaskResult {
                     task: entry.name.clone(),
@@ -902,7 +902,7 @@ impl<'a> Driver<'a> {
         let stats = self.orchestrator.stats();
         let mut report = Report {
             scenario: self.scenario.name.clone(),
-            mode: "run",
+            mode: dtest_core::report::Mode::Run,
             seed: None,
             swarm: false,
             strategy: self.strategy.clone(),
@@ -1154,7 +1154,7 @@ pub fn junit(scenario: &Scenario, report: &Report) -> String {
     for r in &report.results {
         by_entry.entry(r.task.as_str()).or_default().push(r);
     }
-    let count = |rs: &[&TaskResult], outcomes: &[&str]| rs.iter().filter(|r| outcomes.contains(&r.outcome)).count();
+    let count = |rs: &[&TaskResult], outcomes: &[&str]| rs.iter().filter(|r| outcomes.contains(&r.outcome.name())).count();
     let all: Vec<&TaskResult> = report.results.iter().collect();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     xml.push_str(&format!(
@@ -1186,9 +1186,9 @@ pub fn junit(scenario: &Scenario, report: &Report) -> String {
                 r.count,
                 r.duration_s
             ));
-            let first = r.message.lines().next().unwrap_or(r.outcome);
+            let first = r.message.lines().next().unwrap_or(r.outcome.name());
             let node = r.node.as_deref().unwrap_or("no node");
-            match r.outcome {
+            match r.outcome.name() {
                 "passed" => xml.push_str(&format!(">\n      <system-out>ran on {}</system-out>\n    </testcase>\n", escape(node))),
                 "cancelled" => xml.push_str(">\n      <skipped message=\"cancelled\"/>\n    </testcase>\n"),
                 "lost" => xml.push_str(&format!(

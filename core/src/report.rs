@@ -15,8 +15,12 @@ use crate::scenario::{Scenario, Work, WorkloadMode};
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
-    /// `sim` or `run`.
-    pub mode: &'static str,
+    /// Which command made it.
+    pub mode: Mode,
+    /// The run was stopped before its end (Ctrl-C, SIGTERM, a cancel): what it holds is what
+    /// was measured until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     /// The seed that replays this run (simulations only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -101,8 +105,8 @@ pub struct TaskResult {
     pub index: u32,
     /// Instances of the entry.
     pub count: u32,
-    /// `passed`, `failed`, `timed_out`, `cancelled` or `lost`.
-    pub outcome: &'static str,
+    /// How it ended.
+    pub outcome: TaskOutcome,
     /// The node that ran the counted attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -113,6 +117,59 @@ pub struct TaskResult {
     /// Why it failed and the tail of its output.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// Which command made a report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `dtest sim`: simulated time, no wall-clock figure.
+    #[default]
+    Sim,
+    /// `dtest run`: real nodes; times are wall-clock seconds from the run's start.
+    Run,
+    /// `dtest load`: one process loading one URL; no cluster.
+    Load,
+}
+
+impl Mode {
+    /// The command's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sim => "sim",
+            Mode::Run => "run",
+            Mode::Load => "load",
+        }
+    }
+}
+
+/// How one task instance of a real run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// An attempt passed.
+    Passed,
+    /// Its last attempt failed, or it could not be placed.
+    Failed,
+    /// Its last attempt ran past the task's timeout.
+    TimedOut,
+    /// Cancelled (the run was interrupted).
+    Cancelled,
+    /// Not ended when the run stopped.
+    Lost,
+}
+
+impl TaskOutcome {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskOutcome::Passed => "passed",
+            TaskOutcome::Failed => "failed",
+            TaskOutcome::TimedOut => "timed_out",
+            TaskOutcome::Cancelled => "cancelled",
+            TaskOutcome::Lost => "lost",
+        }
+    }
 }
 
 /// The strategies a run used.
@@ -269,11 +326,12 @@ impl Report {
                 let _ = writeln!(out, "dtest sim {}{swarm} --seed {seed}: {verdict}", self.scenario);
             }
             None => {
-                let _ = writeln!(out, "dtest {} {}: {verdict}", self.mode, self.scenario);
+                let interrupted = if self.interrupted { " (interrupted)" } else { "" };
+                let _ = writeln!(out, "dtest {} {}: {verdict}{interrupted}", self.mode.name(), self.scenario);
             }
         }
         // `dtest load` has no cluster to speak of: one process, one task.
-        if self.mode == "load" {
+        if self.mode == Mode::Load {
             let _ = writeln!(out, "  ran          {:.1} s", self.elapsed_s.unwrap_or(0.0));
         } else {
             let _ = writeln!(out, "  strategy     {} / {}", self.strategy.distribution, self.strategy.allocation);
@@ -355,19 +413,19 @@ impl Report {
                 let _ = writeln!(out, "    {mark} {:<26} actual {}, limit {}", e.name, e.actual, e.limit);
             }
         }
-        let failed: Vec<&TaskResult> = self.results.iter().filter(|r| r.outcome != "passed").collect();
+        let failed: Vec<&TaskResult> = self.results.iter().filter(|r| r.outcome != TaskOutcome::Passed).collect();
         if !failed.is_empty() {
             let _ = writeln!(out, "  not passed");
             for r in failed.iter().take(20) {
                 let node = r.node.as_deref().unwrap_or("no node");
                 let first = r.message.lines().next().unwrap_or("");
-                let _ = writeln!(out, "    {}[{}/{}] {} on {node}: {first}", r.task, r.index, r.count, r.outcome);
+                let _ = writeln!(out, "    {}[{}/{}] {} on {node}: {first}", r.task, r.index, r.count, r.outcome.name());
             }
             if failed.len() > 20 {
                 let _ = writeln!(out, "    … and {} more", failed.len() - 20);
             }
         }
-        if self.violations.is_empty() && self.mode != "load" {
+        if self.violations.is_empty() && self.mode != Mode::Load {
             let _ = writeln!(
                 out,
                 "  invariants   all held (no task lost or counted twice, no stale result counted, no node over-committed)"

@@ -125,7 +125,7 @@ pub fn simulate_counted(scenario: &Scenario, options: &SimOptions) -> Result<(Re
 
     let mut report = Report {
         scenario: scenario.name.clone(),
-        mode: "sim",
+        mode: Mode::Sim,
         seed: Some(options.seed),
         swarm: options.swarm,
         strategy: StrategyUsed {

@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub accepted_memory: usize,
     /// Resends of reliable messages.
     pub outbox: OutboxConfig,
+    /// How long a cancelled attempt's work has to stop and hand back what it measured before
+    /// the agent reports it cancelled without it.
+    pub stop_grace_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -45,6 +48,7 @@ impl Default for AgentConfig {
             results_max: 10_000,
             accepted_memory: 100_000,
             outbox: OutboxConfig::default(),
+            stop_grace_ms: 2_000,
         }
     }
 }
@@ -61,7 +65,11 @@ pub enum AgentAction {
         /// What to run, in the shell's terms.
         work: u32,
     },
-    /// Stop `attempt` of `task` (cancelled, replaced or timed out); its end is already recorded.
+    /// Stop `attempt` of `task`. When it was cancelled, the shell then reports its end (with
+    /// [`Agent::load_finished`], to hand back a load's partial measure), which is recorded as
+    /// cancelled whatever the work says, or after [`AgentConfig::stop_grace_ms`] without it.
+    /// When it was replaced or timed out, its end is already recorded and the shell's report is
+    /// ignored.
     Stop {
         /// The task.
         task: TaskId,
@@ -76,6 +84,8 @@ struct Running {
     deadline_ms: u64,
     /// How its load is doing, if it is load work; goes out with heartbeats.
     live: Option<LiveLoad>,
+    /// Cancelled: stopping, and its end will be recorded as cancelled.
+    cancelling: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -180,8 +190,10 @@ impl Agent {
         match packet.body {
             ToAgent::Assign { task, attempt, work, timeout_ms } => self.assign(now_ms, task, attempt, work, timeout_ms),
             ToAgent::Cancel { task, attempt } => {
-                if self.running.get(&task).is_some_and(|r| r.attempt == attempt) {
-                    self.end(now_ms, task, attempt, Outcome::Cancelled);
+                if let Some(r) = self.running.get_mut(&task).filter(|r| r.attempt == attempt && !r.cancelling) {
+                    // The work stops and hands back what it did; the grace bounds the wait.
+                    r.cancelling = true;
+                    r.deadline_ms = now_ms.saturating_add(self.config.stop_grace_ms);
                     self.actions.push_back(AgentAction::Stop { task, attempt });
                 }
             }
@@ -222,7 +234,12 @@ impl Agent {
             );
             return;
         }
-        self.running.insert(task, Running { attempt, deadline_ms: now_ms.saturating_add(timeout_ms), live: None });
+        self.running.insert(task, Running {
+                attempt,
+                deadline_ms: now_ms.saturating_add(timeout_ms),
+                live: None,
+                cancelling: false,
+            });
         self.actions.push_back(AgentAction::Start { task, attempt, work });
         let started = ToOrchestrator::Started { incarnation: self.incarnation, task, attempt };
         self.send(now_ms, DeliveryMode::FireAndForget, started);
@@ -253,7 +270,8 @@ impl Agent {
         outcome: Outcome,
         load: Option<Box<LoadResult>>,
     ) {
-        if self.running.get(&task).is_some_and(|r| r.attempt == attempt) {
+        if let Some(r) = self.running.get(&task).filter(|r| r.attempt == attempt) {
+            let outcome = if r.cancelling { Outcome::Cancelled } else { outcome };
             self.running.remove(&task);
             self.record(now_ms, task, attempt, outcome, load);
         }
@@ -300,11 +318,20 @@ impl Agent {
 
     /// Time has passed to `now_ms`: heartbeats, resends, timeouts, results waiting for room.
     pub fn tick(&mut self, now_ms: u64) {
-        let expired: Vec<(TaskId, Attempt)> =
-            self.running.iter().filter(|(_, r)| r.deadline_ms <= now_ms).map(|(&t, r)| (t, r.attempt)).collect();
-        for (task, attempt) in expired {
-            self.end(now_ms, task, attempt, Outcome::TimedOut);
-            self.actions.push_back(AgentAction::Stop { task, attempt });
+        let expired: Vec<(TaskId, Attempt, bool)> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.deadline_ms <= now_ms)
+            .map(|(&t, r)| (t, r.attempt, r.cancelling))
+            .collect();
+        for (task, attempt, cancelling) in expired {
+            if cancelling {
+                // Told to stop already; it did not hand anything back in time.
+                self.end(now_ms, task, attempt, Outcome::Cancelled);
+            } else {
+                self.end(now_ms, task, attempt, Outcome::TimedOut);
+                self.actions.push_back(AgentAction::Stop { task, attempt });
+            }
         }
         let unsent: Vec<(TaskId, Attempt)> = self.finished.iter().filter(|(_, f)| !f.sent).map(|(&k, _)| k).collect();
         for (task, attempt) in unsent {
@@ -535,15 +562,38 @@ mod tests {
         a.handle(0, assign(2, 2, 1));
         let cancel = ToAgent::Cancel { task: TaskId(2), attempt: Attempt(1) };
         a.handle(5, Frame::Data(Packet { session: 1, id: 3, floor: 1, mode: DeliveryMode::ExactlyOnce, body: cancel }));
+        let (actions, frames) = drain(&mut a);
+        assert_eq!(actions.last(), Some(&AgentAction::Stop { task: TaskId(2), attempt: Attempt(1) }));
+        assert!(finished(&frames).is_empty(), "a cancelled attempt waits for its work to hand back");
+        a.load_finished(6, TaskId(2), Attempt(1), Outcome::Passed, None);
+        let (_, frames) = drain(&mut a);
+        let outcome = frames.iter().find_map(|f| match f {
+            Frame::Data(Packet { body: ToOrchestrator::Finished { outcome, .. }, .. }) => Some(outcome.clone()),
+            _ => None,
+        });
+        assert_eq!(outcome, Some(Outcome::Cancelled), "whatever the work said, it was cancelled");
         a.tick(10_000);
         let (actions, frames) = drain(&mut a);
-        assert!(actions.contains(&AgentAction::Stop { task: TaskId(2), attempt: Attempt(1) }));
         assert!(actions.contains(&AgentAction::Stop { task: TaskId(1), attempt: Attempt(1) }));
         let results: std::collections::BTreeSet<(u64, u32)> =
             finished(&frames).iter().map(|&(_, t, a)| (t, a)).collect();
-        assert_eq!(results.len(), 2, "one result each (the cancelled one may be resent by now)");
+        assert_eq!(results.len(), 2, "one result each (the cancelled one resent by now)");
         a.work_finished(10_001, TaskId(1), Attempt(1), Outcome::Passed);
         assert!(finished(&drain(&mut a).1).is_empty(), "the shell's late report of a stopped attempt is ignored");
+    }
+
+    #[test]
+    fn a_cancelled_attempt_whose_work_never_answers_ends_after_the_grace() {
+        let mut a = agent();
+        drain(&mut a);
+        a.handle(0, assign(1, 1, 1));
+        let cancel = ToAgent::Cancel { task: TaskId(1), attempt: Attempt(1) };
+        a.handle(5, Frame::Data(Packet { session: 1, id: 2, floor: 1, mode: DeliveryMode::ExactlyOnce, body: cancel }));
+        drain(&mut a);
+        a.tick(5 + AgentConfig::default().stop_grace_ms);
+        let (actions, frames) = drain(&mut a);
+        assert!(actions.is_empty(), "told to stop once");
+        assert_eq!(finished(&frames).len(), 1);
     }
 
     #[test]

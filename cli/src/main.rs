@@ -1,7 +1,6 @@
 //! `dtest`: the command-line entry point; maps every outcome to the contract's exit codes.
 
 mod html;
-mod live;
 mod load;
 mod node;
 mod output;

@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Exit {
             return Exit::BadInput;
         }
     };
-    let options = SimOptions { seed: args.seed, distribution, swarm: args.swarm, break_fencing: false };
+    let options = SimOptions { seed: args.seed, distribution, swarm: args.swarm, break_fencing: false, events: false };
     if let Some(range) = &args.seeds {
         return run_sweep(args, &scenario, range, &options);
     }

@@ -24,4 +24,5 @@ pub mod measure;
 pub mod placement;
 pub mod protocol;
 pub mod report;
+pub mod run;
 pub mod scenario;

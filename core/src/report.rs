@@ -94,6 +94,48 @@ pub struct Report {
     /// Every task's counted result (real runs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<TaskResult>,
+    /// Every alert of the scenario's `alerts` rules that fired, in firing order, with when it
+    /// resolved (none while it still fired at the end).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertRecord>,
+}
+
+/// An alert that fired during a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlertRecord {
+    /// The alert's id within the run: the same for its firing and its resolution.
+    pub id: u64,
+    /// The rule's name.
+    pub rule: String,
+    /// Whose metric: a node (`eu-3`) or `cluster`.
+    pub subject: String,
+    /// The rule's severity.
+    pub severity: crate::health::alerts::Severity,
+    /// When it fired (ms from the run's start).
+    pub fired_at_ms: u64,
+    /// When it resolved, if it did.
+    pub resolved_at_ms: Option<u64>,
+    /// The value that made it fire.
+    pub value: f64,
+}
+
+/// How often `adaptive` placement chose each way, and so why it placed as it did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AdaptiveChoices {
+    /// Recent attempts failed often (20% or more): `weighted`, health weighing four times.
+    pub avoid_failures: u64,
+    /// The busiest node was 25 points above the mean load: `least_loaded`.
+    pub rebalance: u64,
+    /// Two or more tasks waited per node: `best_fit` over the whole cluster (pack).
+    pub pack: u64,
+    /// Nothing stood out: `least_loaded`.
+    pub spread: u64,
+}
+
+impl From<[u64; 4]> for AdaptiveChoices {
+    fn from(c: [u64; 4]) -> AdaptiveChoices {
+        AdaptiveChoices { avoid_failures: c[0], rebalance: c[1], pack: c[2], spread: c[3] }
+    }
 }
 
 /// The counted result of one task of a real run.
@@ -179,6 +221,9 @@ pub struct StrategyUsed {
     pub distribution: String,
     /// Allocation strategy.
     pub allocation: String,
+    /// What `adaptive` chose, when it was the distribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveChoices>,
 }
 
 impl StrategyUsed {
@@ -240,6 +285,9 @@ pub struct Utilization {
     pub mean: f64,
     /// Largest node utilisation seen.
     pub max: f64,
+    /// How unevenly the work spread over the nodes: the coefficient of variation of each node's
+    /// busy time (the sum of its leases' durations); 0 when all were busy equally long.
+    pub busy_spread: f64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -372,10 +420,18 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "  utilization  mean {:.0}%, max {:.0}%",
+                "  utilization  mean {:.0}%, max {:.0}%; busy-time spread {:.2} (0 is even)",
                 self.utilization.mean * 100.0,
-                self.utilization.max * 100.0
+                self.utilization.max * 100.0,
+                self.utilization.busy_spread
             );
+            if let Some(a) = self.strategy.adaptive {
+                let _ = writeln!(
+                    out,
+                    "  adaptive     placed {} avoiding failures, {} rebalancing, {} packing, {} spreading",
+                    a.avoid_failures, a.rebalance, a.pack, a.spread
+                );
+            }
         }
         if let (Some(requests), Some(latency)) = (self.requests, self.latency_ms) {
             let _ = writeln!(
@@ -419,13 +475,40 @@ impl Report {
             for r in failed.iter().take(20) {
                 let node = r.node.as_deref().unwrap_or("no node");
                 let first = r.message.lines().next().unwrap_or("");
-                let _ = writeln!(out, "    {}[{}/{}] {} on {node}: {first}", r.task, r.index, r.count, r.outcome.name());
+                let _ =
+                    writeln!(out, "    {}[{}/{}] {} on {node}: {first}", r.task, r.index, r.count, r.outcome.name());
             }
             if failed.len() > 20 {
                 let _ = writeln!(out, "    … and {} more", failed.len() - 20);
             }
         }
-        if self.violations.is_empty() && self.mode != Mode::Load {
+        if !self.alerts.is_empty() {
+            let _ = writeln!(out, "  alerts       {} fired", self.alerts.len());
+            for a in self.alerts.iter().take(20) {
+                let resolved = a
+                    .resolved_at_ms
+                    .map_or("still firing at the end".to_owned(), |t| format!("resolved at {:.1} s", t as f64 / 1e3));
+                let _ = writeln!(
+                    out,
+                    "    at {:.1} s {} {} on {} (value {}), {resolved}",
+                    a.fired_at_ms as f64 / 1e3,
+                    a.severity.name(),
+                    a.rule,
+                    a.subject,
+                    a.value
+                );
+            }
+            if self.alerts.len() > 20 {
+                let _ = writeln!(out, "    … and {} more", self.alerts.len() - 20);
+            }
+        }
+        if self.violations.is_empty() && self.mode != Mode::Load && self.tasks.lost > 0 {
+            let _ = writeln!(
+                out,
+                "  invariants   all held; {} tasks had not ended, with faults still in force or the run interrupted",
+                self.tasks.lost
+            );
+        } else if self.violations.is_empty() && self.mode != Mode::Load {
             let _ = writeln!(
                 out,
                 "  invariants   all held (no task lost or counted twice, no stale result counted, no node over-committed)"

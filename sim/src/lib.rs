@@ -31,7 +31,8 @@ mod world;
 
 use std::fmt;
 
-use dtest_core::report::*;
+use dtest_core::report::Report;
+use dtest_core::run::RunEvent;
 use dtest_core::scenario::{Distribution, Scenario};
 
 /// How to run a simulation.
@@ -46,6 +47,8 @@ pub struct SimOptions {
     pub swarm: bool,
     /// Test-only: the orchestrator counts stale results, to show the checkers catch it.
     pub break_fencing: bool,
+    /// Keep the run's live events ([`simulate_traced`] sets it).
+    pub events: bool,
 }
 
 /// Why a scenario cannot be simulated.
@@ -84,79 +87,29 @@ pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, Sim
 
 /// [`simulate`], and what the simulation did ([`Counts`]).
 pub fn simulate_counted(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Counts), SimError> {
+    simulate_inner(scenario, options).map(|(report, counts, _)| (report, counts))
+}
+
+/// [`simulate`], and the run's live events with their simulated times (at most
+/// [`dtest_core::run::RUN_EVENTS_MAX`], the newest).
+pub fn simulate_traced(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Vec<(u64, RunEvent)>), SimError> {
+    let options = SimOptions { events: true, ..options.clone() };
+    simulate_inner(scenario, &options).map(|(report, _, events)| (report, events))
+}
+
+fn simulate_inner(
+    scenario: &Scenario,
+    options: &SimOptions,
+) -> Result<(Report, Counts, Vec<(u64, RunEvent)>), SimError> {
     world::simulable(scenario)?;
     let swarm = options.swarm.then(|| sweep::swarm_scenario(scenario, options.seed));
     let scenario = swarm.as_ref().unwrap_or(scenario);
-    let (shared, end_ms, faults_end_ms) = world::run(scenario, options);
-    let world = shared.world.lock().unwrap_or_else(|e| e.into_inner());
-    let checker = &world.checker;
-
-    let tasks = checker.tasks(scenario.tasks_total());
-
-    let mut violations: Vec<Violation> =
-        checker.violations.iter().map(|(at_ms, what)| Violation { at_ms: *at_ms, what: what.clone() }).collect();
-    if tasks.lost > 0 && faults_end_ms < end_ms {
-        violations.push(Violation {
-            at_ms: end_ms,
-            what: format!(
-                "{} tasks never ended, though every fault had healed at {} s",
-                tasks.lost,
-                faults_end_ms / 1000
-            ),
-        });
-    }
-
-    let failure_detection_ms = checker.detection(&world.kills, end_ms);
-    if let (Some(limit), Some(spread)) = (scenario.expect.failure_detected_within_ms, failure_detection_ms)
-        && spread.max > limit
-    {
-        violations.push(Violation {
-            at_ms: end_ms,
-            what: format!(
-                "a killed node went unnoticed for {} ms, above the {limit} ms the scenario allows",
-                spread.max
-            ),
-        });
-    }
-    violations.sort_by(|a, b| (a.at_ms, &a.what).cmp(&(b.at_ms, &b.what)));
-
-    let has_load = scenario.workload.tasks.iter().any(|t| matches!(t.work, dtest_core::scenario::Work::Load(_)));
-    let load_s = load_seconds(scenario);
-
-    let mut report = Report {
-        scenario: scenario.name.clone(),
-        mode: Mode::Sim,
-        seed: Some(options.seed),
-        swarm: options.swarm,
-        strategy: StrategyUsed {
-            distribution: name(&options.distribution.unwrap_or(scenario.strategy.distribution)),
-            allocation: name(&scenario.strategy.allocation),
-        },
-        simulated_s: Some(end_ms as f64 / 1000.0),
-        elapsed_s: None,
-        makespan_s: world.done_at_ms.map(|ms| ms as f64 / 1000.0),
-        tasks,
-        reassignments: world.stats.reassignments,
-        stale_results_refused: world.stats.stale_results,
-        nodes: Nodes {
-            total: scenario.nodes_total(),
-            declared_dead: checker.declared_dead,
-            false_suspicions: world.false_suspicions,
-        },
-        failure_detection_ms,
-        messages: Messages { sent: world.sent, dropped: world.dropped },
-        utilization: Utilization {
-            mean: if world.util_samples == 0 { 0.0 } else { world.util_sum / world.util_samples as f64 },
-            max: world.util_max,
-        },
-        expectations: Vec::new(),
-        violations,
-        ..Report::default()
-    };
-    if has_load {
-        report.set_load(&world.load, load_s);
-    }
-    report.expectations = expectations(scenario, &report);
-    let counts = Counts { messages: world.sent, letters: world.post.delivered(), events: world.events };
-    Ok((report, counts))
+    let shared = world::run(scenario, options)?;
+    let mut world = shared.world();
+    let end_ms = world.over_at_ms.unwrap_or(scenario.duration_ms);
+    let report = world.run.report(end_ms);
+    let counts =
+        Counts { messages: report.messages.sent, letters: world.post.delivered(), events: world.run.events_seen() };
+    let events = std::iter::from_fn(|| world.run.poll_event()).collect();
+    Ok((report, counts, events))
 }

@@ -220,9 +220,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::World;
     use madsim::runtime::{Handle, Runtime};
-    use madsim::time::Instant;
 
     fn tick(at_ms: u64) -> AgentInput {
         AgentInput::Tick(at_ms)
@@ -268,13 +266,8 @@ mod tests {
             let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/sharded-tests.json"))
                 .expect("read a shipped scenario");
             let scenario = dtest_core::scenario::parse(&text).expect("valid");
-            let shared = Arc::new(Shared {
-                world: Mutex::new(World { post: PostOffice::new(1), ..World::default() }),
-                node_refs: scenario.nodes().collect(),
-                scenario,
-                start: Instant::now(),
-                seed: 7,
-            });
+            let options = crate::SimOptions { seed: 7, ..crate::SimOptions::default() };
+            let shared = Arc::new(Shared::new(&scenario, &options).expect("a simulable scenario"));
             let office = Handle::current().create_node().name("network").build();
             office.spawn(run(shared.clone()));
             let inbox = Mailbox::new();

@@ -1,76 +1,92 @@
-//! One simulated run: madsim nodes running the core's agents, one running its orchestrator,
-//! the scenario's faults at their times, simulated work and load, and the checkers.
+//! One simulated run: madsim nodes running the core's agents, one running the core's run (the
+//! orchestrator, the fault timeline and the checkers), simulated work and load.
+//!
+//! The shell carries frames through the scenario's network faults and the links' own latency,
+//! keeps the clock, and carries out the run's actions with madsim: kills, restarts and pauses of
+//! nodes. Every decision (when to tick, when a fault starts, what to report) is the core's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dtest_core::health::Metrics;
 use dtest_core::load::Schedule;
-use dtest_core::measure::{Measure, Status};
-use dtest_core::placement::{Catalog, Labels, NodeIdx, Observations, Placer, pool_of_scenario, request_for};
+use dtest_core::measure::{LoadResult, Measure, Status};
+use dtest_core::placement::NodeIdx;
 use dtest_core::protocol::{
-    Agent, AgentAction, AgentConfig, Attempt, Event, Frame, Incarnation, Orchestrator, OrchestratorConfig, Outcome,
-    TaskId, TaskInput, ToAgent, ToOrchestrator,
+    Agent, AgentAction, AgentConfig, Attempt, Frame, Incarnation, Outcome, TaskId, ToAgent, ToOrchestrator,
 };
-use dtest_core::scenario::{FaultKind, NodeRef, Scenario, TaskSpecId, Work};
+use dtest_core::report::Mode;
+use dtest_core::run::{Action, Cluster, Run, RunOptions};
+use dtest_core::scenario::{NodeRef, Scenario, Work};
 use madsim::rand::{Rng, thread_rng};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use madsim::time::{Instant, sleep, sleep_until};
+use madsim::time::{Instant, sleep};
 
 use crate::post::{Letter, Mailbox, PostOffice};
 use crate::{SimError, SimOptions};
-use dtest_core::checker::Checker;
-use dtest_core::faults::{Direction, NetFaults, Verdict};
+use dtest_core::faults::{Direction, Verdict};
 
-/// How often the orchestrator's timers are looked at, in simulated milliseconds.
-const ORCHESTRATOR_TICK_MS: u64 = 100;
 /// A link's own latency, drawn uniformly per message (madsim's default link), in milliseconds;
 /// the scenario's latency faults add to it.
 const LINK_LATENCY_MS: std::ops::RangeInclusive<u64> = 1..=10;
 
-/// What the checkers and the report need, shared by every simulated node.
-#[derive(Default)]
+/// The run and the simulated network, shared by every simulated node.
 pub(crate) struct World {
-    pub faults: NetFaults,
-    pub sent: u64,
-    pub dropped: u64,
+    /// The core's run: orchestrator, fault timeline, checkers, ledger.
+    pub run: Run,
     /// Each node's current incarnation.
     pub incarnations: Vec<u64>,
-    /// Every kill: (node, when).
-    pub kills: Vec<(usize, u64)>,
-    /// Per node, its latest kill.
-    pub last_kill: Vec<Option<u64>>,
-    pub paused: BTreeSet<usize>,
-    pub checker: Checker,
-    /// What load attempts measured, until their result is counted.
-    pub attempt_load: BTreeMap<(TaskId, Attempt), Measure>,
-    /// The counted attempts' measures, merged.
-    pub load: Measure,
-    pub util_samples: u64,
-    pub util_sum: f64,
-    pub util_max: f64,
-    pub done_at_ms: Option<u64>,
-    /// The orchestrator's counters, copied as it runs.
-    pub stats: dtest_core::protocol::Stats,
-    /// Nodes declared dead while alive and reachable.
-    pub false_suspicions: u64,
     /// Frames in flight and alarms set.
     pub post: PostOffice,
-    /// Events the orchestrator emitted.
-    pub events: u64,
+    /// The madsim node of each scenario node.
+    pub ids: Vec<NodeId>,
+    /// When the run was over.
+    pub over_at_ms: Option<u64>,
 }
 
 pub(crate) struct Shared {
     pub world: Mutex<World>,
     pub scenario: Scenario,
+    /// The scenario entry of each task.
+    pub entries: Vec<u32>,
     pub start: Instant,
     pub node_refs: Vec<NodeRef>,
     pub seed: u64,
 }
 
 impl Shared {
+    /// The shared state of a simulation of `scenario`, its clock starting now.
+    pub fn new(scenario: &Scenario, options: &SimOptions) -> Result<Shared, SimError> {
+        let run_options = RunOptions {
+            mode: Mode::Sim,
+            seed: options.seed,
+            distribution: options.distribution,
+            swarm: options.swarm,
+            break_fencing: options.break_fencing,
+            events: options.events,
+        };
+        let run = Run::new(scenario, Cluster::of_scenario(scenario), run_options)
+            .map_err(|e| SimError::Missing(e.to_string()))?;
+        let nodes = run.nodes();
+        let entries = (0..run.tasks()).map(|t| run.instance(TaskId(t as u64)).map_or(0, |(e, _)| e as u32)).collect();
+        Ok(Shared {
+            world: Mutex::new(World {
+                run,
+                incarnations: vec![0; nodes],
+                post: PostOffice::new(nodes),
+                ids: Vec::new(),
+                over_at_ms: None,
+            }),
+            entries,
+            node_refs: scenario.nodes().collect(),
+            scenario: scenario.clone(),
+            start: Instant::now(),
+            seed: options.seed,
+        })
+    }
+
     pub fn now_ms(&self) -> u64 {
         Instant::now().duration_since(self.start).as_millis() as u64
     }
@@ -87,20 +103,19 @@ enum Mail {
     ToOrchestrator(Frame<ToOrchestrator>),
 }
 
-/// Sends a frame between the orchestrator and node `node` through the fault layer, which may
-/// drop or delay it; the link's own latency comes on top.
-fn send(shared: &Shared, node: usize, mail: Mail) {
+/// Sends a frame between the orchestrator and node `node` through the run's network faults,
+/// which may drop or delay it; the link's own latency comes on top.
+fn send(world: &mut World, shared: &Shared, node: usize, mail: Mail) {
     let now_ms = shared.now_ms();
-    let mut world = shared.world();
-    world.sent += 1;
+    world.run.count_sent(1);
     let direction = match mail {
         Mail::ToAgent(_) => Direction::ToNode,
         Mail::ToOrchestrator(_) => Direction::ToOrchestrator,
     };
     let mut rng = thread_rng();
-    let verdict = world.faults.verdict(shared.node_refs[node], direction, || rng.r#gen::<f64>());
+    let verdict = world.run.net().verdict(shared.node_refs[node], direction, || rng.r#gen::<f64>());
     let Verdict::Deliver(delay_ms) = verdict else {
-        world.dropped += 1;
+        world.run.count_dropped(1);
         return;
     };
     let at_ms = now_ms + rng.gen_range(LINK_LATENCY_MS) + delay_ms;
@@ -141,20 +156,27 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         agent.set_metrics(Metrics { cpu: 0.3, memory: 0.4, disk: 0.2, network: 0.1, task_error_rate: 0.0 });
         while let Some(action) = agent.poll_action() {
             match action {
-                AgentAction::Start { task, attempt, work: spec } => {
+                AgentAction::Start { task, attempt, work: instance } => {
                     let done = inputs.clone();
-                    let handle = madsim::task::spawn(run_work(shared.clone(), done, task, attempt, spec));
+                    let handle = madsim::task::spawn(run_work(shared.clone(), done, task, attempt, instance));
                     work.insert((task, attempt), handle);
                 }
                 AgentAction::Stop { task, attempt } => {
                     if let Some(handle) = work.remove(&(task, attempt)) {
                         handle.abort();
                     }
+                    // A cancelled attempt's end is the shell's to report; simulated work keeps
+                    // nothing worth handing back.
+                    agent.work_finished(shared.now_ms(), task, attempt, Outcome::Cancelled);
                 }
             }
         }
-        while let Some(frame) = agent.poll_transmit() {
-            send(&shared, node, Mail::ToOrchestrator(frame));
+        if let Some(frame) = agent.poll_transmit() {
+            let mut world = shared.world();
+            send(&mut world, &shared, node, Mail::ToOrchestrator(frame));
+            while let Some(frame) = agent.poll_transmit() {
+                send(&mut world, &shared, node, Mail::ToOrchestrator(frame));
+            }
         }
         alarm.arm(&shared, agent.next_tick_ms(), |at_ms| Letter::Agent {
             node,
@@ -163,9 +185,9 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         });
         match inputs.take().await {
             AgentInput::Frame(frame) => agent.handle(shared.now_ms(), frame),
-            AgentInput::Finished(task, attempt, outcome) => {
+            AgentInput::Finished(task, attempt, outcome, load) => {
                 work.remove(&(task, attempt));
-                agent.work_finished(shared.now_ms(), task, attempt, outcome);
+                agent.load_finished(shared.now_ms(), task, attempt, outcome, load);
             }
             AgentInput::Tick(at_ms) => alarm.rang(at_ms),
         }
@@ -176,7 +198,7 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
 /// What wakes an agent.
 pub(crate) enum AgentInput {
     Frame(Frame<ToAgent>),
-    Finished(TaskId, Attempt, Outcome),
+    Finished(TaskId, Attempt, Outcome, Option<Box<LoadResult>>),
     Tick(u64),
 }
 
@@ -211,8 +233,13 @@ impl Alarm {
 }
 
 /// Simulated work for one attempt: a command's run time and failure, or a load task's requests.
-async fn run_work(shared: Arc<Shared>, done: Mailbox<AgentInput>, task: TaskId, attempt: Attempt, spec: u32) {
-    let spec = &shared.scenario.workload.tasks[spec as usize];
+async fn run_work(shared: Arc<Shared>, done: Mailbox<AgentInput>, task: TaskId, attempt: Attempt, instance: u32) {
+    let Some(&entry) = shared.entries.get(instance as usize) else {
+        let outcome = Outcome::Failed(format!("work item {instance} is not in the run"));
+        return done.put(AgentInput::Finished(task, attempt, outcome, None));
+    };
+    let spec = &shared.scenario.workload.tasks[entry as usize];
+    let mut result = None;
     let outcome = match &spec.work {
         Work::Command { sim, .. } => {
             let sim = sim.as_ref().expect("checked before the run: command tasks have `sim`");
@@ -250,8 +277,8 @@ async fn run_work(shared: Arc<Shared>, done: Mailbox<AgentInput>, task: TaskId, 
                     }
                     None => 0.0,
                 };
-                // Every simulated request starts on time: corrected and uncorrected agree.
-                let now_s = shared.now_ms() / 1000;
+                // Every simulated request starts on time: corrected and uncorrected agree. Seconds
+                // count from the load's start, as a real node counts them.
                 for _ in 0..arrivals {
                     let latency_ms = model.latency_p50_ms * (sigma * normal(0.0, 1.0)).exp()
                         + queue_ms * thread_rng().r#gen::<f64>() * 2.0;
@@ -263,102 +290,78 @@ async fn run_work(shared: Arc<Shared>, done: Mailbox<AgentInput>, task: TaskId, 
                         Status::Http(200)
                     };
                     let us = (latency_ms.min(load.timeout_ms as f64) * 1000.0).round() as u64;
-                    measure.record(now_s, 0, us, status);
+                    measure.record(second, 0, us, status);
                 }
                 sleep(Duration::from_millis(1000)).await;
             }
-            let mut world = shared.world();
-            world.attempt_load.insert((task, attempt), measure);
+            // Through the protocol, as a node sends it: the run merges it once the attempt counts.
+            result = Some(Box::new(measure.to_wire()));
             Outcome::Passed
         }
     };
-    done.put(AgentInput::Finished(task, attempt, outcome));
+    done.put(AgentInput::Finished(task, attempt, outcome, result));
 }
 
-/// The orchestrator: the core's state machine, fed by the network and a timer.
-async fn orchestrator_main(shared: Arc<Shared>, mut orchestrator: Orchestrator) {
+/// The run: the core's orchestrator, fault timeline and checkers, woken by frames and by its
+/// own alarm at the time it asks for.
+async fn orchestrator_main(shared: Arc<Shared>, over: Mailbox<u64>) {
     let inputs = Mailbox::<OrchestratorInput>::new();
     shared.world().post.open_orchestrator(inputs.clone());
-    let mut next_tick = 0u64;
-    let mut next_sample = 0u64;
+    let handle = Handle::current();
     let mut alarm = Alarm::default();
+    let mut next_sweep_ms = 0;
     loop {
-        alarm.arm(&shared, next_tick, |at_ms| Letter::Orchestrator(OrchestratorInput::Tick(at_ms)));
-        match inputs.take().await {
-            OrchestratorInput::Frame(node, frame) => orchestrator.handle(shared.now_ms(), NodeIdx(node as u32), frame),
-            OrchestratorInput::Tick(at_ms) => alarm.rang(at_ms),
-        }
         let now = shared.now_ms();
-        if now >= next_tick {
-            orchestrator.tick(now, &Observations::default());
-            next_tick = now + ORCHESTRATOR_TICK_MS;
-        }
-        while let Some((node, frame)) = orchestrator.poll_transmit() {
-            send(&shared, node.0 as usize, Mail::ToAgent(frame));
-        }
-        let mut world = shared.world();
-        while let Some(event) = orchestrator.poll_event() {
-            if let Event::Counted { task, attempt, outcome: Outcome::Passed, .. } = &event
-                && let Some(measure) = world.attempt_load.remove(&(*task, *attempt))
-            {
-                world.load.add(&measure, 0);
+        let mut actions = Vec::new();
+        {
+            let mut world = shared.world();
+            if world.run.poll_timeout().is_some_and(|at| at <= now) {
+                world.run.handle_timeout(now);
             }
-            if let Event::NodeDead { node } = &event {
-                let n = node.0 as usize;
-                let killed = world.checker.down_since_kill(n, world.last_kill[n]);
-                let justified = killed || world.paused.contains(&n) || world.faults.cuts(shared.node_refs[n]);
-                if !justified {
-                    world.false_suspicions += 1;
+            while let Some((node, frame)) = world.run.poll_transmit() {
+                send(&mut world, &shared, node.0 as usize, Mail::ToAgent(frame));
+            }
+            while let Some(action) = world.run.poll_action() {
+                if let Action::Kill(node) = action {
+                    world.post.close_agent(node.0 as usize);
                 }
+                actions.push(action);
             }
-            world.events += 1;
-            world.checker.observe(now, &event);
+            if world.run.is_over() {
+                world.over_at_ms = Some(now);
+            }
         }
-        world.stats = orchestrator.stats();
-        if now >= next_sample {
+        let ids = if actions.is_empty() { Vec::new() } else { shared.world().ids.clone() };
+        for action in actions {
+            match action {
+                Action::Kill(node) => handle.kill(ids[node.0 as usize]),
+                Action::Restart(node) => handle.restart(ids[node.0 as usize]),
+                Action::Pause(node) => handle.pause(ids[node.0 as usize]),
+                Action::Resume(node) => handle.resume(ids[node.0 as usize]),
+                // Frames pass the run's network faults as they are sent (`send`).
+                Action::Link(..) => {}
+            }
+        }
+        if now >= next_sweep_ms {
             // madsim keeps a weak reference to every task a node ever spawned until the node is
             // killed, and a weak reference keeps the task's record allocated; counting the tasks
             // drops the finished ones. Without this, memory grows with every message sent.
-            Handle::current().metrics().num_tasks();
-            let (mean, max) = orchestrator.pool().load_mean_and_max();
-            world.util_samples += 1;
-            world.util_sum += f64::from(mean) / 1e6;
-            world.util_max = world.util_max.max(f64::from(max) / 1e6);
-            next_sample = now + 1_000;
+            handle.metrics().num_tasks();
+            next_sweep_ms = now + 1_000;
         }
-        if orchestrator.is_done() && world.done_at_ms.is_none() {
-            world.done_at_ms = Some(now);
-        }
-    }
-}
-
-/// Builds the orchestrator's tasks from the scenario.
-fn task_inputs(scenario: &Scenario, catalog: &Catalog, labels: &Labels) -> Vec<TaskInput> {
-    let sequential = scenario.workload.mode == dtest_core::scenario::WorkloadMode::Sequential;
-    let mut inputs = Vec::new();
-    for (s, spec) in scenario.workload.tasks.iter().enumerate() {
-        let timeout_ms = match &spec.work {
-            Work::Command { command: Some(c), .. } => c.timeout_ms,
-            Work::Command { command: None, sim } => {
-                let sim = sim.as_ref().expect("a command task has `command` or `sim`");
-                // Without a real command's timeout, allow ten times the mean plus ten deviations.
-                ((sim.duration_mean_ms + 10.0 * sim.duration_stddev_ms) * 10.0).max(1_000.0) as u64
-            }
-            Work::Load(load) => load.start_ms + load.pattern.duration_ms() + 60_000,
+        let next = shared.world().run.poll_timeout();
+        let Some(at_ms) = next else {
+            over.put(now);
+            return;
         };
-        for index in 1..=spec.count {
-            let request = request_for(scenario, catalog, labels, TaskSpecId(s as u32), index, 0)
-                .expect("validated scenarios only have placeable tasks");
-            inputs.push(TaskInput {
-                request,
-                work: s as u32,
-                timeout_ms,
-                max_attempts: spec.max_attempts,
-                stage: if sequential { s as u32 } else { 0 },
-            });
+        alarm.arm(&shared, at_ms.max(now + 1), |at_ms| Letter::Orchestrator(OrchestratorInput::Tick(at_ms)));
+        match inputs.take().await {
+            OrchestratorInput::Frame(node, frame) => {
+                shared.world().run.handle(shared.now_ms(), NodeIdx(node as u32), frame);
+            }
+            OrchestratorInput::Tick(at_ms) => alarm.rang(at_ms),
         }
     }
-    inputs
 }
 
 /// Checks that the scenario has what simulation needs.
@@ -386,56 +389,17 @@ pub(crate) fn simulable(scenario: &Scenario) -> Result<(), SimError> {
     Ok(())
 }
 
-/// Runs the simulation and returns the shared state at its end, plus when it ended.
-pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u64, u64) {
+/// Runs the simulation to its end and returns the shared state, the run's report included.
+pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> Result<Arc<Shared>, SimError> {
     let runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, madsim::Config::default());
     let scenario = scenario.clone();
     let options = options.clone();
-    let (shared, end_ms, faults_end_ms) = runtime.block_on(async move {
+    let shared = runtime.block_on(async move {
         let handle = Handle::current();
-        let (pool, catalog, labels) = pool_of_scenario(&scenario);
-        let inputs = task_inputs(&scenario, &catalog, &labels);
-        let distribution = options.distribution.unwrap_or(scenario.strategy.distribution);
-        let placer = Placer::new(
-            &pool,
-            distribution,
-            scenario.strategy.allocation,
-            scenario.strategy.weights.clone(),
-            scenario.strategy.preemption,
-            options.seed,
-        );
-        let config = OrchestratorConfig {
-            phi: (&scenario.failure_detector).into(),
-            backoff_base_ms: scenario.retry.backoff_base_ms,
-            backoff_cap_ms: scenario.retry.backoff_cap_ms,
-            ..OrchestratorConfig::default()
-        };
-        let nodes = scenario.nodes_total() as usize;
-        let checker = Checker::new(
-            (0..nodes).map(|i| pool.spec(NodeIdx(i as u32)).capacity).collect(),
-            inputs.iter().map(|t| t.request.amounts).collect(),
-        );
-        let mut orchestrator = Orchestrator::new(pool, placer, inputs, config, options.seed);
-        if options.break_fencing {
-            orchestrator.disable_fencing_for_tests();
-        }
-        let shared = Arc::new(Shared {
-            world: Mutex::new(World {
-                incarnations: vec![0; nodes],
-                last_kill: vec![None; nodes],
-                checker,
-                post: PostOffice::new(nodes),
-                ..World::default()
-            }),
-            node_refs: scenario.nodes().collect(),
-            scenario: scenario.clone(),
-            start: Instant::now(),
-            seed: options.seed,
-        });
+        let shared = Arc::new(Shared::new(&scenario, &options)?);
+        let nodes = shared.node_refs.len();
         let post_office = handle.create_node().name("network").build();
         post_office.spawn(crate::post::run(shared.clone()));
-        let orchestrator_node = handle.create_node().name("orchestrator").build();
-        orchestrator_node.spawn(orchestrator_main(shared.clone(), orchestrator));
         let ids: Vec<NodeId> = (0..nodes)
             .map(|i| {
                 let s = shared.clone();
@@ -447,74 +411,11 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
                     .id()
             })
             .collect();
-
-        // The fault timeline: (time, sequence, fault index, starting?).
-        let mut timeline: Vec<(u64, usize, bool)> = Vec::new();
-        let mut faults_end_ms = 0;
-        for (i, fault) in scenario.faults.iter().enumerate() {
-            timeline.push((fault.at_ms, i, true));
-            match fault.end_ms() {
-                Some(end) => {
-                    timeline.push((end, i, false));
-                    faults_end_ms = faults_end_ms.max(end);
-                }
-                None => faults_end_ms = faults_end_ms.max(scenario.duration_ms),
-            }
-        }
-        timeline.sort();
-        let members = |set: &dtest_core::scenario::NodeSet| -> Vec<usize> {
-            (0..nodes).filter(|&i| set.contains(shared.node_refs[i])).collect()
-        };
-        let mut next = 0;
-        let mut down: BTreeSet<usize> = BTreeSet::new();
-        loop {
-            // Apply the faults due, then sleep until the next one or the next second.
-            let now = shared.now_ms();
-            while next < timeline.len() && timeline[next].0 <= now {
-                let (_, i, starting) = timeline[next];
-                next += 1;
-                match &scenario.faults[i].kind {
-                    FaultKind::Kill { nodes: set, .. } => {
-                        // Overlapping kills (swarm mixes have them) kill a node once and restart
-                        // it once: madsim's restart of a running node would keep its old socket.
-                        for n in members(set) {
-                            if starting && down.insert(n) {
-                                handle.kill(ids[n]);
-                                let mut world = shared.world();
-                                world.post.close_agent(n);
-                                world.kills.push((n, now));
-                                world.last_kill[n] = Some(now);
-                            } else if !starting && down.remove(&n) {
-                                handle.restart(ids[n]);
-                            }
-                        }
-                    }
-                    FaultKind::Pause { nodes: set, .. } => {
-                        for n in members(set) {
-                            if starting {
-                                handle.pause(ids[n]);
-                                shared.world().paused.insert(n);
-                            } else {
-                                handle.resume(ids[n]);
-                                shared.world().paused.remove(&n);
-                            }
-                        }
-                    }
-                    _ => {
-                        let mut world = shared.world();
-                        if starting { world.faults.start(&scenario, i) } else { world.faults.end(i) }
-                    }
-                }
-            }
-            let done = shared.world().done_at_ms.is_some();
-            if now >= scenario.duration_ms || (done && now >= faults_end_ms) {
-                break;
-            }
-            let next_fault = timeline.get(next).map_or(u64::MAX, |t| t.0);
-            let wake = next_fault.min(now + 1_000).min(scenario.duration_ms);
-            sleep_until(shared.start + Duration::from_millis(wake.max(now + 1))).await;
-        }
-        let end = shared.now_ms();
+        shared.world().ids = ids.clone();
+        let over = Mailbox::new();
+        let orchestrator_node = handle.create_node().name("orchestrator").build();
+        orchestrator_node.spawn(orchestrator_main(shared.clone(), over.clone()));
+        over.take().await;
         // A task still waiting when the runtime is dropped is never freed (madsim keeps a cycle
         // between a task and its own record), and with it everything it holds, the whole world
         // included: a sweep would keep every seed's run. Killing the nodes drops their tasks
@@ -523,9 +424,9 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> (Arc<Shared>, u6
             handle.kill(id);
         }
         sleep(Duration::from_millis(1)).await;
-        (shared, end, faults_end_ms)
-    });
+        Ok::<_, SimError>(shared)
+    })?;
     drop(runtime);
     assert_eq!(Arc::strong_count(&shared), 1, "a simulated task outlived its run");
-    (shared, end_ms, faults_end_ms)
+    Ok(shared)
 }

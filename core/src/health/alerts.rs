@@ -41,7 +41,8 @@ impl Comparison {
 }
 
 /// How bad a firing alert is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Worth knowing.
     Info,
@@ -49,6 +50,17 @@ pub enum Severity {
     Warning,
     /// Worth acting on now.
     Critical,
+}
+
+impl Severity {
+    /// Its name in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
 }
 
 /// A rule: `metric` compared with `threshold` for `for_ms`.

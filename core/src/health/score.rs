@@ -165,6 +165,11 @@ impl NodeHealth {
         self.score
     }
 
+    /// The metrics of the last heartbeat.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics
+    }
+
     /// The debounced state.
     pub fn state(&self) -> HealthState {
         self.state

@@ -107,6 +107,7 @@ pub enum Unschedulable {
 
 /// The decision of [`adaptive_choice`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum AdaptiveChoice {
     /// Failures are frequent: `weighted`, with health weighing four times the rest.
     AvoidFailures,
@@ -169,6 +170,8 @@ pub struct Placer {
     preemption: bool,
     search: Search,
     tiers: TierCache,
+    /// How often `adaptive` chose each way, in [`AdaptiveChoice`] order.
+    choices: [u64; 4],
 }
 
 /// The moving parts of searches: the seeded generator and where the last one stopped.
@@ -290,7 +293,14 @@ impl Placer {
                 index: BTreeMap::new(),
                 sets: Vec::new(),
             },
+            choices: [0; 4],
         }
+    }
+
+    /// How many placements `adaptive` made each way so far: avoiding failures, rebalancing,
+    /// packing, spreading (all zero for the other strategies).
+    pub fn adaptive_choices(&self) -> [u64; 4] {
+        self.choices
     }
 
     /// The distribution strategy.
@@ -376,7 +386,9 @@ impl Placer {
             }
             Distribution::Adaptive => {
                 let (mean, max) = pool.load_mean_and_max();
-                match adaptive_choice(observed, mean, max, pool.len()) {
+                let choice = adaptive_choice(observed, mean, max, pool.len());
+                self.choices[choice as usize] += 1;
+                match choice {
                     AdaptiveChoice::AvoidFailures => {
                         let weights = Weights { health: 4.0, free_resources: 1.0, load: 1.0, locality: 1.0 };
                         search.weighted(pool, allowed, request, &weights)

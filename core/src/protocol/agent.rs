@@ -234,12 +234,10 @@ impl Agent {
             );
             return;
         }
-        self.running.insert(task, Running {
-                attempt,
-                deadline_ms: now_ms.saturating_add(timeout_ms),
-                live: None,
-                cancelling: false,
-            });
+        self.running.insert(
+            task,
+            Running { attempt, deadline_ms: now_ms.saturating_add(timeout_ms), live: None, cancelling: false },
+        );
         self.actions.push_back(AgentAction::Start { task, attempt, work });
         let started = ToOrchestrator::Started { incarnation: self.incarnation, task, attempt };
         self.send(now_ms, DeliveryMode::FireAndForget, started);

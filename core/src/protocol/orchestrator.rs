@@ -30,11 +30,14 @@ use super::backoff::full_jitter_ms;
 use super::breaker::{BreakerConfig, CircuitBreaker};
 use super::delivery::{DeliveryMode, Frame, Inbox, Outbox, OutboxConfig};
 use super::message::{Attempt, Incarnation, Outcome, TaskId, ToAgent, ToOrchestrator};
-use crate::health::{HealthConfig, HealthState, Metrics, NodeHealth, PhiConfig};
+use crate::health::{ClusterHealth, HealthConfig, HealthState, Metrics, NodeHealth, PhiConfig, cluster_health};
+use crate::measure::LoadResult;
 use crate::placement::{AllocId, NodeIdx, NodeState, Observations, Placement, Placer, Pool, Request, TaskKey};
 
 /// Events kept for the shell between drains; older ones are dropped and counted.
 pub const EVENTS_MAX: usize = 1_000_000;
+/// Attempts whose outcomes make the recent failure rate `adaptive` placement reads.
+pub const RECENT_ATTEMPTS: usize = 100;
 
 /// Settings of an [`Orchestrator`].
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +60,9 @@ pub struct OrchestratorConfig {
     pub reassignments_max: u32,
     /// Unschedulable tasks tried per scheduling pass before the pass stops.
     pub placement_misses_per_pass: usize,
+    /// Least time between two scheduling passes: what changes meanwhile (results, new nodes)
+    /// is placed in one pass.
+    pub schedule_interval_ms: u64,
 }
 
 impl Default for OrchestratorConfig {
@@ -71,6 +77,7 @@ impl Default for OrchestratorConfig {
             lease_grace_ms: 5_000,
             reassignments_max: 100,
             placement_misses_per_pass: 64,
+            schedule_interval_ms: 50,
         }
     }
 }
@@ -175,6 +182,8 @@ pub enum Event {
         node: NodeIdx,
         /// The outcome.
         outcome: Outcome,
+        /// What a load attempt measured, as its node sent it (unread: the shell decodes it).
+        load: Option<Box<LoadResult>>,
     },
     /// A result was refused by fencing.
     Stale {
@@ -293,6 +302,11 @@ pub struct Orchestrator {
     resend_at: BTreeSet<(u64, u32)>,
     /// Counts results of attempts other than the current lease (a test-only fault).
     fencing_off: bool,
+    /// The last [`RECENT_ATTEMPTS`] counted attempts, whether each failed, and how many did.
+    recent: VecDeque<bool>,
+    recent_failures: u32,
+    /// No scheduling pass before this time ([`OrchestratorConfig::schedule_interval_ms`]).
+    next_pass_ms: u64,
     transmit: VecDeque<(NodeIdx, Frame<ToAgent>)>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -342,6 +356,9 @@ impl Orchestrator {
             breaker_at: BTreeSet::new(),
             resend_at: BTreeSet::new(),
             fencing_off: false,
+            recent: VecDeque::with_capacity(RECENT_ATTEMPTS),
+            recent_failures: 0,
+            next_pass_ms: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -411,6 +428,63 @@ impl Orchestrator {
     /// The health state of a node.
     pub fn node_health(&self, node: NodeIdx) -> HealthState {
         self.nodes[node.0 as usize].health.state()
+    }
+
+    /// A node's health: its score (0 to 100), its failure detector's phi at `now_ms` (0 before
+    /// its first heartbeat) and the metrics of its last heartbeat.
+    pub fn node_vitals(&self, node: NodeIdx, now_ms: u64) -> (u8, f64, Metrics) {
+        let health = &self.nodes[node.0 as usize].health;
+        let phi = health.detector().phi(now_ms);
+        (health.score(), if phi.is_finite() { phi } else { f64::MAX }, health.metrics())
+    }
+
+    /// Whether a node is registered and not held dead: it said hello and has not died or left
+    /// since.
+    pub fn node_up(&self, node: NodeIdx) -> bool {
+        let n = &self.nodes[node.0 as usize];
+        n.incarnation.is_some() && !n.dead
+    }
+
+    /// Nodes that said hello at least once.
+    pub fn registered(&self) -> usize {
+        self.nodes.iter().filter(|n| n.incarnation.is_some()).count()
+    }
+
+    /// The cluster's health over the registered nodes.
+    pub fn cluster_health(&self) -> ClusterHealth {
+        cluster_health(self.nodes.iter().filter(|n| n.incarnation.is_some()).map(|n| &n.health))
+    }
+
+    /// What the orchestrator observes of its own run, as `adaptive` placement reads it: the
+    /// share of the last [`RECENT_ATTEMPTS`] counted attempts that failed, and the tasks
+    /// waiting for a node.
+    pub fn observations(&self) -> Observations {
+        let failure_rate =
+            if self.recent.is_empty() { 0.0 } else { f64::from(self.recent_failures) / self.recent.len() as f64 };
+        Observations { failure_rate, queue_len: self.pending.len() as u64 }
+    }
+
+    /// How often `adaptive` placement chose each way (see [`Placer::adaptive_choices`]).
+    pub fn adaptive_choices(&self) -> [u64; 4] {
+        self.placer.adaptive_choices()
+    }
+
+    /// When [`Orchestrator::tick`] next has something to do: a node due to be declared dead, a
+    /// breaker to half-open, a lease to expire, a retry, a resend, or a scheduling pass. `None`
+    /// when nothing is due until a frame arrives.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let pass = self.dirty.then_some(self.next_pass_ms);
+        [
+            self.dead_at.first().map(|e| e.0),
+            self.breaker_at.first().map(|e| e.0),
+            self.expiries.first().map(|e| e.0),
+            self.waiting.first().map(|e| e.0),
+            self.resend_at.first().map(|e| e.0),
+            pass,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next frame to send, and to which node.
@@ -518,8 +592,8 @@ impl Orchestrator {
                     lease.started = true;
                 }
             }
-            ToOrchestrator::Finished { task, attempt, outcome, .. } => {
-                self.finished(now_ms, node, incarnation, task, attempt, outcome);
+            ToOrchestrator::Finished { task, attempt, outcome, load, .. } => {
+                self.finished(now_ms, node, incarnation, (task, attempt), outcome, load);
             }
         }
     }
@@ -607,9 +681,9 @@ impl Orchestrator {
         now_ms: u64,
         node: NodeIdx,
         incarnation: Incarnation,
-        task: TaskId,
-        attempt: Attempt,
+        (task, attempt): (TaskId, Attempt),
         outcome: Outcome,
+        load: Option<Box<LoadResult>>,
     ) {
         if task.0 as usize >= self.tasks.len() {
             return; // A task we never had: a confused or hostile peer.
@@ -620,7 +694,7 @@ impl Orchestrator {
             if self.fencing_off {
                 // Test-only: report the stale result as counted, as a core without fencing would,
                 // but leave the books alone so the run goes on and the checkers can see it.
-                self.event(Event::Counted { task, attempt, node, outcome: outcome.clone() });
+                self.event(Event::Counted { task, attempt, node, outcome: outcome.clone(), load });
                 if outcome == Outcome::Passed {
                     self.event(Event::Ended { task, terminal: Terminal::Completed });
                 }
@@ -630,9 +704,12 @@ impl Orchestrator {
             self.event(Event::Stale { task, attempt, node });
             return;
         }
-        self.event(Event::Counted { task, attempt, node, outcome: outcome.clone() });
+        self.event(Event::Counted { task, attempt, node, outcome: outcome.clone(), load });
         self.end_lease(task);
         let failed = matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut);
+        if outcome != Outcome::Cancelled {
+            self.recent_outcome(failed);
+        }
         let breaker = &mut self.nodes[node.0 as usize].breaker;
         if let super::breaker::BreakerState::Open { until_ms } = breaker.record(now_ms, failed) {
             self.breaker_at.insert((until_ms, node.0));
@@ -664,6 +741,14 @@ impl Orchestrator {
         self.tasks[task.0 as usize].state = State::Pending; // the caller sets what follows
         self.dirty = true;
         Some(lease)
+    }
+
+    fn recent_outcome(&mut self, failed: bool) {
+        if self.recent.len() == RECENT_ATTEMPTS && self.recent.pop_front() == Some(true) {
+            self.recent_failures -= 1;
+        }
+        self.recent.push_back(failed);
+        self.recent_failures += u32::from(failed);
     }
 
     fn attempt_failed(&mut self, now_ms: u64, task: TaskId) {
@@ -761,8 +846,9 @@ impl Orchestrator {
     }
 
     /// Time has passed to `now_ms`: failure detection, lease expiry, retries, scheduling and
-    /// resends.
-    pub fn tick(&mut self, now_ms: u64, observed: &Observations) {
+    /// resends. Call it at [`Orchestrator::poll_timeout`] (calling it earlier or more often is
+    /// harmless).
+    pub fn tick(&mut self, now_ms: u64) {
         while let Some(&(at, i)) = self.dead_at.first()
             && at <= now_ms
         {
@@ -803,6 +889,7 @@ impl Orchestrator {
             self.expiries.pop_first();
             let lease = self.end_lease(task).expect("an expiry belongs to a lease");
             self.event(Event::LeaseExpired { task, node: lease.node });
+            self.recent_outcome(true);
             self.send(now_ms, lease.node, ToAgent::Cancel { task, attempt: lease.attempt });
             self.attempt_failed(now_ms, task);
         }
@@ -812,8 +899,10 @@ impl Orchestrator {
             self.waiting.remove(&(ready_ms, task));
             self.requeue(task);
         }
-        if self.dirty {
-            self.schedule(now_ms, observed);
+        if self.dirty && now_ms >= self.next_pass_ms {
+            self.next_pass_ms = now_ms.saturating_add(self.config.schedule_interval_ms);
+            let observed = self.observations();
+            self.schedule(now_ms, &observed);
         }
         while let Some(&(at, i)) = self.resend_at.first()
             && at <= now_ms

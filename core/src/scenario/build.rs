@@ -138,6 +138,7 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
         expect,
         failure_detector,
         retry,
+        alerts: Vec::new(),
     })
 }
 

@@ -95,6 +95,67 @@ pub struct Scenario {
     pub failure_detector: FailureDetector,
     /// Retry policy.
     pub retry: Retry,
+    /// Alert rules evaluated during the run.
+    pub alerts: Vec<AlertSpec>,
+}
+
+/// An alert rule of the scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertSpec {
+    /// Its name.
+    pub name: String,
+    /// The metric watched.
+    pub metric: AlertMetric,
+    /// How the metric is compared with the threshold.
+    pub comparison: crate::health::alerts::Comparison,
+    /// The threshold.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires.
+    pub for_ms: u64,
+    /// How bad a firing alert is.
+    pub severity: crate::health::alerts::Severity,
+}
+
+/// What an alert rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertMetric {
+    /// A node's health score, 0 to 100.
+    HealthScore,
+    /// A node's failure detector suspicion.
+    Phi,
+    /// A node's CPU use, 0 to 1.
+    Cpu,
+    /// A node's memory use, 0 to 1.
+    Memory,
+    /// A node's disk use, 0 to 1.
+    Disk,
+    /// A node's recent share of failed attempts, 0 to 1.
+    TaskErrorRate,
+    /// Nodes declared dead now.
+    NodesDown,
+    /// The cluster's mean health score, 0 to 100.
+    ClusterHealth,
+}
+
+impl AlertMetric {
+    /// Its name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertMetric::HealthScore => "health_score",
+            AlertMetric::Phi => "phi",
+            AlertMetric::Cpu => "cpu",
+            AlertMetric::Memory => "memory",
+            AlertMetric::Disk => "disk",
+            AlertMetric::TaskErrorRate => "task_error_rate",
+            AlertMetric::NodesDown => "nodes_down",
+            AlertMetric::ClusterHealth => "cluster_health",
+        }
+    }
+
+    /// Whether it is the cluster's (else each node's).
+    pub fn is_cluster(self) -> bool {
+        matches!(self, AlertMetric::NodesDown | AlertMetric::ClusterHealth)
+    }
 }
 
 impl Scenario {

@@ -1,11 +1,11 @@
-//! Live load figures for `dtest run`'s progress bar: what the nodes' heartbeats say about the
+//! Live load figures for progress bars and live events: what the nodes' heartbeats say about the
 //! loads they are running, summed over the cluster. Only for showing; the report is built from
 //! the results the orchestrator counts.
 
 use std::collections::BTreeMap;
 
-use dtest_core::measure::{LiveLoad, Measure, Second};
-use dtest_core::protocol::{Attempt, TaskId};
+use crate::measure::{LiveLoad, Measure, Second};
+use crate::protocol::{Attempt, TaskId};
 
 /// A second older than this (by when it arrived) no longer counts as the current rate.
 const FRESH_MS: u64 = 2_500;
@@ -47,14 +47,19 @@ impl LiveLoads {
         self.by_task.retain(|&task, live| current(task, live.node, live.attempt));
     }
 
+    /// Whether no load is running, as far as heartbeats told.
+    pub fn is_empty(&self) -> bool {
+        self.by_task.is_empty()
+    }
+
     /// Forgets a task's attempt, once its result is counted.
     pub fn forget(&mut self, task: TaskId) {
         self.by_task.remove(&task);
     }
 
-    /// The figures for the bar: the cluster's rate and p99 over the nodes' last full seconds,
-    /// and totals of the counted results (`counted`) plus the running loads.
-    pub fn summary(&self, now_ms: u64, counted: &Measure) -> String {
+    /// The cluster's rate and p99 over the nodes' last full seconds, and totals of the counted
+    /// results (`counted`) plus the running loads.
+    pub fn figures(&self, now_ms: u64, counted: &Measure) -> LiveFigures {
         let mut recent = Second::new();
         let (mut requests, mut errors, mut dropped) = (counted.requests, counted.errors, counted.dropped);
         for live in self.by_task.values() {
@@ -65,19 +70,46 @@ impl LiveLoads {
                 recent.add(second);
             }
         }
-        let p99 = if recent.corrected().is_empty() {
-            "-".to_owned()
-        } else {
-            format!("{:.1} ms", recent.corrected().value_at_quantile(0.99) as f64 / 1e3)
-        };
-        format!("{} rps, p99 {p99}, {requests} requests, {errors} errors, {dropped} dropped", recent.requests)
+        let p99_ms = (!recent.corrected().is_empty()).then(|| recent.corrected().value_at_quantile(0.99) as f64 / 1e3);
+        LiveFigures { rps: recent.requests, p99_ms, requests, errors, dropped }
+    }
+
+    /// [`LiveLoads::figures`] as one line, for a progress bar.
+    pub fn summary(&self, now_ms: u64, counted: &Measure) -> String {
+        self.figures(now_ms, counted).to_string()
+    }
+}
+
+/// How the run's load is doing now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct LiveFigures {
+    /// Requests in the nodes' last full seconds.
+    pub rps: u64,
+    /// Their 99th percentile latency, if any ended.
+    pub p99_ms: Option<f64>,
+    /// Requests so far.
+    pub requests: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Arrivals dropped so far.
+    pub dropped: u64,
+}
+
+impl std::fmt::Display for LiveFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p99 = self.p99_ms.map_or("-".to_owned(), |p| format!("{p:.1} ms"));
+        write!(
+            f,
+            "{} rps, p99 {p99}, {} requests, {} errors, {} dropped",
+            self.rps, self.requests, self.errors, self.dropped
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtest_core::measure::Status;
+    use crate::measure::Status;
 
     fn second(t: u64, requests: u64, latency_us: u64) -> LiveLoad {
         let mut m = Measure::new();

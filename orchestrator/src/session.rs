@@ -1,0 +1,575 @@
+//! A session: one execution of a scenario on real node daemons, from the first `info` to the
+//! report, driving the core's [`Run`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dtest_core::placement::NodeIdx;
+use dtest_core::report::{Mode, Report};
+use dtest_core::run::{Action, Cluster, LEAVE_GRACE_MS, LiveFigures, NodeOffer, Run, RunEvent, RunOptions};
+use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Scenario, Work};
+use dtest_node::api::{Faults, NodeInfo, Plan, PlanEntry, PlanWork};
+use dtest_node::client::NodeClient;
+use dtest_node::load::{LoadSpec, Rate};
+use dtest_node::tls::TlsOptions;
+use tokio::sync::{mpsc, watch};
+
+use crate::local::{self, LocalNode, TempDir};
+use crate::transport::{Input, poll_node, push_faults, send_to_node};
+
+/// Live events a consumer may fall behind by before the oldest are dropped (a live view's, not
+/// the report's: the report does not depend on them).
+const EVENTS_BUFFER: usize = 4_096;
+/// How long a node has to answer `info` at the start.
+const INFO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where a session's nodes come from.
+#[derive(Clone, Debug)]
+pub enum NodeSource {
+    /// Start this many local daemons (loopback, free ports, a fresh token).
+    Local(u32),
+    /// Running daemons at these URLs, with their token.
+    Remote {
+        /// `http://host:port` each.
+        urls: Vec<String>,
+        /// The nodes' token.
+        token: String,
+    },
+}
+
+/// What a session runs.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The scenario, validated, with its targets' URLs as they should be used.
+    pub scenario: Scenario,
+    /// Each target's TLS settings, in the scenario's target order (see [`tls_options`]).
+    pub tls: Vec<TlsOptions>,
+    /// The nodes.
+    pub nodes: NodeSource,
+    /// The seed of the orchestrator's own choices.
+    pub seed: u64,
+}
+
+/// Why a session could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The scenario lacks what a real run needs.
+    #[error("{0}")]
+    NotRunnable(String),
+    /// Nodes did not answer at the start.
+    #[error("unreachable nodes at start: {}", .0.join(", "))]
+    Unreachable(Vec<String>),
+    /// A node cannot run what the scenario asks.
+    #[error("node {node} ({url}): {why}")]
+    Node {
+        /// Its name.
+        node: String,
+        /// Its URL.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// A local daemon could not be started.
+    #[error("local node {node}: {why}")]
+    LocalNode {
+        /// Its name.
+        node: String,
+        /// Why.
+        why: String,
+    },
+    /// The nodes do not fit the scenario.
+    #[error("{0}")]
+    Cluster(#[from] dtest_core::run::RunError),
+    /// The machine refused something (a temporary directory, a token).
+    #[error("{0}")]
+    Io(String),
+    /// The session's task ended without a report (it panicked or was aborted).
+    #[error("the session ended without a report: {0}")]
+    Lost(String),
+}
+
+/// A live event of a session.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEvent {
+    /// Something happened in the run, at `at_ms` from its start.
+    Run {
+        /// When.
+        at_ms: u64,
+        /// What.
+        event: RunEvent,
+    },
+    /// Where the run stands, once a second.
+    Progress(Progress),
+}
+
+/// Where a run stands.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Milliseconds since the start.
+    pub at_ms: u64,
+    /// Tasks ended.
+    pub tasks_ended: u64,
+    /// Tasks.
+    pub tasks: u64,
+    /// Nodes up in the orchestrator's eyes.
+    pub nodes_up: u64,
+    /// Nodes.
+    pub nodes: u64,
+    /// The load's live figures, when the scenario has load.
+    pub load: Option<LiveFigures>,
+    /// The run was cancelled and is winding down.
+    pub cancelling: bool,
+}
+
+/// Cancels a session from anywhere (a signal handler, another task, a REST call).
+#[derive(Clone, Debug)]
+pub struct Canceller(Arc<watch::Sender<bool>>);
+
+impl Canceller {
+    /// Asks the session to stop: its leased work is cancelled on every node, loads hand back
+    /// what they measured, and the report is marked interrupted.
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A running execution of a scenario.
+pub struct Session {
+    id: String,
+    names: Vec<String>,
+    events: mpsc::Receiver<SessionEvent>,
+    canceller: Canceller,
+    task: tokio::task::JoinHandle<Report>,
+}
+
+impl Session {
+    /// Starts the nodes (or checks the given ones), sends them the plan, and starts the run.
+    pub async fn start(config: SessionConfig) -> Result<Session, SessionError> {
+        let SessionConfig { scenario, tls, nodes, seed } = config;
+        runnable(&scenario, &tls, matches!(nodes, NodeSource::Local(_)))?;
+        let id = format!(
+            "{}-{}",
+            scenario.name,
+            &local::fresh_token().map_err(|e| SessionError::Io(format!("cannot draw an id: {e}")))?[..16]
+        );
+        let dir = TempDir::new("dtest-run").map_err(|e| SessionError::Io(format!("a temporary directory: {e}")))?;
+        let heartbeat_ms = scenario.failure_detector.heartbeat_interval_ms;
+        let (token_file, token, urls, locals) = match nodes {
+            NodeSource::Local(n) => {
+                let token = local::fresh_token().map_err(|e| SessionError::Io(format!("cannot draw a token: {e}")))?;
+                let token_file = dir.0.join("token");
+                local::write_private(&token_file, &token)
+                    .map_err(|e| SessionError::Io(format!("cannot write {}: {e}", token_file.display())))?;
+                let started = futures::future::join_all(local::identities(&scenario, n).into_iter().map(|identity| {
+                    let log = dir.0.join(format!("{}.log", identity.name));
+                    LocalNode::start(identity, log, &token_file, heartbeat_ms)
+                }))
+                .await;
+                let locals = started.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let urls = locals.iter().map(LocalNode::url).collect();
+                (Some(token_file), token, urls, locals)
+            }
+            NodeSource::Remote { urls, token } => {
+                let urls: Vec<String> = urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+                if urls.is_empty() {
+                    return Err(SessionError::NotRunnable("no node named".to_owned()));
+                }
+                (None, token, urls, Vec::new())
+            }
+        };
+
+        // Every node must answer before anything starts; name all that do not.
+        let clients: Vec<NodeClient> = urls.iter().map(|u| NodeClient::new(u, &token)).collect();
+        let infos = futures::future::join_all(clients.iter().map(|c| c.info(INFO_TIMEOUT))).await;
+        let mut unreachable = Vec::new();
+        let mut offers = Vec::new();
+        let mut per_group: BTreeMap<String, u32> = BTreeMap::new();
+        for (i, (client, info)) in clients.iter().zip(infos).enumerate() {
+            match info {
+                Err(e) => unreachable.push(format!("{} ({e})", client.url())),
+                Ok(info) => {
+                    let (name, node_ref) = match locals.get(i) {
+                        Some(local) => (local.identity.name.clone(), local.identity.node_ref),
+                        None => identify(&scenario, &info, i, &mut per_group),
+                    };
+                    let commands = scenario.workload.tasks.iter().any(|t| matches!(t.work, Work::Command { .. }));
+                    if commands && !info.allow_commands {
+                        return Err(SessionError::Node {
+                            node: name,
+                            url: client.url().to_owned(),
+                            why: "runs no commands; start it with --allow-commands".to_owned(),
+                        });
+                    }
+                    offers.push(offer(name, node_ref, info));
+                }
+            }
+        }
+        if !unreachable.is_empty() {
+            return Err(SessionError::Unreachable(unreachable));
+        }
+        let cluster = Cluster::of_nodes(&scenario, &offers)?;
+        let options = RunOptions { mode: Mode::Run, seed, events: true, ..RunOptions::default() };
+        let run = Run::new(&scenario, cluster, options)?;
+        let plan = Arc::new(plan(&id, &scenario, &tls, seed));
+        // The run's clock starts as the nodes get the plan: loads' `start_s` count from here.
+        let start = Instant::now();
+        let answers = futures::future::join_all(clients.iter().map(|c| c.put_plan(&plan))).await;
+        for ((client, offer), answer) in clients.iter().zip(&offers).zip(answers) {
+            if let Err(e) = answer {
+                return Err(SessionError::Node {
+                    node: offer.name.clone(),
+                    url: client.url().to_owned(),
+                    why: format!("refused the plan: {e}"),
+                });
+            }
+        }
+        let (events_tx, events) = mpsc::channel(EVENTS_BUFFER);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let names = offers.iter().map(|o| o.name.clone()).collect();
+        let driver = Driver {
+            run,
+            clients,
+            locals,
+            token_file,
+            heartbeat_ms,
+            plan,
+            start,
+            events: events_tx,
+            events_dropped: 0,
+            _dir: dir,
+        };
+        let task = tokio::spawn(driver.drive(cancel_rx));
+        Ok(Session { id, names, events, canceller: Canceller(Arc::new(cancel_tx)), task })
+    }
+
+    /// The execution id: the scenario's name and 64 random bits, unique across processes.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The nodes' names, by the index live events use.
+    pub fn node_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// A handle that cancels this session.
+    pub fn canceller(&self) -> Canceller {
+        self.canceller.clone()
+    }
+
+    /// Cancels the session (see [`Canceller::cancel`]).
+    pub fn cancel(&self) {
+        self.canceller.cancel();
+    }
+
+    /// The next live event; `None` once the run is over and every event was read.
+    pub async fn next_event(&mut self) -> Option<SessionEvent> {
+        self.events.recv().await
+    }
+
+    /// Waits for the end of the run and returns its report.
+    pub async fn finish(self) -> Result<Report, SessionError> {
+        self.task.await.map_err(|e| SessionError::Lost(e.to_string()))
+    }
+}
+
+/// What `run` needs that `sim` does not, checked before anything starts.
+fn runnable(scenario: &Scenario, tls: &[TlsOptions], local: bool) -> Result<(), SessionError> {
+    let bad = |why: String| Err(SessionError::NotRunnable(why));
+    for task in &scenario.workload.tasks {
+        match &task.work {
+            Work::Command { command: None, .. } => {
+                return bad(format!("task `{}` has no `command`: `dtest run` needs the real one to run", task.name));
+            }
+            Work::Load(load) => {
+                let target = &scenario.targets[load.target.0 as usize];
+                let Some(url) = &target.url else {
+                    return bad(format!(
+                        "target `{}` has no `url`: `dtest run` needs one to send load to (or --target {}=URL)",
+                        target.name, target.name
+                    ));
+                };
+                let tls = tls.get(load.target.0 as usize).cloned().unwrap_or_default();
+                let spec = load_spec(load, url, &tls, 0);
+                if let Err(e) = dtest_node::load::check(&spec) {
+                    return bad(format!("task `{}`: {e}", task.name));
+                }
+            }
+            Work::Command { .. } => {}
+        }
+    }
+    if !local && scenario.faults.iter().any(|f| matches!(f.kind, FaultKind::Kill { .. } | FaultKind::Pause { .. })) {
+        return bad("kill and pause faults need `--local`: dtest can only signal node processes it started".to_owned());
+    }
+    Ok(())
+}
+
+/// Each target's TLS settings, with its `ca_file` (relative to `dir`, the scenario file's
+/// directory) read: the nodes get the certificates, not a path that only exists here.
+pub fn tls_options(scenario: &Scenario, dir: &Path) -> Result<Vec<TlsOptions>, String> {
+    let options = scenario.targets.iter().map(|t| {
+        let ca_pem = match &t.tls.ca_file {
+            None => None,
+            Some(ca) => {
+                let path: PathBuf = dir.join(ca);
+                Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| format!("targets.{}.tls.ca_file: cannot read {}: {e}", t.name, path.display()))?,
+                )
+            }
+        };
+        Ok(TlsOptions { ca_pem, insecure: t.tls.insecure })
+    });
+    options.collect()
+}
+
+/// What a node needs to run a load task: the whole task's pattern; each node takes its
+/// instance's share of the arrivals.
+fn load_spec(load: &dtest_core::scenario::Load, url: &str, tls: &TlsOptions, seed: u64) -> LoadSpec {
+    LoadSpec {
+        url: url.to_owned(),
+        method: load.method,
+        headers: load.headers.clone(),
+        body: load.body.clone(),
+        timeout_ms: load.timeout_ms,
+        connections: load.connections,
+        http_version: load.http_version,
+        tls: tls.clone(),
+        start_ms: load.start_ms,
+        rate: Rate::Pattern {
+            pattern: load.pattern.clone(),
+            // The simulator's seed for the same pattern, so `random` draws the same rates.
+            seed: seed ^ u64::from(load.target.0),
+            index: 0,
+            of: 1,
+        },
+    }
+}
+
+/// The run's tasks as the nodes run them; an assignment's `work` is a task's number.
+fn plan(id: &str, scenario: &Scenario, tls: &[TlsOptions], seed: u64) -> Plan {
+    let entries = scenario.workload.tasks.iter().map(|t| PlanEntry {
+        name: t.name.clone(),
+        count: t.count,
+        work: match &t.work {
+            Work::Command { command, .. } => {
+                let c = command.as_ref().expect("checked by runnable(): real runs have commands");
+                PlanWork::Command { argv: c.argv.clone(), env: c.env.clone(), cwd: c.cwd.clone() }
+            }
+            Work::Load(load) => {
+                let url = scenario.targets[load.target.0 as usize].url.as_deref().unwrap_or_default();
+                let tls = tls.get(load.target.0 as usize).cloned().unwrap_or_default();
+                PlanWork::Load(load_spec(load, url, &tls, seed))
+            }
+        },
+    });
+    Plan { id: id.to_owned(), entries: entries.collect(), elapsed_ms: 0 }
+}
+
+/// A node as placement sees it.
+fn offer(name: String, node_ref: NodeRef, info: NodeInfo) -> NodeOffer {
+    NodeOffer {
+        name,
+        node_ref,
+        resources: info.resources,
+        capabilities: info.capabilities,
+        region: info.region,
+        zone: info.zone,
+    }
+}
+
+/// The name and scenario node of a node found at `--nodes` position `i`.
+fn identify(
+    scenario: &Scenario,
+    info: &NodeInfo,
+    i: usize,
+    per_group: &mut BTreeMap<String, u32>,
+) -> (String, NodeRef) {
+    match info.group.as_deref().and_then(|g| scenario.groups.iter().position(|s| s.name == g)) {
+        Some(g) => {
+            let index = per_group.entry(scenario.groups[g].name.clone()).or_insert(0);
+            *index += 1;
+            (format!("{}-{}", scenario.groups[g].name, index), NodeRef { group: GroupId(g as u32), index: *index })
+        }
+        // Not a scenario group: no fault can name it.
+        None => (format!("node-{}", i + 1), NodeRef { group: GroupId(u32::MAX), index: i as u32 + 1 }),
+    }
+}
+
+/// The session's task: the run, its nodes and its clock.
+struct Driver {
+    run: Run,
+    clients: Vec<NodeClient>,
+    locals: Vec<LocalNode>,
+    token_file: Option<PathBuf>,
+    heartbeat_ms: u64,
+    plan: Arc<Plan>,
+    start: Instant,
+    events: mpsc::Sender<SessionEvent>,
+    events_dropped: u64,
+    /// The local nodes' token and logs, removed at the end.
+    _dir: TempDir,
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    async fn drive(mut self, mut cancel: watch::Receiver<bool>) -> Report {
+        let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
+        let mut outgoing = Vec::new();
+        let mut links = Vec::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            outgoing.push(tx);
+            tokio::spawn(poll_node(i, client.clone(), self.plan.clone(), self.start, inputs_tx.clone()));
+            tokio::spawn(send_to_node(i, client.clone(), self.plan.clone(), self.start, rx, inputs_tx.clone()));
+            let (link_tx, link_rx) = watch::channel(Faults::default());
+            tokio::spawn(push_faults(client.clone(), link_rx));
+            links.push(link_tx);
+        }
+        drop(inputs_tx);
+        let mut next_progress = 0;
+        let mut cancelled = false;
+        loop {
+            let Some(due_ms) = self.run.poll_timeout() else { break };
+            let due = tokio::time::Instant::from_std(self.start + Duration::from_millis(due_ms));
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(Input::Frames(i, frames)) => {
+                        let now = self.now_ms();
+                        self.run.count_sent(frames.len() as u64);
+                        for frame in frames {
+                            self.run.handle(now, NodeIdx(i as u32), frame);
+                        }
+                    }
+                    Some(Input::Undelivered(n)) => self.run.count_dropped(n),
+                    None => {}
+                },
+                () = tokio::time::sleep_until(due) => {}
+                changed = cancel.changed(), if !cancelled => {
+                    cancelled = true;
+                    if changed.is_ok() && *cancel.borrow() {
+                        self.run.cancel(self.now_ms());
+                    }
+                }
+            }
+            let now = self.now_ms();
+            if self.run.poll_timeout().is_some_and(|at| at <= now) {
+                self.run.handle_timeout(now);
+            }
+            while let Some((node, frame)) = self.run.poll_transmit() {
+                self.run.count_sent(1);
+                let _ = outgoing[node.0 as usize].send(frame);
+            }
+            while let Some(action) = self.run.poll_action() {
+                self.act(action, &links).await;
+            }
+            while let Some((at_ms, event)) = self.run.poll_event() {
+                self.emit(SessionEvent::Run { at_ms, event });
+            }
+            if now >= next_progress {
+                next_progress = now + 1_000;
+                self.emit(SessionEvent::Progress(Progress {
+                    at_ms: now,
+                    tasks_ended: self.run.ended() as u64,
+                    tasks: self.run.tasks() as u64,
+                    nodes_up: self.run.nodes_up() as u64,
+                    nodes: self.run.nodes() as u64,
+                    load: self.run.live_load(now),
+                    cancelling: self.run.is_cancelled(),
+                }));
+            }
+        }
+        let report = self.run.report(self.now_ms());
+        self.leave(&mut inputs, &outgoing).await;
+        report
+    }
+
+    fn emit(&mut self, event: SessionEvent) {
+        if self.events.try_send(event).is_err() {
+            self.events_dropped += 1;
+        }
+    }
+
+    async fn act(&mut self, action: Action, links: &[watch::Sender<Faults>]) {
+        use nix::sys::signal::Signal;
+        match action {
+            Action::Kill(node) => {
+                if let Some(local) = self.locals.get_mut(node.0 as usize) {
+                    local.kill().await;
+                }
+            }
+            Action::Restart(node) => {
+                let (token_file, heartbeat_ms) = (self.token_file.clone(), self.heartbeat_ms);
+                if let (Some(local), Some(token_file)) = (self.locals.get_mut(node.0 as usize), token_file)
+                    && local.is_down()
+                    && let Err(e) = local.restart(&token_file, heartbeat_ms).await
+                {
+                    // The run goes on without it: the orchestrator keeps it dead.
+                    eprintln!("warning: {e}");
+                }
+            }
+            Action::Pause(node) => {
+                if let Some(local) = self.locals.get(node.0 as usize) {
+                    local.signal(Signal::SIGSTOP);
+                }
+            }
+            Action::Resume(node) => {
+                if let Some(local) = self.locals.get(node.0 as usize) {
+                    local.signal(Signal::SIGCONT);
+                }
+            }
+            Action::Link(node, link) => {
+                if let Some(tx) = links.get(node.0 as usize) {
+                    tx.send_if_modified(|faults: &mut Faults| {
+                        let changed = faults.link != link;
+                        faults.link = link;
+                        changed
+                    });
+                }
+            }
+        }
+    }
+
+    /// Lets the local daemons leave gracefully (SIGTERM; their goodbyes carried), then kills
+    /// whatever still runs. Remote daemons stay: their leased work was cancelled or ended.
+    async fn leave(
+        &mut self,
+        inputs: &mut mpsc::UnboundedReceiver<Input>,
+        outgoing: &[mpsc::UnboundedSender<dtest_core::protocol::Frame<dtest_core::protocol::ToAgent>>],
+    ) {
+        for local in &self.locals {
+            local.signal(nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(LEAVE_GRACE_MS);
+        while tokio::time::Instant::now() < deadline && self.locals.iter_mut().any(LocalNode::running) {
+            let pause = tokio::time::sleep(Duration::from_millis(50));
+            tokio::select! {
+                input = inputs.recv() => if let Some(Input::Frames(i, frames)) = input {
+                    let now = self.now_ms();
+                    for frame in frames {
+                        self.run.handle(now, NodeIdx(i as u32), frame);
+                    }
+                },
+                () = pause => {}
+            }
+            // Acknowledgements only: the run is over and decides nothing more.
+            while let Some((node, frame)) = self.run.poll_transmit() {
+                let _ = outgoing[node.0 as usize].send(frame);
+            }
+        }
+        for local in &mut self.locals {
+            local.kill().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).finish_non_exhaustive()
+    }
+}

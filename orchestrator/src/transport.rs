@@ -1,0 +1,112 @@
+//! Carrying the run's frames to and from node daemons over their HTTP API: one long poll open
+//! per node for its frames, batched sends of the orchestrator's, and the node's network faults
+//! kept at what the run decided. A failed send loses its frames, as a network would; the
+//! protocol resends what must arrive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dtest_core::protocol::{Frame, ToAgent, ToOrchestrator};
+use dtest_node::api::{Exchange, Faults, Plan};
+use dtest_node::client::{ClientError, NodeClient};
+use tokio::sync::{mpsc, watch};
+
+/// How long one long poll waits for a node's frames.
+const POLL_WAIT_MS: u64 = 1_000;
+/// After a failed exchange, how long before the next.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// What reaches the run from the nodes.
+pub enum Input {
+    /// Frames from node `i`.
+    Frames(usize, Vec<Frame<ToOrchestrator>>),
+    /// This many frames to a node could not be delivered (its exchange failed).
+    Undelivered(u64),
+}
+
+/// The plan as sent now, saying how long the run (started at `start`) has been going.
+fn plan_now(plan: &Plan, start: Instant) -> Plan {
+    Plan { elapsed_ms: start.elapsed().as_millis() as u64, ..plan.clone() }
+}
+
+/// Keeps one long poll open to node `i`, forwarding its frames; gives it the plan when it lacks
+/// it (a restarted node: a new life that needs the plan again).
+pub async fn poll_node(
+    i: usize,
+    client: NodeClient,
+    plan: Arc<Plan>,
+    start: Instant,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    loop {
+        let exchange = Exchange { plan: plan.id.clone(), frames: Vec::new(), wait_ms: POLL_WAIT_MS };
+        match client.exchange(&exchange).await {
+            Ok(reply) => {
+                if !reply.frames.is_empty() && inputs.send(Input::Frames(i, reply.frames)).is_err() {
+                    return;
+                }
+            }
+            Err(ClientError::NeedsPlan) => {
+                if client.put_plan(&plan_now(&plan, start)).await.is_err() {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+            Err(_) => {
+                if inputs.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Sends the orchestrator's frames to node `i`, batching whatever queued meanwhile.
+pub async fn send_to_node(
+    i: usize,
+    client: NodeClient,
+    plan: Arc<Plan>,
+    start: Instant,
+    mut frames: mpsc::UnboundedReceiver<Frame<ToAgent>>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    while let Some(first) = frames.recv().await {
+        let mut batch = vec![first];
+        while let Ok(frame) = frames.try_recv() {
+            batch.push(frame);
+        }
+        let exchange = Exchange { plan: plan.id.clone(), frames: batch, wait_ms: 0 };
+        let count = exchange.frames.len() as u64;
+        let reply = match client.exchange(&exchange).await {
+            Err(ClientError::NeedsPlan) => match client.put_plan(&plan_now(&plan, start)).await {
+                Ok(()) => client.exchange(&exchange).await,
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        let input = match reply {
+            Ok(reply) if reply.frames.is_empty() => continue,
+            Ok(reply) => Input::Frames(i, reply.frames),
+            Err(_) => Input::Undelivered(count),
+        };
+        if inputs.send(input).is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps the node's fault settings at the latest the run decided, retrying until it takes them.
+pub async fn push_faults(client: NodeClient, mut faults: watch::Receiver<Faults>) {
+    while faults.changed().await.is_ok() {
+        loop {
+            let latest = *faults.borrow_and_update();
+            if client.put_faults(&latest).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            if faults.has_changed().is_err() {
+                return;
+            }
+        }
+    }
+}

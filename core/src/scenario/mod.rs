@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 pub use diagnostic::{Diagnostic, Path, Segment};
-pub use file::{Allocation, ClogDirection, Distribution, HttpMethod, HttpVersion, TaskKind, WorkloadMode};
+pub use file::{AlertMetric, Allocation, ClogDirection, Distribution, HttpMethod, HttpVersion, TaskKind, WorkloadMode};
 
 use crate::limits::SCENARIO_BYTES_MAX;
 
@@ -91,6 +91,8 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// What must hold at the end.
     pub expect: Expect,
+    /// Alert rules, in file order; empty when the file has none.
+    pub alerts: Vec<AlertSpec>,
     /// Failure detector settings.
     pub failure_detector: FailureDetector,
     /// Retry policy.
@@ -608,6 +610,38 @@ pub struct Expect {
     pub rps_min: Option<f64>,
     /// Most dropped arrivals.
     pub dropped_max: Option<u64>,
+}
+
+/// An alert rule: fires once `metric` compared with `threshold` has held for `for_ms`, and
+/// resolves when it stops holding (see [`crate::health::alerts`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertSpec {
+    /// Name, unique among the scenario's alerts.
+    pub name: String,
+    /// What is watched.
+    pub metric: AlertMetric,
+    /// How the metric is compared with the threshold.
+    pub comparison: crate::health::alerts::Comparison,
+    /// The threshold, within the metric's range.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires, at most `duration_ms`.
+    pub for_ms: u64,
+    /// Severity when firing.
+    pub severity: crate::health::alerts::Severity,
+}
+
+impl AlertSpec {
+    /// The rule for [`crate::health::Alerts::add_rule`]; observe it under [`AlertMetric::name`].
+    pub fn rule(&self) -> crate::health::alerts::AlertRule {
+        crate::health::alerts::AlertRule {
+            name: self.name.clone(),
+            metric: self.metric.name().to_owned(),
+            comparison: self.comparison,
+            threshold: self.threshold,
+            for_ms: self.for_ms,
+            severity: self.severity,
+        }
+    }
 }
 
 /// Phi accrual failure detector settings.

@@ -33,6 +33,9 @@ pub const FAULTS_MAX: usize = 10_000;
 pub const RESERVATIONS_MAX: usize = 10_000;
 /// Targets in `targets`.
 pub const TARGETS_MAX: usize = 1_000;
+/// Rules in `alerts`. Every rule is evaluated for every node at every health check, so this
+/// bounds the alert engine's work per check to this many comparisons per node.
+pub const ALERTS_MAX: usize = 100;
 /// Names in one list of capabilities, node ids, group names or partition sides.
 pub const LIST_ITEMS_MAX: usize = 100_000;
 /// Named custom resources on one group or task.

@@ -16,20 +16,38 @@ pub const ALERT_HISTORY_MAX: usize = 1_000;
 /// Rules one [`Alerts`] holds.
 pub const ALERT_RULES_MAX: usize = 1_000;
 
-/// How a value is compared with the threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a value is compared with the threshold. Written as the operator: `>`, `>=`, `<`, `<=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Comparison {
-    /// value > threshold
+    /// The value is above the threshold.
+    #[serde(rename = ">")]
     Above,
-    /// value >= threshold
+    /// The value is at or above the threshold.
+    #[serde(rename = ">=")]
     AtOrAbove,
-    /// value < threshold
+    /// The value is below the threshold.
+    #[serde(rename = "<")]
     Below,
-    /// value <= threshold
+    /// The value is at or below the threshold.
+    #[serde(rename = "<=")]
     AtOrBelow,
 }
 
 impl Comparison {
+    /// Every comparison, in the order the documentation lists them.
+    pub const ALL: [Comparison; 4] =
+        [Comparison::Above, Comparison::AtOrAbove, Comparison::Below, Comparison::AtOrBelow];
+
+    /// The operator as scenario files write it: `>`, `>=`, `<` or `<=`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Comparison::Above => ">",
+            Comparison::AtOrAbove => ">=",
+            Comparison::Below => "<",
+            Comparison::AtOrBelow => "<=",
+        }
+    }
+
     fn holds(self, value: f64, threshold: f64) -> bool {
         match self {
             Comparison::Above => value > threshold,
@@ -41,7 +59,9 @@ impl Comparison {
 }
 
 /// How bad a firing alert is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Worth knowing.
@@ -53,7 +73,10 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Its name in scenario files and reports.
+    /// Every severity, least severe first.
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
+    /// The name scenario files and reports use: `info`, `warning` or `critical`.
     pub fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -324,6 +347,16 @@ mod tests {
         assert_eq!(alerts.acknowledge(a[0].id, 4), Err(AlertError::NotFiring(a[0].id)));
         let kinds: Vec<Transition> = alerts.history().map(|e| e.transition).collect();
         assert_eq!(kinds, [Transition::Fired, Transition::Fired, Transition::Acknowledged, Transition::Resolved]);
+    }
+
+    #[test]
+    fn names_and_symbols_are_what_serde_writes() {
+        for severity in Severity::ALL {
+            assert_eq!(serde_json::to_value(severity).expect("serialize"), severity.name());
+        }
+        for comparison in Comparison::ALL {
+            assert_eq!(serde_json::to_value(comparison).expect("serialize"), comparison.symbol());
+        }
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
     let reservations = b.reservations(file, &groups, &root.key("reservations"));
     let faults: Vec<Fault> =
         file.faults.iter().enumerate().map(|(i, f)| b.fault(f, &root.key("faults").index(i))).collect();
+    let nodes_total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
+    let alerts = b.alerts(&file.alerts, nodes_total, &root.key("alerts"));
 
     let strategy = Strategy {
         distribution: file.strategy.distribution,
@@ -136,14 +138,17 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
         reservations,
         faults,
         expect,
+        alerts,
         failure_detector,
         retry,
-        alerts: Vec::new(),
     })
 }
 
 /// The name a partition side uses for the orchestrator.
 const ORCHESTRATOR: &str = "orchestrator";
+
+// Every rule of a valid scenario fits in one alert engine, so adding them cannot fail.
+const _: () = assert!(ALERTS_MAX <= crate::health::alerts::ALERT_RULES_MAX);
 
 struct Builder {
     problems: Vec<(Path, String)>,
@@ -623,6 +628,61 @@ impl Builder {
                 }
             }
         }
+    }
+
+    fn alerts(&mut self, files: &[AlertFile], nodes_total: u64, path: &Path) -> Vec<AlertSpec> {
+        let mut seen = BTreeSet::new();
+        let mut alerts = Vec::new();
+        for (i, a) in files.iter().enumerate() {
+            let at = path.index(i);
+            if self.name(&a.name, &at.key("name")) && !seen.insert(a.name.as_str()) {
+                self.problem(at.key("name"), format!("alert {:?} is defined twice", a.name));
+            }
+            let metric = a.metric.name();
+            let max = match a.metric {
+                AlertMetric::HealthScore | AlertMetric::ClusterHealth => 100.0,
+                AlertMetric::Cpu | AlertMetric::Memory | AlertMetric::Disk | AlertMetric::TaskErrorRate => 1.0,
+                AlertMetric::Phi => PHI_THRESHOLD_MAX,
+                AlertMetric::NodesDown => nodes_total as f64,
+            };
+            // A NaN threshold is in no range; the JSON parser never makes one, but check anyway.
+            if !(0.0..=max).contains(&a.threshold) {
+                let range = match a.metric {
+                    AlertMetric::HealthScore | AlertMetric::ClusterHealth => {
+                        format!("`{metric}` is a score from 0 to 100")
+                    }
+                    AlertMetric::Cpu | AlertMetric::Memory | AlertMetric::Disk | AlertMetric::TaskErrorRate => {
+                        format!("`{metric}` is a fraction from 0 to 1, not a percentage")
+                    }
+                    AlertMetric::Phi => format!("`phi` thresholds go up to {PHI_THRESHOLD_MAX} (PHI_THRESHOLD_MAX)"),
+                    AlertMetric::NodesDown => format!("the scenario has {nodes_total} nodes"),
+                };
+                self.problem(
+                    at.key("threshold"),
+                    format!("{range}; expected a threshold from 0 to {max}, found {}", a.threshold),
+                );
+            }
+            let for_ms = (a.for_s * 1000.0).round() as u64; // Bounded by DURATION_S_MAX in the schema.
+            if for_ms > self.duration_ms {
+                self.problem(
+                    at.key("for_s"),
+                    format!(
+                        "{} s is longer than the scenario (`duration_s` is {}), so the alert could never fire",
+                        a.for_s,
+                        self.duration_ms as f64 / 1000.0
+                    ),
+                );
+            }
+            alerts.push(AlertSpec {
+                name: a.name.clone(),
+                metric: a.metric,
+                comparison: a.op,
+                threshold: a.threshold,
+                for_ms,
+                severity: a.severity,
+            });
+        }
+        alerts
     }
 
     /// A node id `<group>-<n>`, resolved.

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::health::alerts::{Comparison, Severity};
 use crate::limits::*;
 
 /// A dtest scenario: a cluster, a workload, the faults to inject and what must hold.
@@ -51,6 +52,10 @@ pub struct ScenarioFile {
     /// What must hold at the end; a failed expectation makes the run exit 1.
     #[serde(default)]
     pub expect: ExpectFile,
+    /// Alert rules watched during the run; the report lists the alerts that fired and resolved.
+    #[serde(default)]
+    #[schemars(length(max = ALERTS_MAX))]
+    pub alerts: Vec<AlertFile>,
     /// Settings of the phi accrual failure detector.
     #[serde(default)]
     pub failure_detector: FailureDetectorFile,
@@ -806,6 +811,93 @@ pub struct ExpectFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = REQUESTS_MAX))]
     pub dropped_max: Option<u64>,
+}
+
+/// An alert rule: fires once `metric` `op` `threshold` has held for `for_s`, resolves when it
+/// stops holding.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertFile {
+    /// Alert name, unique among the alerts; reports show it.
+    pub name: String,
+    /// What is watched: a node metric (on every node) or a cluster metric.
+    pub metric: AlertMetric,
+    /// How the metric is compared with `threshold`.
+    pub op: Comparison,
+    /// The threshold, within the metric's range: 0 to 100 for `health_score` and
+    /// `cluster_health`, 0 to 1 for `cpu`, `memory`, `disk` and `task_error_rate`, 0 to 100 for
+    /// `phi`, 0 to the scenario's node count for `nodes_down`.
+    #[schemars(range(min = 0, max = NODES_MAX))]
+    pub threshold: f64,
+    /// Seconds the condition must hold before the alert fires; 0 fires at once.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = DURATION_S_MAX))]
+    pub for_s: f64,
+    /// How bad it is when it fires.
+    #[serde(default = "warning")]
+    pub severity: Severity,
+}
+
+fn warning() -> Severity {
+    Severity::Warning
+}
+
+/// What an alert watches. A node metric is watched on every node, each its own alert (the
+/// subject is the node id); a cluster metric is watched once (the subject is `cluster`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertMetric {
+    /// A node's health score, 0 to 100 (100 is perfectly healthy).
+    HealthScore,
+    /// The failure detector's suspicion of a node, 0 and up; the node is suspected at
+    /// `failure_detector.phi_threshold` (8 by default).
+    Phi,
+    /// A node's CPU use from its heartbeats, 0 to 1.
+    Cpu,
+    /// A node's memory use from its heartbeats, 0 to 1.
+    Memory,
+    /// A node's disk use from its heartbeats, 0 to 1.
+    Disk,
+    /// The share of a node's recent task attempts that failed, 0 to 1.
+    TaskErrorRate,
+    /// Cluster: the number of nodes declared dead now.
+    NodesDown,
+    /// Cluster: the mean health score of the nodes not dead (0 when all are), 0 to 100.
+    ClusterHealth,
+}
+
+impl AlertMetric {
+    /// Every metric, in the order the documentation lists them.
+    pub const ALL: [AlertMetric; 8] = [
+        AlertMetric::HealthScore,
+        AlertMetric::Phi,
+        AlertMetric::Cpu,
+        AlertMetric::Memory,
+        AlertMetric::Disk,
+        AlertMetric::TaskErrorRate,
+        AlertMetric::NodesDown,
+        AlertMetric::ClusterHealth,
+    ];
+
+    /// The name scenario files use, which is also the metric name given to
+    /// [`crate::health::Alerts::observe`].
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertMetric::HealthScore => "health_score",
+            AlertMetric::Phi => "phi",
+            AlertMetric::Cpu => "cpu",
+            AlertMetric::Memory => "memory",
+            AlertMetric::Disk => "disk",
+            AlertMetric::TaskErrorRate => "task_error_rate",
+            AlertMetric::NodesDown => "nodes_down",
+            AlertMetric::ClusterHealth => "cluster_health",
+        }
+    }
+
+    /// Whether the metric is the cluster's (subject `cluster`) rather than each node's.
+    pub fn is_cluster(self) -> bool {
+        matches!(self, AlertMetric::NodesDown | AlertMetric::ClusterHealth)
+    }
 }
 
 /// Phi accrual failure detector settings (Akka's defaults).

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 pub use diagnostic::{Diagnostic, Path, Segment};
-pub use file::{Allocation, ClogDirection, Distribution, HttpMethod, HttpVersion, TaskKind, WorkloadMode};
+pub use file::{AlertMetric, Allocation, ClogDirection, Distribution, HttpMethod, HttpVersion, TaskKind, WorkloadMode};
 
 use crate::limits::SCENARIO_BYTES_MAX;
 
@@ -91,71 +91,12 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// What must hold at the end.
     pub expect: Expect,
+    /// Alert rules, in file order; empty when the file has none.
+    pub alerts: Vec<AlertSpec>,
     /// Failure detector settings.
     pub failure_detector: FailureDetector,
     /// Retry policy.
     pub retry: Retry,
-    /// Alert rules evaluated during the run.
-    pub alerts: Vec<AlertSpec>,
-}
-
-/// An alert rule of the scenario.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AlertSpec {
-    /// Its name.
-    pub name: String,
-    /// The metric watched.
-    pub metric: AlertMetric,
-    /// How the metric is compared with the threshold.
-    pub comparison: crate::health::alerts::Comparison,
-    /// The threshold.
-    pub threshold: f64,
-    /// How long the condition must hold before the alert fires.
-    pub for_ms: u64,
-    /// How bad a firing alert is.
-    pub severity: crate::health::alerts::Severity,
-}
-
-/// What an alert rule watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AlertMetric {
-    /// A node's health score, 0 to 100.
-    HealthScore,
-    /// A node's failure detector suspicion.
-    Phi,
-    /// A node's CPU use, 0 to 1.
-    Cpu,
-    /// A node's memory use, 0 to 1.
-    Memory,
-    /// A node's disk use, 0 to 1.
-    Disk,
-    /// A node's recent share of failed attempts, 0 to 1.
-    TaskErrorRate,
-    /// Nodes declared dead now.
-    NodesDown,
-    /// The cluster's mean health score, 0 to 100.
-    ClusterHealth,
-}
-
-impl AlertMetric {
-    /// Its name in scenario files.
-    pub fn name(self) -> &'static str {
-        match self {
-            AlertMetric::HealthScore => "health_score",
-            AlertMetric::Phi => "phi",
-            AlertMetric::Cpu => "cpu",
-            AlertMetric::Memory => "memory",
-            AlertMetric::Disk => "disk",
-            AlertMetric::TaskErrorRate => "task_error_rate",
-            AlertMetric::NodesDown => "nodes_down",
-            AlertMetric::ClusterHealth => "cluster_health",
-        }
-    }
-
-    /// Whether it is the cluster's (else each node's).
-    pub fn is_cluster(self) -> bool {
-        matches!(self, AlertMetric::NodesDown | AlertMetric::ClusterHealth)
-    }
 }
 
 impl Scenario {
@@ -669,6 +610,38 @@ pub struct Expect {
     pub rps_min: Option<f64>,
     /// Most dropped arrivals.
     pub dropped_max: Option<u64>,
+}
+
+/// An alert rule: fires once `metric` compared with `threshold` has held for `for_ms`, and
+/// resolves when it stops holding (see [`crate::health::alerts`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertSpec {
+    /// Name, unique among the scenario's alerts.
+    pub name: String,
+    /// What is watched.
+    pub metric: AlertMetric,
+    /// How the metric is compared with the threshold.
+    pub comparison: crate::health::alerts::Comparison,
+    /// The threshold, within the metric's range.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires, at most `duration_ms`.
+    pub for_ms: u64,
+    /// Severity when firing.
+    pub severity: crate::health::alerts::Severity,
+}
+
+impl AlertSpec {
+    /// The rule for [`crate::health::Alerts::add_rule`]; observe it under [`AlertMetric::name`].
+    pub fn rule(&self) -> crate::health::alerts::AlertRule {
+        crate::health::alerts::AlertRule {
+            name: self.name.clone(),
+            metric: self.metric.name().to_owned(),
+            comparison: self.comparison,
+            threshold: self.threshold,
+            for_ms: self.for_ms,
+            severity: self.severity,
+        }
+    }
 }
 
 /// Phi accrual failure detector settings.

@@ -5,7 +5,7 @@
 //! cut, flipped, duplicated and spliced; and the shipped scenarios with one JSON value replaced,
 //! removed or added, which gets past the syntax into the schema and cross-field checks.
 
-use dtest_core::limits::{NODES_MAX, TASKS_MAX};
+use dtest_core::limits::{ALERTS_MAX, NODES_MAX, PHI_THRESHOLD_MAX, TASKS_MAX};
 use dtest_core::scenario::{self, FaultKind, Scenario, Work};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -57,6 +57,20 @@ fn check_model(s: &Scenario) -> Result<(), TestCaseError> {
             prop_assert!(load.start_ms + load.pattern.duration_ms() <= s.duration_ms);
         }
     }
+    let mut alert_names = std::collections::BTreeSet::new();
+    for alert in &s.alerts {
+        prop_assert!(alert_names.insert(alert.name.as_str()), "alert {:?} twice", alert.name);
+        prop_assert!(alert.for_ms <= s.duration_ms);
+        let max = match alert.metric.name() {
+            "health_score" | "cluster_health" => 100.0,
+            "cpu" | "memory" | "disk" | "task_error_rate" => 1.0,
+            "phi" => PHI_THRESHOLD_MAX,
+            "nodes_down" => s.nodes_total() as f64,
+            other => return Err(TestCaseError::fail(format!("unknown metric {other}"))),
+        };
+        prop_assert!((0.0..=max).contains(&alert.threshold), "{alert:?}");
+    }
+    prop_assert!(s.alerts.len() <= ALERTS_MAX);
     for fault in &s.faults {
         prop_assert!(fault.at_ms <= s.duration_ms);
         let sets: Vec<&scenario::NodeSet> = match &fault.kind {

@@ -87,7 +87,7 @@ pub fn run(args: &Args) -> Exit {
         Ok(runtime) => runtime,
         Err(e) => return bad(&format!("cannot start the runtime: {e}")),
     };
-    let config = SessionConfig { scenario: scenario.clone(), tls, nodes, seed: args.seed };
+    let config = SessionConfig { scenario: scenario.clone(), tls, nodes, seed: args.seed, node_exe: None };
     match runtime.block_on(drive(config)) {
         Ok(report) => finish(args, &scenario, &report),
         Err(e) => bad(&e.to_string()),

@@ -490,7 +490,7 @@ impl Report {
                     .map_or("still firing at the end".to_owned(), |t| format!("resolved at {:.1} s", t as f64 / 1e3));
                 let _ = writeln!(
                     out,
-                    "    at {:.1} s {} {} on {} (value {}), {resolved}",
+                    "    at {:.1} s {} {} on {} (value {:.2}), {resolved}",
                     a.fired_at_ms as f64 / 1e3,
                     a.severity.name(),
                     a.rule,

@@ -70,17 +70,20 @@ pub struct LocalNode {
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
+    exe: Option<PathBuf>,
 }
 
 impl LocalNode {
-    /// Starts a daemon for `identity`, logging to `log`.
+    /// Starts a daemon for `identity` from the `dtest` binary `exe` (this process's own when
+    /// `None`), logging to `log`.
     pub async fn start(
         identity: Identity,
         log: PathBuf,
+        exe: Option<PathBuf>,
         token_file: &Path,
         heartbeat_ms: u64,
     ) -> Result<LocalNode, SessionError> {
-        let mut node = LocalNode { identity, port: 0, child: None, log };
+        let mut node = LocalNode { identity, port: 0, child: None, log, exe };
         node.restart(token_file, heartbeat_ms).await?;
         Ok(node)
     }
@@ -127,7 +130,10 @@ impl LocalNode {
     /// Starts the daemon (again, on the same port once it had one) and waits for its address.
     pub async fn restart(&mut self, token_file: &Path, heartbeat_ms: u64) -> Result<(), SessionError> {
         let failed = |why: String| SessionError::LocalNode { node: self.identity.name.clone(), why };
-        let exe = std::env::current_exe().map_err(|e| failed(format!("cannot find the dtest binary: {e}")))?;
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe().map_err(|e| failed(format!("cannot find the dtest binary: {e}")))?,
+        };
         let workdir = std::env::current_dir().map_err(|e| failed(format!("the current directory: {e}")))?;
         let id = &self.identity;
         let mut command = Command::new(exe);

@@ -50,6 +50,8 @@ pub struct SessionConfig {
     pub nodes: NodeSource,
     /// The seed of the orchestrator's own choices.
     pub seed: u64,
+    /// The `dtest` binary local nodes run; this process's own executable when `None`.
+    pub node_exe: Option<PathBuf>,
 }
 
 /// Why a session could not start or finish.
@@ -147,7 +149,7 @@ pub struct Session {
 impl Session {
     /// Starts the nodes (or checks the given ones), sends them the plan, and starts the run.
     pub async fn start(config: SessionConfig) -> Result<Session, SessionError> {
-        let SessionConfig { scenario, tls, nodes, seed } = config;
+        let SessionConfig { scenario, tls, nodes, seed, node_exe } = config;
         runnable(&scenario, &tls, matches!(nodes, NodeSource::Local(_)))?;
         let id = format!(
             "{}-{}",
@@ -164,7 +166,7 @@ impl Session {
                     .map_err(|e| SessionError::Io(format!("cannot write {}: {e}", token_file.display())))?;
                 let started = futures::future::join_all(local::identities(&scenario, n).into_iter().map(|identity| {
                     let log = dir.0.join(format!("{}.log", identity.name));
-                    LocalNode::start(identity, log, &token_file, heartbeat_ms)
+                    LocalNode::start(identity, log, node_exe.clone(), &token_file, heartbeat_ms)
                 }))
                 .await;
                 let locals = started.into_iter().collect::<Result<Vec<_>, _>>()?;

@@ -398,3 +398,59 @@ fn a_node_given_the_plan_late_in_a_run_starts_loads_on_the_run_clock() {
     };
     assert_eq!((finished.requests, finished.status.connect), (10, 10), "{finished:?}");
 }
+
+/// Whether process `pid` still exists (a zombie counts as gone: it runs nothing).
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name in parentheses: `pid (comm) S ...`.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+}
+
+#[test]
+fn sigint_cancels_the_work_on_every_node_and_still_writes_the_partial_report() {
+    let scratch = Scratch::new("sigint");
+    let pids = scratch.0.join("pids");
+    let scenario = scratch.file(
+        "long.json",
+        &format!(
+            r#"{{
+  "name": "long",
+  "description": "commands far longer than anyone waits",
+  "duration_s": 600,
+  "cluster": {{ "groups": [ {{ "name": "local", "count": 2, "resources": {{ "cpu_millis": 4000, "memory_mb": 1024 }} }} ] }},
+  "workload": {{ "tasks": [
+    {{ "name": "long", "count": 4, "kind": "command", "requires": {{ "cpu_millis": 1000, "memory_mb": 64 }},
+      "command": {{ "argv": ["sh", "-c", "echo $$ >> {}; exec sleep 300"], "timeout_s": 600 }} }}
+  ] }}
+}}"#,
+            pids.display()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_dtest"))
+        .args(["run", &scenario, "--local", "2", "--json"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dtest run");
+    let started = std::time::Instant::now();
+    let running = || std::fs::read_to_string(&pids).unwrap_or_default().lines().count();
+    while running() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the four commands never all started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    let output = child.wait_with_output().expect("dtest run ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let report = report_of(&output);
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert_eq!(report["tasks"]["cancelled"], 4, "{report:#}");
+    assert!(report["results"].as_array().is_some_and(|r| r.iter().all(|r| r["outcome"] == "cancelled")));
+    let commands: Vec<i32> =
+        std::fs::read_to_string(&pids).expect("pids").lines().map(|l| l.trim().parse().expect("a pid")).collect();
+    // The nodes killed the commands' process groups before dtest run exited.
+    let left: Vec<i32> = commands.into_iter().filter(|&pid| alive(pid)).collect();
+    assert!(left.is_empty(), "task processes outlived the run: {left:?}");
+}

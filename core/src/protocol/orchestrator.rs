@@ -450,6 +450,11 @@ impl Orchestrator {
         self.nodes.iter().filter(|n| n.incarnation.is_some()).count()
     }
 
+    /// Nodes that said hello once and are held dead now (declared dead, or left).
+    pub fn nodes_down(&self) -> usize {
+        self.nodes.iter().filter(|n| n.incarnation.is_some() && n.dead).count()
+    }
+
     /// The cluster's health over the registered nodes.
     pub fn cluster_health(&self) -> ClusterHealth {
         cluster_health(self.nodes.iter().filter(|n| n.incarnation.is_some()).map(|n| &n.health))

@@ -807,12 +807,14 @@ impl Run {
         if node_metrics {
             for n in 0..self.names.len() {
                 let node = NodeIdx(n as u32);
-                if !self.orchestrator.node_up(node) && self.orchestrator.node_health(node) != HealthState::Dead {
-                    continue; // never heard from: nothing to judge
-                }
+                let up = self.orchestrator.node_up(node);
                 let (score, phi, metrics) = self.orchestrator.node_vitals(node, now_ms);
                 for metric in rules.iter().filter(|m| !m.is_cluster()) {
                     let value = match metric {
+                        // Held dead (or never heard from): its series is absent, and an alert on
+                        // it resolves, as in Prometheus (NaN holds no comparison); `nodes_down`
+                        // is the rule for dead nodes.
+                        _ if !up => f64::NAN,
                         AlertMetric::HealthScore => f64::from(score),
                         AlertMetric::Phi => phi,
                         AlertMetric::Cpu => metrics.cpu,
@@ -828,7 +830,7 @@ impl Run {
         let cluster = self.orchestrator.cluster_health();
         for metric in rules.iter().filter(|m| m.is_cluster()) {
             let value = match metric {
-                AlertMetric::NodesDown => (self.names.len() - self.nodes_up()) as f64,
+                AlertMetric::NodesDown => self.orchestrator.nodes_down() as f64,
                 AlertMetric::ClusterHealth => cluster.mean_score,
                 _ => continue,
             };

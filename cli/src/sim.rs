@@ -198,7 +198,8 @@ fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) ->
                     "makespan_s": r.makespan_s,
                     "utilization_mean": r.utilization.mean,
                     "utilization_max": r.utilization.max,
-                    "imbalance": r.utilization.max - r.utilization.mean,
+                    "busy_spread": r.utilization.busy_spread,
+                    "adaptive": r.strategy.adaptive,
                     "reassignments": r.reassignments,
                     "failure_detection_max_ms": r.failure_detection_ms.map(|d| d.max),
                     "latency_p99_ms": r.latency_ms.map(|l| l.p99),
@@ -218,22 +219,29 @@ fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) ->
 fn strategy_table(scenario: &Scenario, seed: u64, rows: &[(String, Report)]) -> String {
     let mut out = format!("dtest sim {} --seed {seed} --strategy all\n", scenario.name);
     out.push_str(&format!(
-        "  {:<13} {:>10} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10}  {}\n",
-        "strategy", "makespan", "util mean", "util max", "imbalance", "reassign", "detect max", "p99", "result"
+        "  {:<13} {:>10} {:>10} {:>9} {:>7} {:>9} {:>10} {:>10}  {}\n",
+        "strategy", "makespan", "util mean", "util max", "spread", "reassign", "detect max", "p99", "result"
     ));
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     for (name, r) in rows {
         out.push_str(&format!(
-            "  {:<13} {:>10} {:>9.0}% {:>8.0}% {:>9.0}% {:>9} {:>10} {:>10}  {}\n",
+            "  {:<13} {:>10} {:>9.0}% {:>8.0}% {:>7.2} {:>9} {:>10} {:>10}  {}\n",
             name,
             or_dash(r.makespan_s.map(|s| format!("{s:.1} s"))),
             r.utilization.mean * 100.0,
             r.utilization.max * 100.0,
-            (r.utilization.max - r.utilization.mean) * 100.0,
+            r.utilization.busy_spread,
             r.reassignments,
             or_dash(r.failure_detection_ms.map(|d| format!("{:.2} s", d.max as f64 / 1e3))),
             or_dash(r.latency_ms.map(|l| format!("{:.1} ms", l.p99))),
             if r.passed() { "passed" } else { "FAILED" },
+        ));
+    }
+    out.push_str("  spread: how unevenly the nodes were busy (coefficient of variation of busy time; 0 is even)\n");
+    if let Some(a) = rows.iter().find_map(|(_, r)| r.strategy.adaptive) {
+        out.push_str(&format!(
+            "  adaptive placed {} tasks avoiding failures, {} rebalancing, {} packing (2+ queued per node), {} spreading\n",
+            a.avoid_failures, a.rebalance, a.pack, a.spread
         ));
     }
     out

@@ -251,7 +251,7 @@ pub fn run(args: &Args) -> Exit {
     let measure = runtime.block_on(async {
         let (tx, rx) = watch::channel(Progress::default());
         let shown = tokio::spawn(show_progress(rx));
-        let measure = dtest_node::load::run(&spec, Some(tx)).await;
+        let measure = dtest_node::load::run(&spec, Some(tx), &dtest_node::load::Stop::new()).await;
         let _ = shown.await;
         measure
     });

@@ -383,7 +383,7 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
                     tokio::time::sleep(wait).await;
                     let (live, progress) = tokio::sync::watch::channel(load::Progress::default());
                     let reporter = tokio::spawn(report_live(node.clone(), task, attempt, progress));
-                    let measured = load::run(&spec, Some(live)).await;
+                    let measured = load::run(&spec, Some(live), &load::Stop::new()).await;
                     reporter.abort();
                     match measured {
                         Ok(loaded) => {

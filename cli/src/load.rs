@@ -1,14 +1,16 @@
 //! `dtest load URL`: the wrk/oha one-liner. The node's load engine in this process, no scenario
-//! file, the same report as `sim` and `run`.
+//! file, the same report as `sim` and `run`. Ctrl-C or SIGTERM stops the load and still writes
+//! the report of what ran, marked interrupted (exit 130).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dtest_core::measure::Measure;
 use dtest_core::report::{Report, Tasks};
 use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern, Scenario, Work};
-use dtest_node::load::{LoadSpec, Progress, Rate};
+use dtest_node::load::{LoadSpec, Loaded, Progress, Rate, Stop};
 use dtest_node::tls::TlsOptions;
+use indicatif::ProgressBar;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::Exit;
@@ -247,55 +249,100 @@ pub fn run(args: &Args) -> Exit {
         Ok(runtime) => runtime,
         Err(e) => return bad(&format!("cannot start the runtime: {e}")),
     };
+    let stop = Stop::new();
+    let bar = progress_bar();
     let started = Instant::now();
-    let measure = runtime.block_on(async {
+    let loaded = runtime.block_on(async {
+        // Watched before the load starts: from here on a signal stops the load, not the process.
+        let signals = [SignalKind::interrupt(), SignalKind::terminate()].map(signal);
+        let [Ok(interrupt), Ok(terminate)] = signals else {
+            return Err("cannot watch for SIGINT and SIGTERM".to_owned());
+        };
+        tokio::spawn(stop_on_signals(interrupt, terminate, stop.clone(), bar.clone()));
         let (tx, rx) = watch::channel(Progress::default());
-        let shown = tokio::spawn(show_progress(rx));
-        let measure = dtest_node::load::run(&spec, Some(tx)).await;
+        let shown = tokio::spawn(show_progress(bar, rx));
+        let loaded = dtest_node::load::run(&spec, Some(tx), &stop).await;
+        // The bar is cleared before the report is printed.
         let _ = shown.await;
-        measure
+        loaded
     });
-    let measure = match measure {
-        Ok(loaded) => {
-            if let Some(e) = &loaded.connect_error {
-                eprintln!("warning: {e}");
-            }
-            loaded.measure
-        }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => return bad(&e),
     };
-    let mut report = report(args, &measure, started.elapsed().as_secs_f64(), &spec);
+    if let Some(e) = &loaded.connect_error {
+        eprintln!("warning: {e}");
+    }
+    let mut report = report(args, &loaded, elapsed_s, &spec);
     report.expectations = dtest_core::report::expectations(&scenario, &report);
     let outputs = Outputs { json: args.json, out: args.out.as_deref(), html: args.html.as_deref(), junit: None };
-    crate::output::finish(&report, outputs)
+    match crate::output::finish(&report, outputs) {
+        Exit::Ok | Exit::Failed if report.interrupted => Exit::Interrupted,
+        exit => exit,
+    }
 }
 
-fn report(args: &Args, measure: &Measure, elapsed_s: f64, spec: &LoadSpec) -> Report {
-    let duration_s = match &spec.rate {
+/// The first SIGINT or SIGTERM stops the load, whose partial report is still written; a second
+/// one exits at once, without a report.
+async fn stop_on_signals(mut interrupt: Signal, mut terminate: Signal, stop: Stop, bar: ProgressBar) {
+    signalled(&mut interrupt, &mut terminate).await;
+    stop.stop();
+    signalled(&mut interrupt, &mut terminate).await;
+    bar.finish_and_clear();
+    eprintln!("interrupted twice: exiting without a report");
+    std::process::exit(Exit::Interrupted as i32);
+}
+
+async fn signalled(interrupt: &mut Signal, terminate: &mut Signal) {
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// The report of `loaded`. A load stopped early reports the time it ran, marked interrupted,
+/// its one task cancelled.
+fn report(args: &Args, loaded: &Loaded, elapsed_s: f64, spec: &LoadSpec) -> Report {
+    let planned_s = match &spec.rate {
         Rate::Max { duration_ms } => *duration_ms as f64 / 1000.0,
         Rate::Pattern { pattern, .. } => pattern.duration_ms() as f64 / 1000.0,
+    };
+    // Stopped while its last requests were in flight, it had still run all of its time.
+    let duration_s = loaded.stopped_after.map_or(planned_s, |ran| ran.as_secs_f64().min(planned_s));
+    let interrupted = loaded.stopped_after.is_some();
+    let tasks = if interrupted {
+        Tasks { submitted: 1, cancelled: 1, ..Tasks::default() }
+    } else {
+        Tasks { submitted: 1, completed: 1, ..Tasks::default() }
     };
     let mut report = Report {
         scenario: args.url.clone(),
         mode: dtest_core::report::Mode::Load,
+        interrupted,
         elapsed_s: Some(elapsed_s),
         makespan_s: Some(elapsed_s),
-        tasks: Tasks { submitted: 1, completed: 1, ..Tasks::default() },
+        tasks,
         nodes: dtest_core::report::Nodes { total: 1, ..Default::default() },
         ..Report::default()
     };
-    report.set_load(measure, duration_s);
+    report.set_load(&loaded.measure, duration_s);
     report
 }
 
-/// A progress bar on a terminal's stderr (nothing elsewhere): elapsed time, the last second's
-/// rate and p99, errors so far.
-async fn show_progress(mut rx: watch::Receiver<Progress>) {
-    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+/// The progress bar: drawn on a terminal's stderr, nowhere else.
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} s  {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    bar
+}
+
+/// Shows the load's progress on `bar` until it ends, then clears it: elapsed time, the last
+/// second's rate and p99, errors so far.
+async fn show_progress(bar: ProgressBar, mut rx: watch::Receiver<Progress>) {
     while rx.changed().await.is_ok() {
         let p = rx.borrow_and_update().clone();
         bar.set_length(p.duration_s);

@@ -33,6 +33,14 @@ use crate::{exec, load, system};
 /// ones are resent by the agent; heartbeats are replaced by newer ones).
 const OUTBOUND_MAX: usize = 10_000;
 
+/// A load told to stop that has not ended after this long is aborted. It stops at once unless
+/// something is wrong; the agent waits `stop_grace_ms` (as long) for its measure, and not more.
+const LOAD_STOP_MAX: Duration = Duration::from_secs(2);
+
+/// When the daemon leaves, how long it waits for the work it aborted to be dropped (commands'
+/// process groups killed); dropping takes microseconds unless a worker thread is stuck.
+const ABORT_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// How a node daemon runs.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -69,6 +77,14 @@ struct Node {
     outbound_ready: Notify,
 }
 
+/// The work of one running attempt.
+struct Work {
+    handle: JoinHandle<()>,
+    /// A load's stop signal: it stops and hands back its measure. Commands have none: they are
+    /// aborted, which kills their process group.
+    load_stop: Option<load::Stop>,
+}
+
 struct NodeState {
     /// The agent of the current plan's life; none before a plan arrives.
     agent: Option<Agent>,
@@ -79,7 +95,10 @@ struct NodeState {
     outbound: VecDeque<Frame<dtest_core::protocol::ToOrchestrator>>,
     faults: Faults,
     rng: ChaCha8Rng,
-    work: BTreeMap<(TaskId, Attempt), JoinHandle<()>>,
+    work: BTreeMap<(TaskId, Attempt), Work>,
+    /// Work told to stop or aborted that may not have ended yet; the daemon waits for it before
+    /// it returns, so no command outlives it. Pruned of what has ended as more comes.
+    ending: Vec<JoinHandle<()>>,
     /// Recent share of failed attempts, decayed per result.
     error_rate: f64,
     stopping: bool,
@@ -130,6 +149,7 @@ pub async fn serve(
             faults: Faults::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             work: BTreeMap::new(),
+            ending: Vec::new(),
             error_rate: 0.0,
             stopping: false,
             last_incarnation: 0,
@@ -146,12 +166,30 @@ pub async fn serve(
         shutdown.await;
         leave(&stopper);
     });
+    let waker = node.clone();
     let stopped = async move {
         drained.notified().await;
         // Wake every long poll so the server's own graceful shutdown does not wait for them.
-        node.outbound_ready.notify_waiters();
+        waker.outbound_ready.notify_waiters();
     };
-    axum::serve(listener, app).with_graceful_shutdown(stopped).await
+    let served = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+    end_all_work(&node).await;
+    served
+}
+
+/// Aborts whatever work is left and waits (boundedly) until it is dropped: every command's
+/// process group is killed before the daemon returns, and so before its process exits.
+async fn end_all_work(node: &Node) {
+    let handles: Vec<JoinHandle<()>> = {
+        let mut state = node.state();
+        let work = std::mem::take(&mut state.work).into_values().map(|w| w.handle);
+        work.chain(state.ending.drain(..)).collect()
+    };
+    for handle in &handles {
+        handle.abort();
+    }
+    // An aborted task's handle resolves once its future is dropped.
+    let _ = tokio::time::timeout(ABORT_WAIT_MAX, futures::future::join_all(handles)).await;
 }
 
 fn router(node: Arc<Node>) -> Router {
@@ -213,8 +251,9 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
         return StatusCode::NO_CONTENT.into_response();
     }
     // A new plan is a new run: a new life, with nothing of the previous run's.
-    for (_, handle) in std::mem::take(&mut state.work) {
-        handle.abort();
+    for (_, work) in std::mem::take(&mut state.work) {
+        work.handle.abort();
+        keep_ending(&mut state, work.handle);
     }
     let now_ms = node.now_ms();
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -321,20 +360,41 @@ fn unit(rng: &mut ChaCha8Rng) -> f64 {
 fn step(node: &Arc<Node>, state: &mut NodeState) {
     let Some(agent) = state.agent.as_mut() else { return };
     let actions: Vec<AgentAction> = std::iter::from_fn(|| agent.poll_action()).collect();
-    let frames: Vec<_> = std::iter::from_fn(|| agent.poll_transmit()).collect();
+    let mut cancelled = Vec::new();
     for action in actions {
         match action {
             AgentAction::Start { task, attempt, work } => {
-                let handle = start(node, state, task, attempt, work);
-                state.work.insert((task, attempt), handle);
+                let work = start(node, state, task, attempt, work);
+                state.work.insert((task, attempt), work);
             }
-            AgentAction::Stop { task, attempt } => {
-                if let Some(handle) = state.work.remove(&(task, attempt)) {
-                    handle.abort();
+            AgentAction::Stop { task, attempt } => match state.work.remove(&(task, attempt)) {
+                Some(Work { handle, load_stop: Some(stop) }) => {
+                    // The load ends within moments and reports its partial measure itself.
+                    stop.stop();
+                    let abort = handle.abort_handle();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LOAD_STOP_MAX).await;
+                        abort.abort(); // Nothing happens if it has ended.
+                    });
+                    keep_ending(state, handle);
                 }
-            }
+                Some(Work { handle, load_stop: None }) => {
+                    // Dropping the command's future kills its process group; a cancel is
+                    // reported at once (the agent ignores it for an attempt already ended).
+                    handle.abort();
+                    keep_ending(state, handle);
+                    cancelled.push((task, attempt));
+                }
+                None => {}
+            },
         }
     }
+    let now_ms = node.now_ms();
+    let Some(agent) = state.agent.as_mut() else { return };
+    for (task, attempt) in cancelled {
+        agent.work_finished(now_ms, task, attempt, Outcome::Cancelled);
+    }
+    let frames: Vec<_> = std::iter::from_fn(|| agent.poll_transmit()).collect();
     let mut queued = false;
     for frame in frames {
         let rule = *state.faults.link.rule(Direction::ToOrchestrator);
@@ -363,12 +423,23 @@ fn step(node: &Arc<Node>, state: &mut NodeState) {
     }
 }
 
-/// Starts the work of one attempt; its end goes back to the agent.
-fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, work: u32) -> JoinHandle<()> {
+/// Keeps a handle of work told to stop until the daemon leaves, forgetting those that ended.
+fn keep_ending(state: &mut NodeState, handle: JoinHandle<()>) {
+    state.ending.retain(|h| !h.is_finished());
+    state.ending.push(handle);
+}
+
+/// Starts the work of one attempt; its end goes back to the agent of the same life.
+fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, work: u32) -> Work {
     let plan = state.plan.clone();
     let (plan_at, elapsed_ms) = state.plan_at;
+    let incarnation = state.agent.as_ref().map(Agent::incarnation);
     let node = node.clone();
-    tokio::spawn(async move {
+    let stop = load::Stop::new();
+    let is_load =
+        plan.as_deref().and_then(|p| p.instance(work)).is_some_and(|(e, _)| matches!(e.work, PlanWork::Load(_)));
+    let load_stop = is_load.then(|| stop.clone());
+    let handle = tokio::spawn(async move {
         let mut load = None;
         let outcome = match plan.as_deref().and_then(|p| p.instance(work)) {
             None => Outcome::Failed(format!("work item {work} is not in this node's plan")),
@@ -380,15 +451,20 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
                     }
                     let run_elapsed = Duration::from_millis(elapsed_ms) + plan_at.elapsed();
                     let wait = Duration::from_millis(spec.start_ms).saturating_sub(run_elapsed);
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.stopped() => {}
+                    }
                     let (live, progress) = tokio::sync::watch::channel(load::Progress::default());
                     let reporter = tokio::spawn(report_live(node.clone(), task, attempt, progress));
-                    let measured = load::run(&spec, Some(live)).await;
+                    // Stopped before it started, it returns at once with nothing measured.
+                    let measured = load::run(&spec, Some(live), &stop).await;
                     reporter.abort();
                     match measured {
                         Ok(loaded) => {
                             load = Some(Box::new(loaded.measure.to_wire()));
-                            Outcome::Passed
+                            // The agent records a cancelled attempt as such whatever this says.
+                            if loaded.stopped_after.is_some() { Outcome::Cancelled } else { Outcome::Passed }
                         }
                         Err(e) => Outcome::Failed(e),
                     }
@@ -404,9 +480,15 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
             },
         };
         let mut state = node.state();
+        if state.agent.as_ref().map(Agent::incarnation) != incarnation {
+            return; // A new plan came meanwhile: the work of the old life reports to no one.
+        }
         state.work.remove(&(task, attempt));
-        let failed = !matches!(outcome, Outcome::Passed);
-        state.error_rate = 0.9 * state.error_rate + if failed { 0.1 } else { 0.0 };
+        // A stopped attempt says nothing of this node's health.
+        if outcome != Outcome::Cancelled {
+            let failed = !matches!(outcome, Outcome::Passed);
+            state.error_rate = 0.9 * state.error_rate + if failed { 0.1 } else { 0.0 };
+        }
         let now_ms = node.now_ms();
         if let Some(agent) = state.agent.as_mut() {
             agent.load_finished(now_ms, task, attempt, outcome, load);
@@ -414,7 +496,8 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
         step(&node, &mut state);
         drop(state);
         node.wake.notify_one();
-    })
+    });
+    Work { handle, load_stop }
 }
 
 /// Hands a running load's live figures to the agent, for its heartbeats.
@@ -489,4 +572,204 @@ fn leave(node: &Arc<Node>) {
 /// The address a daemon listens on by default: loopback only.
 pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+
+#[cfg(test)]
+mod tests {
+    use dtest_core::measure::LoadResult;
+    use dtest_core::protocol::{DeliveryMode, Packet, ToAgent, ToOrchestrator};
+    use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern};
+
+    use super::*;
+    use crate::api::{Exchange, PlanEntry};
+    use crate::client::NodeClient;
+
+    const TOKEN: &str = "daemon-test-token";
+    const PLAN: &str = "plan";
+
+    /// A daemon served by the test's runtime, talked to as the orchestrator would.
+    struct Daemon {
+        client: NodeClient,
+        session: u64,
+        next_id: u64,
+        shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+        served: JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Daemon {
+        async fn start(workdir: &std::path::Path, entries: Vec<PlanEntry>) -> Daemon {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+            let url = format!("http://{}", listener.local_addr().expect("its address"));
+            let config = NodeConfig {
+                token: TOKEN.to_owned(),
+                group: None,
+                region: None,
+                zone: None,
+                capabilities: Vec::new(),
+                resources: Some(Resources { cpu_millis: 1_000, memory_mb: 1_000, ..Resources::default() }),
+                allow_commands: true,
+                workdir: workdir.to_path_buf(),
+                heartbeat_interval_ms: 1_000,
+                // No orchestrator acknowledges the goodbye; do not wait for one.
+                drain_timeout: Duration::from_millis(100),
+            };
+            let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+            let served = tokio::spawn(serve(config, listener, async move {
+                let _ = signal.await;
+            }));
+            let client = NodeClient::new(&url, TOKEN);
+            client.put_plan(&Plan { id: PLAN.to_owned(), entries, elapsed_ms: 0 }).await.expect("the plan");
+            let session = client.info(Duration::from_secs(5)).await.expect("info").incarnation;
+            Daemon { client, session, next_id: 1, shutdown: Some(shutdown), served }
+        }
+
+        /// Sends `bodies` reliably; the frames the node had for us right away.
+        async fn send(&mut self, bodies: Vec<ToAgent>) -> Vec<Frame<ToOrchestrator>> {
+            let frames = bodies
+                .into_iter()
+                .map(|body| {
+                    self.next_id += 1;
+                    let (session, id) = (self.session, self.next_id - 1);
+                    Frame::Data(Packet { session, id, floor: 1, mode: DeliveryMode::ExactlyOnce, body })
+                })
+                .collect();
+            self.exchange(frames, 0).await
+        }
+
+        async fn exchange(&self, frames: Vec<Frame<ToAgent>>, wait_ms: u64) -> Vec<Frame<ToOrchestrator>> {
+            let exchange = Exchange { plan: PLAN.to_owned(), frames, wait_ms };
+            self.client.exchange(&exchange).await.expect("an exchange").frames
+        }
+
+        /// Waits (up to 10 s) for the node to report an attempt's end: its outcome and load.
+        async fn finished(&self, task: TaskId) -> (Outcome, Option<Box<LoadResult>>) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(end) = finished(&self.exchange(Vec::new(), 500).await, task) {
+                    return end;
+                }
+            }
+            panic!("no result for {task:?}");
+        }
+
+        /// Leaves as on SIGTERM and waits until `serve` returns.
+        async fn stop(mut self) {
+            let _ = self.shutdown.take().expect("running").send(());
+            let served = tokio::time::timeout(Duration::from_secs(10), self.served).await;
+            served.expect("serve returns").expect("serve does not panic").expect("serve ends well");
+        }
+    }
+
+    fn finished(frames: &[Frame<ToOrchestrator>], of: TaskId) -> Option<(Outcome, Option<Box<LoadResult>>)> {
+        frames.iter().find_map(|f| match f {
+            Frame::Data(Packet { body: ToOrchestrator::Finished { task, outcome, load, .. }, .. }) if *task == of => {
+                Some((outcome.clone(), load.clone()))
+            }
+            _ => None,
+        })
+    }
+
+    fn assign(task: u64, work: u32) -> ToAgent {
+        ToAgent::Assign { task: TaskId(task), attempt: Attempt(1), work, timeout_ms: 600_000 }
+    }
+
+    fn cancel(task: u64) -> ToAgent {
+        ToAgent::Cancel { task: TaskId(task), attempt: Attempt(1) }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dtest-daemon-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        dir
+    }
+
+    /// The pid a command wrote to `file`, once it has.
+    async fn pid_in(file: &std::path::Path) -> i32 {
+        for _ in 0..200 {
+            if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse().ok()) {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} was never written", file.display());
+    }
+
+    /// Whether `pid` runs; a zombie (killed, not yet reaped by the runtime) does not.
+    fn runs(pid: i32) -> bool {
+        let exists = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        exists && !zombie
+    }
+
+    /// Whether `pid` is gone within a few seconds (the kill is sent; the kernel takes moments).
+    async fn gone(pid: i32) -> bool {
+        for _ in 0..100 {
+            if !runs(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_commands_end_at_once_and_none_outlives_the_daemon() {
+        let dir = scratch("commands");
+        let script = "echo $$ > pid-{index}; exec sleep 300";
+        let argv = ["sh", "-c", script].map(str::to_owned).to_vec();
+        let work = PlanWork::Command { argv, env: BTreeMap::new(), cwd: None };
+        let mut daemon = Daemon::start(&dir, vec![PlanEntry { name: "sleep".to_owned(), count: 2, work }]).await;
+        daemon.send(vec![assign(1, 0), assign(2, 1)]).await;
+        let (first, second) = (pid_in(&dir.join("pid-1")).await, pid_in(&dir.join("pid-2")).await);
+        assert!(runs(first) && runs(second));
+
+        // The cancel is reported in the answer to the cancel itself, not after the stop grace.
+        let reply = daemon.send(vec![cancel(1)]).await;
+        assert_eq!(finished(&reply, TaskId(1)), Some((Outcome::Cancelled, None)), "{reply:?}");
+        assert!(gone(first).await, "the cancelled command {first} was killed");
+        assert!(runs(second), "the other command runs on");
+
+        daemon.stop().await;
+        assert!(gone(second).await, "the daemon returned and left its command {second} running");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_load_hands_back_what_it_measured() {
+        let target = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let url = format!("http://{}/", target.local_addr().expect("its address"));
+        let app = Router::new().route("/", get(|| async { "hello\n" }));
+        tokio::spawn(async move { axum::serve(target, app).await });
+        let spec = load::LoadSpec {
+            url,
+            method: HttpMethod::Get,
+            headers: BTreeMap::new(),
+            body: None,
+            timeout_ms: 5_000,
+            connections: 4,
+            http_version: HttpVersion::Http1,
+            tls: crate::tls::TlsOptions::default(),
+            start_ms: 0,
+            rate: load::Rate::Pattern {
+                pattern: Pattern::Constant { rps: 200.0, duration_ms: 60_000 },
+                seed: 1,
+                index: 0,
+                of: 1,
+            },
+        };
+        let dir = scratch("load");
+        let entry = PlanEntry { name: "load".to_owned(), count: 1, work: PlanWork::Load(spec) };
+        let mut daemon = Daemon::start(&dir, vec![entry]).await;
+        daemon.send(vec![assign(1, 0)]).await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        daemon.send(vec![cancel(1)]).await;
+        let (outcome, load) = daemon.finished(TaskId(1)).await;
+        assert_eq!(outcome, Outcome::Cancelled);
+        let load = load.expect("the partial measure comes with the result");
+        assert!(load.requests > 0 && load.errors == 0, "{load:?}");
+        assert!(load.requests < 200 * 10, "it stopped: {} requests", load.requests);
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

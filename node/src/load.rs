@@ -11,6 +11,9 @@
 //! Without a pattern (`dtest load` without `--rate`), each connection sends its next request as
 //! soon as the last one returned, for a duration: wrk's closed model, for maximum throughput.
 //!
+//! A load can be stopped early ([`Stop`]): it sends nothing more, abandons the requests in
+//! flight and hands back what it measured until then.
+//!
 //! Connections are opened before the clock starts (as wrk does), kept alive and reopened when
 //! they break. HTTP/1.1 carries one request at a time per connection, HTTP/2 up to
 //! [`H2_STREAMS`] per connection, a WebSocket one message and its reply. HTTP/1.1 goes through
@@ -45,6 +48,10 @@ use crate::tls::{Stream, Tls, TlsOptions};
 
 /// Requests in flight per HTTP/2 connection.
 pub const H2_STREAMS: usize = 100;
+
+/// The scheduler thread sleeps at most this long at a time, so that a stopped load's thread
+/// ends soon even when its next arrival is far off.
+const SCHEDULER_SLEEP_MAX: Duration = Duration::from_millis(50);
 
 /// What to load and how hard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +114,40 @@ pub enum Rate {
         /// Instances sharing the pattern.
         of: u32,
     },
+}
+
+/// Tells a running load to stop early; clones share one signal, and a stopped signal stays so.
+#[derive(Clone, Debug)]
+pub struct Stop(Arc<watch::Sender<bool>>);
+
+impl Default for Stop {
+    fn default() -> Stop {
+        Stop::new()
+    }
+}
+
+impl Stop {
+    /// A signal not given yet.
+    pub fn new() -> Stop {
+        Stop(Arc::new(watch::Sender::new(false)))
+    }
+
+    /// Stops the loads run with this signal (now, or at once when they start).
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether [`Stop::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once [`Stop::stop`] is called.
+    pub async fn stopped(&self) {
+        let mut rx = self.0.subscribe();
+        // `self` holds the sender, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|&stopped| stopped).await;
+    }
 }
 
 /// Live figures, updated about once a second.
@@ -443,12 +484,19 @@ pub struct Loaded {
     /// Why the first connection that could not be opened was not (refused, a TLS certificate
     /// not trusted, ...): those requests are counted as connect errors, and this says why.
     pub connect_error: Option<String>,
+    /// When the load was stopped before its end, how long it had run (from its clock's start,
+    /// once the connections were open): `measure` holds what happened until then.
+    pub stopped_after: Option<Duration>,
 }
 
-/// Runs a load to its end and returns what it measured. `progress`, if given, gets live
-/// figures about once a second. Errors are for a spec that cannot run at all (a bad URL);
-/// everything that goes wrong with requests is counted in the measure instead.
-pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> Result<Loaded, String> {
+/// Runs a load to its end, or until `stop`, and returns what it measured. `progress`, if given,
+/// gets live figures about once a second. Errors are for a spec that cannot run at all (a bad
+/// URL); everything that goes wrong with requests is counted in the measure instead.
+///
+/// Once stopped, no request is sent and those in flight are abandoned, uncounted: a stop must
+/// come back at once (a Ctrl-C; the agent's `stop_grace_ms`), and waiting for them any shorter
+/// than the request timeout would only count the fast ones, which makes the tail no truer.
+pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>, stop: &Stop) -> Result<Loaded, String> {
     let target = Target::parse(spec)?;
     let connections = spec.connections.max(1) as usize;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -460,13 +508,18 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
         }
     };
     // Open the connections before the clock starts, as wrk does; failures are retried later.
-    let opened = futures::future::join_all((0..connections).map(|_| async {
+    let opening = futures::future::join_all((0..connections).map(|_| async {
         match tokio::time::timeout(target.timeout, connect(&target)).await {
             Ok(result) => result,
             Err(_) => Err(format!("connecting to {}: no answer within the timeout", target.addr)),
         }
-    }))
-    .await;
+    }));
+    let opened = tokio::select! {
+        opened = opening => opened,
+        () = stop.stopped() => {
+            return Ok(Loaded { measure: Measure::new(), connect_error: None, stopped_after: Some(Duration::ZERO) });
+        }
+    };
     let connect_error = opened.iter().find_map(|c| c.as_ref().err().cloned());
     let (mut idle, mut h2) = (Vec::with_capacity(connections), vec![None; connections]);
     for (slot, conn) in h2.iter_mut().zip(opened.into_iter().flat_map(Result::ok)) {
@@ -501,53 +554,71 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
             let _ = tx.send(engine.progress(duration_s, global));
         }
     };
-    match schedule {
-        None => {
-            let end = engine.start + Duration::from_millis(duration_ms);
-            for _ in 0..concurrency {
-                tasks.spawn(closed_loop(engine.clone(), end));
-            }
-        }
-        Some((schedule, index, of)) => {
-            // Due times come from a thread of their own that sleeps with the operating system's
-            // timer (tens of microseconds late, where the runtime's timer wheel is up to a
-            // millisecond late), so the generator's own timer hardly shows up as latency.
-            let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-            let start = engine.start.into_std();
-            let scheduler = std::thread::Builder::new().name("dtest-schedule".into()).spawn(move || {
-                for due_ms in schedule.share(index, of) {
-                    let due = start + Duration::from_secs_f64(due_ms / 1000.0);
-                    let now = std::time::Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                    }
-                    if due_tx.send(Instant::from_std(due)).is_err() {
-                        return; // The load was stopped.
-                    }
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
+    // Set when stopped; `stopped` is not polled again once it has resolved.
+    let stopped_after = 'load: {
+        match schedule {
+            None => {
+                let end = engine.start + Duration::from_millis(duration_ms);
+                for _ in 0..concurrency {
+                    tasks.spawn(closed_loop(engine.clone(), end));
                 }
-            });
-            if let Err(e) = scheduler {
-                return Err(format!("cannot start the scheduler thread: {e}"));
             }
-            loop {
-                tokio::select! {
-                    due = due_rx.recv() => match due {
-                        Some(due) => {
-                            while tasks.try_join_next().is_some() {}
-                            tasks.spawn(open_request(engine.clone(), due));
+            Some((schedule, index, of)) => {
+                // Due times come from a thread of their own that sleeps with the operating
+                // system's timer (tens of microseconds late, where the runtime's timer wheel is
+                // up to a millisecond late), so the generator's own timer hardly shows up as
+                // latency.
+                let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+                let start = engine.start.into_std();
+                let scheduler = std::thread::Builder::new().name("dtest-schedule".into()).spawn(move || {
+                    for due_ms in schedule.share(index, of) {
+                        let due = start + Duration::from_secs_f64(due_ms / 1000.0);
+                        loop {
+                            let now = std::time::Instant::now();
+                            if due <= now {
+                                break;
+                            }
+                            if due_tx.is_closed() {
+                                return; // The load was stopped.
+                            }
+                            std::thread::sleep((due - now).min(SCHEDULER_SLEEP_MAX));
                         }
-                        None => break,
-                    },
-                    _ = tick.tick() => report(&engine, &mut global),
+                        if due_tx.send(Instant::from_std(due)).is_err() {
+                            return; // The load was stopped.
+                        }
+                    }
+                });
+                if let Err(e) = scheduler {
+                    return Err(format!("cannot start the scheduler thread: {e}"));
+                }
+                loop {
+                    tokio::select! {
+                        due = due_rx.recv() => match due {
+                            Some(due) => {
+                                while tasks.try_join_next().is_some() {}
+                                tasks.spawn(open_request(engine.clone(), due));
+                            }
+                            None => break,
+                        },
+                        _ = tick.tick() => report(&engine, &mut global),
+                        () = &mut stopped => break 'load Some(engine.start.elapsed()),
+                    }
                 }
             }
         }
-    }
-    loop {
-        tokio::select! {
-            joined = tasks.join_next() => if joined.is_none() { break },
-            _ = tick.tick() => report(&engine, &mut global),
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => if joined.is_none() { break 'load None },
+                _ = tick.tick() => report(&engine, &mut global),
+                () = &mut stopped => break 'load Some(engine.start.elapsed()),
+            }
         }
+    };
+    if stopped_after.is_some() {
+        // Waits for the aborted requests to be dropped, so none records after the sum below.
+        tasks.shutdown().await;
     }
     for shard in &engine.shards {
         global.add(&lock(shard), 0);
@@ -556,7 +627,7 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>) -> 
         let _ = tx.send(engine.progress(duration_s, &global));
     }
     let connect_error = lock(&engine.connect_error).take();
-    Ok(Loaded { measure: global, connect_error })
+    Ok(Loaded { measure: global, connect_error, stopped_after })
 }
 
 /// An arrival of the schedule: waits for a free connection (within the timeout) and sends.
@@ -614,5 +685,69 @@ async fn closed_loop(engine: Arc<Engine>, end: Instant) {
             // Do not spin on a target that refuses connections.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP target on a free loopback port, served by the test's runtime.
+    async fn target() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello\n" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn spec(addr: std::net::SocketAddr, rate: Rate) -> LoadSpec {
+        LoadSpec {
+            url: format!("http://{addr}/"),
+            method: HttpMethod::Get,
+            headers: BTreeMap::new(),
+            body: None,
+            timeout_ms: 5_000,
+            connections: 4,
+            http_version: HttpVersion::Http1,
+            tls: TlsOptions::default(),
+            start_ms: 0,
+            rate,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_load_hands_back_what_it_measured_until_then() {
+        let addr = target().await;
+        let pattern = Pattern::Constant { rps: 200.0, duration_ms: 60_000 };
+        for rate in [Rate::Pattern { pattern, seed: 1, index: 0, of: 1 }, Rate::Max { duration_ms: 60_000 }] {
+            let stop = Stop::new();
+            let stopper = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1_200)).await;
+                stopper.stop();
+            });
+            let began = std::time::Instant::now();
+            let loaded = run(&spec(addr, rate.clone()), None, &stop).await.expect("the spec runs");
+            let took = began.elapsed();
+            assert!(took < Duration::from_secs(5), "{rate:?}: stopped at once, not after {took:?}");
+            let ran = loaded.stopped_after.expect("it says it was stopped");
+            assert!(ran >= Duration::from_secs(1) && ran <= took, "{rate:?}: ran {ran:?} of {took:?}");
+            let m = &loaded.measure;
+            assert!(m.requests > 0 && m.errors == 0, "{rate:?}: {} requests, {} errors", m.requests, m.errors);
+            let last_s = m.seconds.keys().next_back().copied();
+            let ran_s = ran.as_secs();
+            assert!(last_s.is_some_and(|s| s >= 1 && s <= ran_s), "{rate:?}: last second {last_s:?} of {ran_s}");
+            if let Rate::Pattern { .. } = rate {
+                // 200 rps for about 1.2 s; nothing sent after the stop.
+                assert!((150..=300).contains(&m.requests), "{} requests", m.requests);
+            }
+        }
+
+        // Stopped before it starts: nothing is sent.
+        let stop = Stop::new();
+        stop.stop();
+        let loaded = run(&spec(addr, Rate::Max { duration_ms: 60_000 }), None, &stop).await.expect("runs");
+        assert_eq!((loaded.measure.requests, loaded.stopped_after), (0, Some(Duration::ZERO)));
     }
 }

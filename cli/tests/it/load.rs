@@ -161,6 +161,55 @@ fn http2_websocket_and_chunked_answers_work_back_to_back() {
     }
 }
 
+/// Starts `dtest ARGS...`, sends it `signal` after `after`, and waits (up to 10 s) for it to
+/// end: its exit code, stdout and stderr.
+fn interrupted(args: &[&str], after: Duration, signal: nix::sys::signal::Signal) -> (Option<i32>, String, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_dtest"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start dtest");
+    std::thread::sleep(after);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).expect("signal dtest");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(10)) else {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("dtest {args:?} did not end within 10 s of {signal}");
+    };
+    let out = out.expect("dtest's output");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn an_interrupted_load_still_reports_what_ran_and_exits_130() {
+    let addr = target();
+    let url = format!("http://{addr}/");
+    let args = ["load", url.as_str(), "--duration", "60s", "--rate", "200", "--json"];
+    let (code, stdout, stderr) = interrupted(&args, Duration::from_millis(1_500), nix::sys::signal::Signal::SIGINT);
+    assert_eq!(code, Some(130), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(r["interrupted"], true, "{r}");
+    assert!(n(&r, "requests") > 0 && n(&r, "errors") == 0, "{r}");
+    let duration_s = r["duration_s"].as_f64().unwrap();
+    assert!((0.5..10.0).contains(&duration_s), "the time it ran, not the 60 s asked: {r}");
+    assert!(duration_s <= r["elapsed_s"].as_f64().unwrap(), "{r}");
+    let rate = r["rps"].as_f64().unwrap();
+    assert!((100.0..=300.0).contains(&rate), "200 rps over the time it ran: {r}");
+    let series = r["series"].as_array().unwrap();
+    assert!(series.len() as f64 <= duration_s.ceil(), "no second that never ran: {series:?}");
+    assert_eq!((&r["tasks"]["completed"], &r["tasks"]["cancelled"]), (&Value::from(0), &Value::from(1)));
+
+    // SIGTERM likewise, with the text report.
+    let (code, stdout, stderr) =
+        interrupted(&args[..6], Duration::from_millis(1_500), nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, Some(130), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&format!("dtest load {url}: PASSED (interrupted)")), "{stdout}");
+}
+
 #[test]
 fn bad_load_input_is_exit_2_with_a_reason() {
     for (args, says) in [

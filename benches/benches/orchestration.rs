@@ -59,7 +59,7 @@ impl Cluster {
         }
         // Place everything: tick until the whole cluster is leased.
         while cluster.leases.len() < nodes * 10 {
-            cluster.orchestrator.tick(0, &Default::default());
+            cluster.orchestrator.tick(0);
             cluster.drain();
         }
         cluster
@@ -99,7 +99,7 @@ impl Cluster {
             load: None,
         };
         self.deliver(node.0 as usize, DeliveryMode::ExactlyOnce, finished);
-        self.orchestrator.tick(0, &Default::default());
+        self.orchestrator.tick(0);
         self.drain();
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests of dtest-core through its public API.
 
+mod adaptive;
 mod alerts;
 mod parse_fuzz;
 mod placement;

@@ -14,9 +14,7 @@
 use std::collections::BTreeMap;
 
 use dtest_core::health::Metrics;
-use dtest_core::placement::{
-    Amounts, CapSet, Locality, NodeIdx, NodeSpec, Observations, Placer, Pool, Request, TaskKey,
-};
+use dtest_core::placement::{Amounts, CapSet, Locality, NodeIdx, NodeSpec, Placer, Pool, Request, TaskKey};
 use dtest_core::protocol::{
     Agent, AgentAction, AgentConfig, Attempt, Event, Frame, Incarnation, Orchestrator, OrchestratorConfig, Outcome,
     TaskId, TaskInput, ToAgent, ToOrchestrator,
@@ -263,7 +261,7 @@ impl Harness {
             }
         }
         // The orchestrator.
-        self.orchestrator.tick(now, &Observations::default());
+        self.orchestrator.tick(now);
         while let Some((node, frame)) = self.orchestrator.poll_transmit() {
             let node = node.0 as usize;
             self.transmit(node, Message::ToAgent(node, frame));

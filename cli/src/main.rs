@@ -1,4 +1,4 @@
-//! `dtest`: the command-line entry point; maps every outcome to the contract's exit codes.
+//! `dtest`: the command-line entry point; maps every outcome to the documented exit codes.
 
 mod html;
 mod load;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes of the contract (`shared/CONTRACT.md`).
+/// Exit codes, as the README's command table documents them; scripts and CI rely on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// Everything expected held.

@@ -1,6 +1,6 @@
 //! `dtest run`: a scenario on real node daemons, as a thin adapter on
 //! [`dtest_orchestrator::Session`]: arguments in, a progress bar drawn from the session's
-//! events, signals turned into a cancel, the report out and the contract's exit code.
+//! events, signals turned into a cancel, the report out and the exit code.
 
 use std::path::{Path, PathBuf};
 

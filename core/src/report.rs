@@ -37,7 +37,8 @@ pub struct Report {
     /// Wall-clock seconds the run lasted (real runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_s: Option<f64>,
-    /// Seconds from the start until the last task ended, if all did.
+    /// Seconds from the start until the last task ended, if all did (and the run was not
+    /// interrupted).
     pub makespan_s: Option<f64>,
     /// What became of the tasks.
     pub tasks: Tasks,
@@ -47,11 +48,12 @@ pub struct Report {
     pub stale_results_refused: u64,
     /// The nodes.
     pub nodes: Nodes,
-    /// From each kill to the moment the orchestrator knew (declared dead or saw the restart).
+    /// From each kill to the moment the orchestrator knew (declared dead or saw the restart), in
+    /// milliseconds of the run's clock.
     pub failure_detection_ms: Option<Spread>,
     /// Protocol messages.
     pub messages: Messages,
-    /// How full the nodes were, sampled every simulated second.
+    /// How full the nodes were, sampled every second of the run (simulated or wall-clock).
     pub utilization: Utilization,
     /// Requests made by load tasks (when load ran).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -319,7 +321,7 @@ pub struct Expectation {
 /// One invariant violation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// Simulated time, in milliseconds.
+    /// When, in milliseconds from the run's start (simulated in `sim`, wall-clock in `run`).
     pub at_ms: u64,
     /// What happened.
     pub what: String,
@@ -488,14 +490,14 @@ impl Report {
                 let resolved = a
                     .resolved_at_ms
                     .map_or("still firing at the end".to_owned(), |t| format!("resolved at {:.1} s", t as f64 / 1e3));
+                let value = if a.value.fract() == 0.0 { format!("{:.0}", a.value) } else { format!("{:.2}", a.value) };
                 let _ = writeln!(
                     out,
-                    "    at {:.1} s {} {} on {} (value {:.2}), {resolved}",
+                    "    at {:.1} s {} {} on {} (value {value}), {resolved}",
                     a.fired_at_ms as f64 / 1e3,
                     a.severity.name(),
                     a.rule,
                     a.subject,
-                    a.value
                 );
             }
             if self.alerts.len() > 20 {

@@ -119,11 +119,17 @@ impl LocalNode {
         }
     }
 
-    /// Kills the daemon at once (a crash) and waits for it.
+    /// Kills the daemon at once and waits for it: a crash of the node, so the work it ran dies
+    /// with it, as on a machine that goes down. (The daemon runs each command in its own process
+    /// group, which SIGKILL to the daemon alone would leave running, orphaned.)
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let groups = child.id().map(|pid| children_of(pid as i32)).unwrap_or_default();
             let _ = child.start_kill();
             let _ = child.wait().await;
+            for group in groups {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
 
@@ -194,6 +200,21 @@ impl LocalNode {
         self.child = Some(child);
         Ok(())
     }
+}
+
+/// The processes whose parent is `pid`, from /proc (none where there is no /proc).
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| {
+            let child: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let ppid: i32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
 }
 
 /// A directory removed when dropped, whatever the way out.

@@ -1,18 +1,20 @@
-//! dtest's simulation shell: the core's orchestrator and agents as madsim nodes.
+//! dtest's simulation shell: the core's run, orchestrator and agents as madsim nodes.
 //!
-//! Every scenario node is a madsim node running the core's [`dtest_core::protocol::Agent`]; the
-//! orchestrator is another, running [`dtest_core::protocol::Orchestrator`]. madsim supplies the
-//! deterministic executor, the clock, and kills, restarts and pauses of nodes. The network is
-//! the shell's own (`post`): each frame passes the core's fault rules (partitions, clogs, loss,
-//! latency), then waits for its millisecond in one queue with the nodes' alarms, and one task
-//! puts it into its recipient's mailbox; madsim's endpoints cost several tasks and timers per
-//! message. Work is simulated: command tasks take their `sim` durations and fail at their
-//! `fail_rate`; load tasks draw each request's latency to match the target's p50 and p99, with
-//! queueing beyond its capacity and errors at its rate, into HdrHistograms merged for the
-//! report. The shell decides nothing: every decision is the core's, so the simulator tests what
-//! real clusters run.
+//! Every scenario node is a madsim node running the core's [`dtest_core::protocol::Agent`]; one
+//! more runs the core's [`dtest_core::run::Run`], which holds the orchestrator, the fault
+//! timeline, the checkers and the report, exactly as `dtest run` drives it on real nodes. madsim
+//! supplies the deterministic executor, the clock, and kills, restarts and pauses of nodes, which
+//! the run asks for as actions. The network is the shell's own (`post`): each frame passes the
+//! run's network faults (partitions, clogs, loss, latency), then waits for its millisecond in one
+//! queue with the nodes' alarms, and one task puts it into its recipient's mailbox; madsim's
+//! endpoints cost several tasks and timers per message. Work is simulated: command tasks take
+//! their `sim` durations and fail at their `fail_rate`; load tasks draw each request's latency to
+//! match the target's p50 and p99, with queueing beyond its capacity and errors at its rate, and
+//! send what they measured back in their result, as a real node does. The shell decides nothing:
+//! it wakes the run when the run asks (`poll_timeout`), so the simulator tests what real clusters
+//! run.
 //!
-//! Checkers in `world` trust nothing the orchestrator says about itself: they rebuild leases and
+//! The checkers trust nothing the orchestrator says about itself: they rebuild leases and
 //! allocations from its events and report any task ended twice, stale result counted, node
 //! over-committed, task never ended after the faults healed, or kill noticed too late.
 //!

@@ -2,6 +2,7 @@
 
 mod conventions;
 mod load;
+mod parity;
 mod run;
 mod schema;
 mod sim;

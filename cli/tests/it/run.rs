@@ -454,3 +454,50 @@ fn sigint_cancels_the_work_on_every_node_and_still_writes_the_partial_report() {
     let left: Vec<i32> = commands.into_iter().filter(|&pid| alive(pid)).collect();
     assert!(left.is_empty(), "task processes outlived the run: {left:?}");
 }
+
+#[test]
+fn a_killed_node_takes_its_work_down_with_it_and_no_task_process_outlives_the_run() {
+    let scratch = Scratch::new("kill-orphans");
+    let pids = scratch.0.join("pids");
+    let scenario = scratch.file(
+        "crash.json",
+        &format!(
+            r#"{{
+  "name": "crash",
+  "description": "a node crashes under long commands, which move to the other node",
+  "duration_s": 600,
+  "cluster": {{ "groups": [ {{ "name": "local", "count": 2, "resources": {{ "cpu_millis": 4000, "memory_mb": 1024 }} }} ] }},
+  "strategy": {{ "distribution": "least_loaded", "allocation": "first_fit" }},
+  "workload": {{ "tasks": [
+    {{ "name": "long", "count": 2, "kind": "command", "requires": {{ "cpu_millis": 1000, "memory_mb": 64 }},
+      "command": {{ "argv": ["sh", "-c", "echo $$ >> {}; exec sleep 300"], "timeout_s": 600 }} }}
+  ] }},
+  "faults": [ {{ "at_s": 2, "type": "kill", "nodes": ["local-1"] }} ]
+}}"#,
+            pids.display()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_dtest"))
+        .args(["run", &scenario, "--local", "2", "--json"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dtest run");
+    // One command per node, then the crashed node's again on the survivor.
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&pids).unwrap_or_default().lines().count() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the crashed node's work never moved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let commands: Vec<i32> =
+        std::fs::read_to_string(&pids).expect("pids").lines().map(|l| l.trim().parse().expect("a pid")).collect();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("send SIGINT");
+    let output = child.wait_with_output().expect("dtest run ends");
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = report_of(&output);
+    assert_eq!(report["reassignments"], 1, "{report:#}");
+    let left: Vec<i32> = commands.into_iter().filter(|&pid| alive(pid)).collect();
+    assert!(left.is_empty(), "task processes outlived the run: {left:?}");
+}

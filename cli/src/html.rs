@@ -89,6 +89,7 @@ function summary() {
   const title = document.getElementById("title");
   title.textContent = "dtest " + r.mode + ": " + r.scenario + " ";
   el("span", { class: "verdict " + (passed ? "passed" : "failed") }, title, passed ? "PASSED" : "FAILED");
+  if (r.interrupted) title.appendChild(document.createTextNode(" (interrupted: what ran until the stop)"));
   const box = document.getElementById("summary");
   const t = el("table", {}, box);
   const row = (k, v) => { const tr = el("tr", {}, t); el("th", {}, tr, k); el("td", {}, tr, v); };
@@ -108,6 +109,16 @@ function summary() {
       const tr = el("tr", {}, e);
       el("td", { class: "verdict " + (x.ok ? "passed" : "failed") }, tr, x.ok ? "ok" : "FAIL");
       el("td", {}, tr, x.name); el("td", {}, tr, "actual " + fmt(x.actual) + ", limit " + fmt(x.limit));
+    }
+  }
+  if (r.alerts && r.alerts.length) {
+    el("h2", {}, box, "Alerts");
+    const a = el("table", {}, box);
+    for (const x of r.alerts) {
+      const tr = el("tr", {}, a);
+      el("td", {}, tr, x.severity); el("td", {}, tr, x.rule + " on " + x.subject);
+      el("td", {}, tr, "fired at " + fmt(x.fired_at_ms / 1000) + " s (value " + fmt(x.value) + "), " +
+        (x.resolved_at_ms === null ? "still firing at the end" : "resolved at " + fmt(x.resolved_at_ms / 1000) + " s"));
     }
   }
   if (r.violations.length) {

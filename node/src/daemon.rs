@@ -101,6 +101,8 @@ struct NodeState {
     ending: Vec<JoinHandle<()>>,
     /// Recent share of failed attempts, decayed per result.
     error_rate: f64,
+    /// The machine as last sampled.
+    metrics: dtest_core::health::Metrics,
     stopping: bool,
     last_incarnation: u64,
 }
@@ -151,6 +153,7 @@ pub async fn serve(
             work: BTreeMap::new(),
             ending: Vec::new(),
             error_rate: 0.0,
+            metrics: dtest_core::health::Metrics::default(),
             stopping: false,
             last_incarnation: 0,
         }),
@@ -260,7 +263,10 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
     let incarnation = unix_ms.max(state.last_incarnation + 1);
     state.last_incarnation = incarnation;
     let config = AgentConfig { heartbeat_interval_ms: node.config.heartbeat_interval_ms, ..AgentConfig::default() };
-    state.agent = Some(Agent::new(now_ms, Incarnation(incarnation), config));
+    let mut agent = Agent::new(now_ms, Incarnation(incarnation), config);
+    // Its first heartbeat carries the machine as last sampled, not zeros.
+    agent.set_metrics(state.metrics);
+    state.agent = Some(agent);
     state.plan_at = (Instant::now(), plan.elapsed_ms);
     state.plan = Some(Arc::new(plan));
     state.outbound.clear();
@@ -524,9 +530,12 @@ async fn agent_loop(node: Arc<Node>, drained: Arc<Notify>) {
                 let error_rate = node.state().error_rate;
                 // Sampling reads /proc; do it outside the lock.
                 let metrics = sampler.sample(error_rate);
-                if let Some(agent) = node.state().agent.as_mut() {
+                let mut state = node.state();
+                state.metrics = metrics;
+                if let Some(agent) = state.agent.as_mut() {
                     agent.set_metrics(metrics);
                 }
+                drop(state);
                 next_sample_ms = now_ms + node.config.heartbeat_interval_ms.max(100);
             }
             let mut state = node.state();

@@ -436,11 +436,11 @@ impl Driver {
         drop(inputs_tx);
         let mut next_progress = 0;
         let mut cancelled = false;
-        loop {
-            let Some(due_ms) = self.run.poll_timeout() else { break };
+        let mut carrying = true;
+        while let Some(due_ms) = self.run.poll_timeout() {
             let due = tokio::time::Instant::from_std(self.start + Duration::from_millis(due_ms));
             tokio::select! {
-                input = inputs.recv() => match input {
+                input = inputs.recv(), if carrying => match input {
                     Some(Input::Frames(i, frames)) => {
                         let now = self.now_ms();
                         self.run.count_sent(frames.len() as u64);
@@ -449,7 +449,8 @@ impl Driver {
                         }
                     }
                     Some(Input::Undelivered(n)) => self.run.count_dropped(n),
-                    None => {}
+                    // Every carrier ended (they end only when this loop has): time alone goes on.
+                    None => carrying = false,
                 },
                 () = tokio::time::sleep_until(due) => {}
                 changed = cancel.changed(), if !cancelled => {

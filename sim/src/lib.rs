@@ -82,6 +82,9 @@ pub struct Counts {
     pub events: u64,
 }
 
+/// A run's live events with their simulated times, in order.
+pub type Events = Vec<(u64, RunEvent)>;
+
 /// Simulates `scenario` with `options` and reports what happened.
 pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, SimError> {
     simulate_counted(scenario, options).map(|(report, _)| report)
@@ -94,15 +97,12 @@ pub fn simulate_counted(scenario: &Scenario, options: &SimOptions) -> Result<(Re
 
 /// [`simulate`], and the run's live events with their simulated times (at most
 /// [`dtest_core::run::RUN_EVENTS_MAX`], the newest).
-pub fn simulate_traced(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Vec<(u64, RunEvent)>), SimError> {
+pub fn simulate_traced(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Events), SimError> {
     let options = SimOptions { events: true, ..options.clone() };
     simulate_inner(scenario, &options).map(|(report, _, events)| (report, events))
 }
 
-fn simulate_inner(
-    scenario: &Scenario,
-    options: &SimOptions,
-) -> Result<(Report, Counts, Vec<(u64, RunEvent)>), SimError> {
+fn simulate_inner(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Counts, Events), SimError> {
     world::simulable(scenario)?;
     let swarm = options.swarm.then(|| sweep::swarm_scenario(scenario, options.seed));
     let scenario = swarm.as_ref().unwrap_or(scenario);

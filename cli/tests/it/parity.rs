@@ -25,16 +25,17 @@ const SCENARIO: &str = r#"{
   "strategy": { "distribution": "least_loaded", "allocation": "best_fit" },
   "workload": { "tasks": [
     { "name": "large", "count": 2, "kind": "command", "requires": { "cpu_millis": 2000, "memory_mb": 512 },
-      "command": { "argv": ["sleep", "0.5"], "timeout_s": 30 },
-      "sim": { "duration_ms": { "mean": 500, "stddev": 0 } } },
+      "command": { "argv": ["sleep", "1.5"], "timeout_s": 30 },
+      "sim": { "duration_ms": { "mean": 1500, "stddev": 0 } } },
     { "name": "medium", "count": 3, "kind": "command", "requires": { "cpu_millis": 1000, "memory_mb": 256 },
-      "command": { "argv": ["sleep", "0.5"], "timeout_s": 30 },
-      "sim": { "duration_ms": { "mean": 500, "stddev": 0 } } },
+      "command": { "argv": ["sleep", "1.5"], "timeout_s": 30 },
+      "sim": { "duration_ms": { "mean": 1500, "stddev": 0 } } },
     { "name": "tiny", "count": 4, "kind": "command", "requires": { "cpu_millis": 500, "memory_mb": 64 },
-      "command": { "argv": ["sleep", "0.5"], "timeout_s": 30 },
-      "sim": { "duration_ms": { "mean": 500, "stddev": 0 } } }
+      "command": { "argv": ["sleep", "1.5"], "timeout_s": 30 },
+      "sim": { "duration_ms": { "mean": 1500, "stddev": 0 } } }
   ] },
-  "expect": { "all_tasks_complete": true }
+  "expect": { "all_tasks_complete": true },
+  "alerts": [ { "name": "cpu-at-least-30", "metric": "cpu", "op": ">=", "threshold": 0.3, "severity": "info" } ]
 }"#;
 
 fn scenario() -> Scenario {
@@ -97,6 +98,28 @@ fn sim_and_run_make_the_same_placement_decisions() {
     assert!(real.elapsed_s.is_some() && real.simulated_s.is_none(), "wall-clock time in run");
     assert!(simulated.results.is_empty(), "sim reports leave out per-task results");
     assert_eq!(real.results.len(), 9, "run reports have every task's result");
+    let fixed: Vec<(&str, f64)> = simulated.alerts.iter().map(|a| (a.subject.as_str(), a.value)).collect();
+    assert_eq!(fixed, [("big-1", 0.3), ("small-1", 0.3), ("small-2", 0.3)], "simulated nodes report a fixed 30% CPU");
+}
+
+#[test]
+fn kill_and_pause_faults_need_local_nodes_in_a_real_run() {
+    let mut scenario = scenario();
+    let text = SCENARIO.replace(
+        r#""expect""#,
+        r#""faults": [ { "at_s": 5, "type": "kill", "nodes": ["small-1"], "restart_at_s": 10 } ], "expect""#,
+    );
+    scenario = dtest_core::scenario::parse(text.as_bytes()).unwrap_or(scenario);
+    assert!(!scenario.faults.is_empty(), "the kill fault parsed");
+    let config = SessionConfig {
+        scenario,
+        tls: Vec::new(),
+        nodes: NodeSource::Remote { urls: vec!["http://127.0.0.1:9".to_owned()], token: "t".to_owned() },
+        seed: 42,
+        node_exe: None,
+    };
+    let refused = runtime().block_on(Session::start(config)).expect_err("refused before any node is asked");
+    assert!(refused.to_string().contains("kill and pause faults need `--local`"), "{refused}");
 }
 
 #[test]

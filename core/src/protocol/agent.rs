@@ -120,7 +120,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// A new incarnation starting at `now_ms`; it says hello (reliably) and heartbeats at once.
+    /// A new incarnation starting at `now_ms`; it says hello (reliably) at once, and its first
+    /// heartbeat goes out at its first [`Agent::tick`], with the metrics set by then.
     pub fn new(now_ms: u64, incarnation: Incarnation, config: AgentConfig) -> Agent {
         let mut agent = Agent {
             config,
@@ -140,7 +141,6 @@ impl Agent {
             leaving: false,
         };
         agent.send(now_ms, DeliveryMode::AtLeastOnce, ToOrchestrator::Hello { incarnation });
-        agent.tick(now_ms);
         agent
     }
 
@@ -436,7 +436,9 @@ mod tests {
 
     #[test]
     fn a_new_agent_says_hello_and_heartbeats() {
-        let (_, frames) = drain(&mut agent());
+        let mut a = agent();
+        a.tick(0);
+        let (_, frames) = drain(&mut a);
         assert!(matches!(&frames[0], Frame::Data(Packet { body: ToOrchestrator::Hello { .. }, .. })));
         assert!(matches!(&frames[1], Frame::Data(Packet { body: ToOrchestrator::Heartbeat { .. }, .. })));
     }

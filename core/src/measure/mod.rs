@@ -158,27 +158,24 @@ impl Second {
 
     /// The wire form of second `t`.
     pub fn to_wire(&self, t: u64) -> WireSecond {
-        WireSecond {
-            t,
-            requests: self.requests,
-            errors: self.errors,
-            dropped: self.dropped,
-            histogram: encode(&self.corrected.to_dense()),
-            uncorrected: encode(&self.uncorrected().to_dense()),
-        }
+        let histogram = encode(&self.corrected.to_dense());
+        // While every request started on time the two are one histogram: encode it once.
+        let uncorrected = match &self.uncorrected {
+            None => histogram.clone(),
+            Some(u) => encode(&u.to_dense()),
+        };
+        WireSecond { t, requests: self.requests, errors: self.errors, dropped: self.dropped, histogram, uncorrected }
     }
 
     /// Reads the wire form; a peer's malformed histogram is an error, not a panic.
     pub fn from_wire(wire: &WireSecond) -> Result<Second, String> {
         let corrected = Sparse::from_dense(&decode(&wire.histogram, SECOND_DIGITS)?);
-        let uncorrected = Sparse::from_dense(&decode(&wire.uncorrected, SECOND_DIGITS)?);
-        Ok(Second {
-            requests: wire.requests,
-            errors: wire.errors,
-            dropped: wire.dropped,
-            uncorrected: (uncorrected != corrected).then_some(uncorrected),
-            corrected,
-        })
+        let uncorrected = if wire.uncorrected == wire.histogram {
+            None // The same bytes: one histogram, read once.
+        } else {
+            Some(Sparse::from_dense(&decode(&wire.uncorrected, SECOND_DIGITS)?)).filter(|u| *u != corrected)
+        };
+        Ok(Second { requests: wire.requests, errors: wire.errors, dropped: wire.dropped, uncorrected, corrected })
     }
 
     /// Adds another second's figures.

@@ -277,10 +277,7 @@ pub fn run(args: &Args) -> Exit {
     let mut report = report(args, &loaded, elapsed_s, &spec);
     report.expectations = dtest_core::report::expectations(&scenario, &report);
     let outputs = Outputs { json: args.json, out: args.out.as_deref(), html: args.html.as_deref(), junit: None };
-    match crate::output::finish(&report, outputs) {
-        Exit::Ok | Exit::Failed if report.interrupted => Exit::Interrupted,
-        exit => exit,
-    }
+    crate::output::finish(&report, outputs)
 }
 
 /// The first SIGINT or SIGTERM stops the load, whose partial report is still written; a second

@@ -21,7 +21,7 @@ pub struct Outputs<'a> {
 }
 
 /// Writes the files, prints the report and returns its verdict: 0 when everything expected
-/// held, 1 when not, 2 when a file cannot be written.
+/// held, 1 when not, 130 when the run was interrupted, 2 when a file cannot be written.
 pub fn finish(report: &Report, outputs: Outputs<'_>) -> Exit {
     let json = report.to_json();
     let files =
@@ -36,5 +36,11 @@ pub fn finish(report: &Report, outputs: Outputs<'_>) -> Exit {
     if printed != Exit::Ok {
         return printed;
     }
-    if report.passed() { Exit::Ok } else { Exit::Failed }
+    if report.interrupted {
+        Exit::Interrupted
+    } else if report.passed() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
 }

@@ -90,7 +90,11 @@ pub fn run(args: &Args) -> Exit {
     let config = SessionConfig { scenario: scenario.clone(), tls, nodes, seed: args.seed, node_exe: None };
     match runtime.block_on(drive(config)) {
         Ok(report) => finish(args, &scenario, &report),
-        Err(e) => bad(&e.to_string()),
+        Err(NoReport::Interrupted) => {
+            eprintln!("interrupted while the nodes started: no run, no report");
+            Exit::Interrupted
+        }
+        Err(NoReport::Failed(e)) => bad(&e),
     }
 }
 
@@ -109,29 +113,51 @@ fn token(file: Option<&Path>) -> Result<String, String> {
 }
 
 /// Runs the session to its end: SIGINT or SIGTERM cancels it (a second one exits at once), and
-/// the progress bar follows its events.
-async fn drive(config: SessionConfig) -> Result<Report, dtest_orchestrator::SessionError> {
-    let mut session = Session::start(config).await?;
-    let canceller = session.canceller();
+/// the progress bar follows its events. Interrupted while the nodes start, it stops there.
+async fn drive(config: SessionConfig) -> Result<Report, NoReport> {
+    let (signalled_tx, mut signalled) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         interrupted().await;
-        eprintln!("interrupted: cancelling the run's work on every node (again to quit at once)");
-        canceller.cancel();
+        signalled_tx.send_replace(1);
         interrupted().await;
         std::process::exit(Exit::Interrupted as i32);
     });
+    let mut session = tokio::select! {
+        started = Session::start(config) => started.map_err(|e| NoReport::Failed(e.to_string()))?,
+        // Dropping the start stops the daemons it started.
+        _ = signalled.changed() => return Err(NoReport::Interrupted),
+    };
     let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tasks ended, {msg} [{elapsed}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    while let Some(event) = session.next_event().await {
-        if let SessionEvent::Progress(p) = event {
-            draw(&bar, &p);
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            event = session.next_event() => match event {
+                Some(SessionEvent::Progress(p)) => draw(&bar, &p),
+                Some(SessionEvent::Warning(w)) => bar.suspend(|| eprintln!("warning: {w}")),
+                Some(SessionEvent::Run { .. }) => {}
+                None => break,
+            },
+            _ = signalled.changed(), if !cancelled => {
+                cancelled = true;
+                bar.suspend(|| eprintln!("interrupted: cancelling the run's work on every node (again to quit at once)"));
+                session.cancel();
+            }
         }
     }
     bar.finish_and_clear();
-    session.finish().await
+    session.finish().await.map_err(|e| NoReport::Failed(e.to_string()))
+}
+
+/// Why a run ended without a report.
+enum NoReport {
+    /// SIGINT or SIGTERM before the run started.
+    Interrupted,
+    /// The session could not start or finish.
+    Failed(String),
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -163,7 +189,7 @@ fn draw(bar: &indicatif::ProgressBar, p: &Progress) {
     bar.set_message(message);
 }
 
-/// Writes and prints the report; the exit code is the report's verdict, or 130 when interrupted.
+/// Writes and prints the report; the exit code is the report's verdict.
 fn finish(args: &Args, scenario: &Scenario, report: &Report) -> Exit {
     let outputs = crate::output::Outputs {
         json: args.json,
@@ -171,8 +197,7 @@ fn finish(args: &Args, scenario: &Scenario, report: &Report) -> Exit {
         html: args.html.as_deref(),
         junit: args.junit.as_deref().map(|path| (path, dtest_orchestrator::junit::junit(scenario, report))),
     };
-    let exit = crate::output::finish(report, outputs);
-    if report.interrupted && exit != Exit::BadInput { Exit::Interrupted } else { exit }
+    crate::output::finish(report, outputs)
 }
 
 #[cfg(test)]

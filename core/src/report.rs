@@ -1,4 +1,4 @@
-//! The report of a run, simulated or real, as the contract fixes it: JSON for machines, text
+//! The report of a run, simulated or real, in the form users and scripts rely on: JSON for machines, text
 //! for people. A simulation's report holds no wall-clock figure, so the same seed gives the same
 //! bytes; a real run's says how long it took and what became of every task.
 
@@ -288,7 +288,8 @@ pub struct Utilization {
     /// Largest node utilisation seen.
     pub max: f64,
     /// How unevenly the work spread over the nodes: the coefficient of variation of each node's
-    /// busy time (the sum of its leases' durations); 0 when all were busy equally long.
+    /// busy time (the sum of its leases' durations, a lease still open at the end counted until
+    /// then); 0 when all were busy equally long.
     pub busy_spread: f64,
 }
 

@@ -33,10 +33,6 @@ use crate::{exec, load, system};
 /// ones are resent by the agent; heartbeats are replaced by newer ones).
 const OUTBOUND_MAX: usize = 10_000;
 
-/// A load told to stop that has not ended after this long is aborted. It stops at once unless
-/// something is wrong; the agent waits `stop_grace_ms` (as long) for its measure, and not more.
-const LOAD_STOP_MAX: Duration = Duration::from_secs(2);
-
 /// When the daemon leaves, how long it waits for the work it aborted to be dropped (commands'
 /// process groups killed); dropping takes microseconds unless a worker thread is stuck.
 const ABORT_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -271,6 +267,8 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
     state.plan = Some(Arc::new(plan));
     state.outbound.clear();
     state.error_rate = 0.0;
+    // The previous run's network faults are not this one's.
+    state.faults = Faults::default();
     step(&node, &mut state);
     drop(state);
     node.wake.notify_one();
@@ -379,7 +377,8 @@ fn step(node: &Arc<Node>, state: &mut NodeState) {
                     stop.stop();
                     let abort = handle.abort_handle();
                     tokio::spawn(async move {
-                        tokio::time::sleep(LOAD_STOP_MAX).await;
+                        // The agent stops waiting for its measure then; so does the shell.
+                        tokio::time::sleep(Duration::from_millis(AgentConfig::default().stop_grace_ms)).await;
                         abort.abort(); // Nothing happens if it has ended.
                     });
                     keep_ending(state, handle);

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtest_core::placement::NodeIdx;
+use dtest_core::protocol::{Frame, ToAgent};
 use dtest_core::report::{Mode, Report};
-use dtest_core::run::{Action, Cluster, LEAVE_GRACE_MS, LiveFigures, NodeOffer, Run, RunEvent, RunOptions};
+use dtest_core::run::{
+    Action, Cluster, LEAVE_GRACE_MS, LiveFigures, NodeOffer, Run, RunEvent, RunOptions, SAMPLE_INTERVAL_MS,
+};
 use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Scenario, Work};
 use dtest_node::api::{Faults, NodeInfo, Plan, PlanEntry, PlanWork};
 use dtest_node::client::NodeClient;
@@ -104,6 +107,8 @@ pub enum SessionEvent {
     },
     /// Where the run stands, once a second.
     Progress(Progress),
+    /// Something went wrong that the run survives (a local node that could not restart).
+    Warning(String),
 }
 
 /// Where a run stands.
@@ -143,7 +148,17 @@ pub struct Session {
     names: Vec<String>,
     events: mpsc::Receiver<SessionEvent>,
     canceller: Canceller,
-    task: tokio::task::JoinHandle<Report>,
+    /// The run's task; taken by [`Session::finish`].
+    task: Option<tokio::task::JoinHandle<Report>>,
+}
+
+impl Drop for Session {
+    /// A session nobody holds any more is cancelled: its work does not run on unwatched.
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            self.canceller.cancel();
+        }
+    }
 }
 
 impl Session {
@@ -243,7 +258,7 @@ impl Session {
             _dir: dir,
         };
         let task = tokio::spawn(driver.drive(cancel_rx));
-        Ok(Session { id, names, events, canceller: Canceller(Arc::new(cancel_tx)), task })
+        Ok(Session { id, names, events, canceller: Canceller(Arc::new(cancel_tx)), task: Some(task) })
     }
 
     /// The execution id: the scenario's name and 64 random bits, unique across processes.
@@ -272,8 +287,9 @@ impl Session {
     }
 
     /// Waits for the end of the run and returns its report.
-    pub async fn finish(self) -> Result<Report, SessionError> {
-        self.task.await.map_err(|e| SessionError::Lost(e.to_string()))
+    pub async fn finish(mut self) -> Result<Report, SessionError> {
+        let task = self.task.take().ok_or_else(|| SessionError::Lost("finished already".to_owned()))?;
+        task.await.map_err(|e| SessionError::Lost(e.to_string()))
     }
 }
 
@@ -424,13 +440,15 @@ impl Driver {
         let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
         let mut outgoing = Vec::new();
         let mut links = Vec::new();
+        let mut carriers = Vec::new();
         for (i, client) in self.clients.iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             outgoing.push(tx);
-            tokio::spawn(poll_node(i, client.clone(), self.plan.clone(), self.start, inputs_tx.clone()));
-            tokio::spawn(send_to_node(i, client.clone(), self.plan.clone(), self.start, rx, inputs_tx.clone()));
+            carriers.push(tokio::spawn(poll_node(i, client.clone(), self.plan.clone(), self.start, inputs_tx.clone())));
+            let plan = self.plan.clone();
+            carriers.push(tokio::spawn(send_to_node(i, client.clone(), plan, self.start, rx, inputs_tx.clone())));
             let (link_tx, link_rx) = watch::channel(Faults::default());
-            tokio::spawn(push_faults(client.clone(), link_rx));
+            carriers.push(tokio::spawn(push_faults(client.clone(), link_rx)));
             links.push(link_tx);
         }
         drop(inputs_tx);
@@ -475,7 +493,7 @@ impl Driver {
                 self.emit(SessionEvent::Run { at_ms, event });
             }
             if now >= next_progress {
-                next_progress = now + 1_000;
+                next_progress = now + SAMPLE_INTERVAL_MS;
                 self.emit(SessionEvent::Progress(Progress {
                     at_ms: now,
                     tasks_ended: self.run.ended() as u64,
@@ -487,8 +505,14 @@ impl Driver {
                 }));
             }
         }
-        let report = self.run.report(self.now_ms());
-        self.leave(&mut inputs, &outgoing).await;
+        let report = self.run.report();
+        self.leave(&mut inputs, &outgoing, &links).await;
+        // The nodes are not this session's any more: nothing may poll them or give them its
+        // plan again.
+        drop(inputs);
+        for carrier in carriers {
+            carrier.abort();
+        }
         report
     }
 
@@ -513,7 +537,7 @@ impl Driver {
                     && let Err(e) = local.restart(&token_file, heartbeat_ms).await
                 {
                     // The run goes on without it: the orchestrator keeps it dead.
-                    eprintln!("warning: {e}");
+                    self.emit(SessionEvent::Warning(e.to_string()));
                 }
             }
             Action::Pause(node) => {
@@ -538,18 +562,34 @@ impl Driver {
         }
     }
 
-    /// Lets the local daemons leave gracefully (SIGTERM; their goodbyes carried), then kills
-    /// whatever still runs. Remote daemons stay: their leased work was cancelled or ended.
+    /// Winds the run down on the nodes: carries the cancels of whatever still ran and the
+    /// cleared links until every node has acknowledged them, while the local daemons leave
+    /// gracefully (SIGTERM: their work stops, their goodbyes are heard); then kills whatever
+    /// local daemon still runs. All of it within [`LEAVE_GRACE_MS`].
     async fn leave(
         &mut self,
         inputs: &mut mpsc::UnboundedReceiver<Input>,
-        outgoing: &[mpsc::UnboundedSender<dtest_core::protocol::Frame<dtest_core::protocol::ToAgent>>],
+        outgoing: &[mpsc::UnboundedSender<Frame<ToAgent>>],
+        links: &[watch::Sender<Faults>],
     ) {
         for local in &self.locals {
             local.signal(nix::sys::signal::Signal::SIGTERM);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(LEAVE_GRACE_MS);
-        while tokio::time::Instant::now() < deadline && self.locals.iter_mut().any(LocalNode::running) {
+        loop {
+            let now = self.now_ms();
+            self.run.handle_timeout(now);
+            while let Some((node, frame)) = self.run.poll_transmit() {
+                let _ = outgoing[node.0 as usize].send(frame);
+            }
+            while let Some(action) = self.run.poll_action() {
+                self.act(action, links).await;
+            }
+            let locals_running = self.locals.iter_mut().any(LocalNode::running);
+            if (!locals_running && self.run.is_settled()) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            // The orchestrator's resends are due in hundreds of milliseconds: look every 50.
             let pause = tokio::time::sleep(Duration::from_millis(50));
             tokio::select! {
                 input = inputs.recv() => if let Some(Input::Frames(i, frames)) = input {
@@ -559,10 +599,6 @@ impl Driver {
                     }
                 },
                 () = pause => {}
-            }
-            // Acknowledgements only: the run is over and decides nothing more.
-            while let Some((node, frame)) = self.run.poll_transmit() {
-                let _ = outgoing[node.0 as usize].send(frame);
             }
         }
         for local in &mut self.locals {

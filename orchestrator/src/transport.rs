@@ -38,7 +38,9 @@ pub async fn poll_node(
     start: Instant,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
-    loop {
+    // The session's end closes `inputs`: from then on this node is not ours to poll, nor to give
+    // the plan to again.
+    while !inputs.is_closed() {
         let exchange = Exchange { plan: plan.id.clone(), frames: Vec::new(), wait_ms: POLL_WAIT_MS };
         match client.exchange(&exchange).await {
             Ok(reply) => {
@@ -51,12 +53,7 @@ pub async fn poll_node(
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
-            Err(_) => {
-                if inputs.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
+            Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
         }
     }
 }
@@ -78,6 +75,7 @@ pub async fn send_to_node(
         let exchange = Exchange { plan: plan.id.clone(), frames: batch, wait_ms: 0 };
         let count = exchange.frames.len() as u64;
         let reply = match client.exchange(&exchange).await {
+            Err(ClientError::NeedsPlan) if inputs.is_closed() => return,
             Err(ClientError::NeedsPlan) => match client.put_plan(&plan_now(&plan, start)).await {
                 Ok(()) => client.exchange(&exchange).await,
                 Err(e) => Err(e),

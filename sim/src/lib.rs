@@ -108,8 +108,7 @@ fn simulate_inner(scenario: &Scenario, options: &SimOptions) -> Result<(Report, 
     let scenario = swarm.as_ref().unwrap_or(scenario);
     let shared = world::run(scenario, options)?;
     let mut world = shared.world();
-    let end_ms = world.over_at_ms.unwrap_or(scenario.duration_ms);
-    let report = world.run.report(end_ms);
+    let report = world.run.report();
     let counts =
         Counts { messages: report.messages.sent, letters: world.post.delivered(), events: world.run.events_seen() };
     let events = std::iter::from_fn(|| world.run.poll_event()).collect();

@@ -42,8 +42,6 @@ pub(crate) struct World {
     pub post: PostOffice,
     /// The madsim node of each scenario node.
     pub ids: Vec<NodeId>,
-    /// When the run was over.
-    pub over_at_ms: Option<u64>,
 }
 
 pub(crate) struct Shared {
@@ -77,7 +75,6 @@ impl Shared {
                 incarnations: vec![0; nodes],
                 post: PostOffice::new(nodes),
                 ids: Vec::new(),
-                over_at_ms: None,
             }),
             entries,
             node_refs: scenario.nodes().collect(),
@@ -150,10 +147,11 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         Incarnation(incarnation),
         AgentConfig { heartbeat_interval_ms, ..AgentConfig::default() },
     );
+    // A simulated machine's use does not change: fixed figures (docs/protocol.md lists it).
+    agent.set_metrics(Metrics { cpu: 0.3, memory: 0.4, disk: 0.2, network: 0.1, task_error_rate: 0.0 });
     let mut alarm = Alarm::default();
     let mut work: BTreeMap<(TaskId, Attempt), madsim::task::JoinHandle<()>> = BTreeMap::new();
     loop {
-        agent.set_metrics(Metrics { cpu: 0.3, memory: 0.4, disk: 0.2, network: 0.1, task_error_rate: 0.0 });
         while let Some(action) = agent.poll_action() {
             match action {
                 AgentAction::Start { task, attempt, work: instance } => {
@@ -326,9 +324,6 @@ async fn orchestrator_main(shared: Arc<Shared>, over: Mailbox<u64>) {
                     world.post.close_agent(node.0 as usize);
                 }
                 actions.push(action);
-            }
-            if world.run.is_over() {
-                world.over_at_ms = Some(now);
             }
         }
         let ids = if actions.is_empty() { Vec::new() } else { shared.world().ids.clone() };

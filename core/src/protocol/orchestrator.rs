@@ -450,6 +450,11 @@ impl Orchestrator {
         self.nodes.iter().filter(|n| n.incarnation.is_some()).count()
     }
 
+    /// Frames sent reliably to nodes and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.nodes.iter().filter(|n| !n.dead).map(|n| n.outbox.in_flight()).sum()
+    }
+
     /// Nodes that said hello once and are held dead now (declared dead, or left).
     pub fn nodes_down(&self) -> usize {
         self.nodes.iter().filter(|n| n.incarnation.is_some() && n.dead).count()

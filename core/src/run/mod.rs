@@ -58,6 +58,8 @@ pub const CANCEL_GRACE_MS: u64 = 5_000;
 pub const LEAVE_GRACE_MS: u64 = 5_000;
 /// Live events kept between drains; older ones are dropped and counted.
 pub const RUN_EVENTS_MAX: usize = 100_000;
+/// Alerts a report lists; later ones are counted, not listed.
+pub const ALERT_RECORDS_MAX: usize = 1_000;
 
 /// How to run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -313,9 +315,13 @@ pub struct Run {
     unreadable: Vec<Violation>,
     alerts: Alerts,
     alert_records: Vec<AlertRecord>,
+    alerts_dropped: u64,
     done_at_ms: Option<u64>,
     cancelled_at_ms: Option<u64>,
     over_at_ms: Option<u64>,
+    /// The report, made the moment the run was over (what happens after, as its work is wound
+    /// down, is not in it).
+    report: Option<Report>,
     sent: u64,
     dropped: u64,
     events_seen: u64,
@@ -324,8 +330,8 @@ pub struct Run {
     events_dropped: u64,
 }
 
-/// An attempt's timeout for a task entry: a real command's own; a simulated one's ten times its
-/// mean plus ten deviations; a load's end, its last request's timeout and [`LOAD_MARGIN_MS`].
+/// An attempt's timeout for a task entry: a real command's own; a simulated one's ten times the
+/// sum of its mean and ten deviations; a load's end, its last request's timeout and [`LOAD_MARGIN_MS`].
 pub fn attempt_timeout_ms(spec: &TaskSpec) -> u64 {
     match &spec.work {
         Work::Command { command: Some(c), .. } => c.timeout_ms,
@@ -443,9 +449,11 @@ impl Run {
             unreadable: Vec::new(),
             alerts,
             alert_records: Vec::new(),
+            alerts_dropped: 0,
             done_at_ms: None,
             cancelled_at_ms: None,
             over_at_ms: None,
+            report: None,
             sent: 0,
             dropped: 0,
             events_seen: 0,
@@ -560,8 +568,12 @@ impl Run {
     }
 
     /// Time has passed to `now_ms`: fault edges, the orchestrator's timers, samples, the end.
+    /// Once the run is over, only the orchestrator's resends and acknowledgements go on, so that
+    /// the winding down reaches the nodes (see [`Run::is_settled`]).
     pub fn handle_timeout(&mut self, now_ms: u64) {
         if self.over_at_ms.is_some() {
+            self.orchestrator.tick(now_ms);
+            self.drain(now_ms);
             return;
         }
         while let Some(&(at, fault, starting)) = self.timeline.get(self.next_edge)
@@ -586,8 +598,42 @@ impl Run {
             None => self.done_at_ms.is_some() && now_ms >= self.settle_ms,
         };
         if over || now_ms >= self.scenario.duration_ms {
-            self.over_at_ms = Some(now_ms);
+            self.finish(now_ms);
         }
+    }
+
+    /// The run is over at `now_ms`: its report is made, then whatever still runs is wound
+    /// down. Every task not ended is cancelled on its node (no process of the run's work
+    /// outlives it) and every node's link is cleared of faults.
+    fn finish(&mut self, now_ms: u64) {
+        self.over_at_ms = Some(now_ms);
+        self.report = Some(self.build_report(now_ms));
+        for task in 0..self.instances.len() {
+            self.orchestrator.cancel(now_ms, TaskId(task as u64));
+        }
+        for n in 0..self.names.len() {
+            if self.links[n] != Link::default() {
+                self.links[n] = Link::default();
+                self.actions.push_back(Action::Link(NodeIdx(n as u32), Link::default()));
+            }
+        }
+        self.drain(now_ms);
+    }
+
+    /// Whether, after the end, every frame the orchestrator sent was acknowledged (the nodes
+    /// know their work is cancelled), or the nodes it went to are held dead.
+    pub fn is_settled(&self) -> bool {
+        self.over_at_ms.is_some() && self.orchestrator.unacknowledged() == 0
+    }
+
+    /// When the run was over (ms).
+    pub fn over_at_ms(&self) -> Option<u64> {
+        self.over_at_ms
+    }
+
+    /// Live events dropped because nobody read them in time.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
     }
 
     /// Stops the run early: every task not ended is cancelled (running work is stopped and hands
@@ -732,7 +778,15 @@ impl Run {
                 self.records[task.0 as usize].counted = Some((outcome.clone(), *node, now_ms - started));
                 self.live.forget(*task);
                 if let Some(load) = load {
-                    match Measure::from_wire(load) {
+                    // Seconds beyond the attempt's own timeout cannot be real: refuse the result
+                    // rather than let a peer make the series as long as it likes.
+                    let spec = &self.scenario.workload.tasks[self.instances[task.0 as usize].0 as usize];
+                    let last_s = attempt_timeout_ms(spec).div_ceil(1000);
+                    let decoded = match load.seconds.iter().find(|s| s.t > last_s) {
+                        Some(s) => Err(format!("second {} is past the attempt's {last_s} s", s.t)),
+                        None => Measure::from_wire(load),
+                    };
+                    match decoded {
                         Ok(measure) => {
                             // A node counts seconds from its load's start: the assignment, or
                             // the load's `start_s` if later.
@@ -790,11 +844,18 @@ impl Run {
                     self.event(now_ms, RunEvent::NodeSuspected { node });
                 }
             }
+            // Attempts taken back or ended stop counting as running load.
+            let orchestrator = &self.orchestrator;
+            self.live.retain(|task, node, attempt| {
+                matches!(orchestrator.task_state(task),
+                    TaskState::Leased { node: n, attempt: a, .. } if n.0 as usize == node && a == attempt)
+            });
             if let Some(figures) = self.live_load(now_ms).filter(|_| !self.live.is_empty()) {
                 self.event(now_ms, RunEvent::Load(figures));
             }
         }
-        if !self.scenario.alerts.is_empty() {
+        // Before every node said hello there is no cluster to judge.
+        if !self.scenario.alerts.is_empty() && self.started {
             self.evaluate_alerts(now_ms);
         }
     }
@@ -802,7 +863,10 @@ impl Run {
     fn evaluate_alerts(&mut self, now_ms: u64) {
         use crate::scenario::AlertMetric;
         let mut transitions = Vec::new();
-        let rules: Vec<AlertMetric> = self.scenario.alerts.iter().map(|a| a.metric).collect();
+        // Each metric once: `Alerts::observe` judges every rule on it.
+        let mut rules: Vec<AlertMetric> = self.scenario.alerts.iter().map(|a| a.metric).collect();
+        rules.sort();
+        rules.dedup();
         let node_metrics = rules.iter().any(|m| !m.is_cluster());
         if node_metrics {
             for n in 0..self.names.len() {
@@ -849,7 +913,11 @@ impl Run {
                         value: t.value,
                     };
                     self.event(now_ms, RunEvent::AlertFired(record.clone()));
-                    self.alert_records.push(record);
+                    if self.alert_records.len() < ALERT_RECORDS_MAX {
+                        self.alert_records.push(record);
+                    } else {
+                        self.alerts_dropped += 1;
+                    }
                 }
                 Transition::Resolved => {
                     if let Some(record) = self.alert_records.iter_mut().rev().find(|r| r.id == t.id) {
@@ -873,8 +941,16 @@ impl Run {
         }
     }
 
-    /// The report, as of `end_ms` (normally when the run became over).
-    pub fn report(&self, end_ms: u64) -> Report {
+    /// The report, as the run stood when it was over (or at the scenario's end, if asked
+    /// before).
+    pub fn report(&self) -> Report {
+        match &self.report {
+            Some(report) => report.clone(),
+            None => self.build_report(self.scenario.duration_ms),
+        }
+    }
+
+    fn build_report(&self, end_ms: u64) -> Report {
         let checker = &self.checker;
         let tasks = checker.tasks(self.instances.len() as u64);
         let interrupted = self.cancelled_at_ms.is_some();
@@ -938,7 +1014,7 @@ impl Run {
             utilization: Utilization {
                 mean: if self.util.0 == 0 { 0.0 } else { self.util.1 / self.util.0 as f64 },
                 max: self.util.2,
-                busy_spread: spread(&self.busy_ms),
+                busy_spread: spread(&self.busy_until(end_ms)),
             },
             expectations: Vec::new(),
             violations,
@@ -949,10 +1025,31 @@ impl Run {
             report.results = self.results();
         }
         if self.has_load {
-            report.set_load(&self.load, load_seconds(&self.scenario));
+            let planned_s = load_seconds(&self.scenario);
+            let seconds = if interrupted {
+                // Stopped early: the load ran from its first start to the end, not as planned.
+                let first_ms = self.scenario.workload.tasks.iter().filter_map(|t| match &t.work {
+                    Work::Load(load) => Some(load.start_ms),
+                    Work::Command { .. } => None,
+                });
+                let ran_s = end_ms.saturating_sub(first_ms.min().unwrap_or(0)) as f64 / 1e3;
+                planned_s.min(ran_s)
+            } else {
+                planned_s
+            };
+            report.set_load(&self.load, seconds);
         }
         report.expectations = expectations(&self.scenario, &report);
         report
+    }
+
+    /// Each node's busy time, leases still open counted until `end_ms`.
+    fn busy_until(&self, end_ms: u64) -> Vec<u64> {
+        let mut busy = self.busy_ms.clone();
+        for (node, since) in self.records.iter().filter_map(|r| r.leased) {
+            busy[node.0 as usize] += end_ms.saturating_sub(since);
+        }
+        busy
     }
 
     fn results(&self) -> Vec<TaskResult> {

@@ -116,10 +116,12 @@ fn token(file: Option<&Path>) -> Result<String, String> {
 /// the progress bar follows its events. Interrupted while the nodes start, it stops there.
 async fn drive(config: SessionConfig) -> Result<Report, NoReport> {
     let (signalled_tx, mut signalled) = tokio::sync::watch::channel(0u32);
+    // Listening before anything starts, so no signal falls between two listeners.
+    let mut signals = Signals::new();
     tokio::spawn(async move {
-        interrupted().await;
+        signals.next().await;
         signalled_tx.send_replace(1);
-        interrupted().await;
+        signals.next().await;
         std::process::exit(Exit::Interrupted as i32);
     });
     let mut session = tokio::select! {
@@ -160,18 +162,31 @@ enum NoReport {
     Failed(String),
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened to for the whole run.
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM (never, if neither could be listened to).
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            () = recv(&mut self.interrupt) => {}
+            () = recv(&mut self.terminate) => {}
         }
     }
 }

@@ -586,7 +586,7 @@ pub fn default_listen() -> SocketAddr {
 mod tests {
     use dtest_core::measure::LoadResult;
     use dtest_core::protocol::{DeliveryMode, Packet, ToAgent, ToOrchestrator};
-    use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern};
+    use dtest_core::scenario::Pattern;
 
     use super::*;
     use crate::api::{Exchange, PlanEntry};
@@ -745,27 +745,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cancelled_load_hands_back_what_it_measured() {
-        let target = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-        let url = format!("http://{}/", target.local_addr().expect("its address"));
-        let app = Router::new().route("/", get(|| async { "hello\n" }));
-        tokio::spawn(async move { axum::serve(target, app).await });
-        let spec = load::LoadSpec {
-            url,
-            method: HttpMethod::Get,
-            headers: BTreeMap::new(),
-            body: None,
-            timeout_ms: 5_000,
-            connections: 4,
-            http_version: HttpVersion::Http1,
-            tls: crate::tls::TlsOptions::default(),
-            start_ms: 0,
-            rate: load::Rate::Pattern {
-                pattern: Pattern::Constant { rps: 200.0, duration_ms: 60_000 },
-                seed: 1,
-                index: 0,
-                of: 1,
-            },
+        let addr = load::testing::target().await;
+        let rate = load::Rate::Pattern {
+            pattern: Pattern::Constant { rps: 200.0, duration_ms: 60_000 },
+            seed: 1,
+            index: 0,
+            of: 1,
         };
+        let spec = load::testing::spec(addr, rate);
         let dir = scratch("load");
         let entry = PlanEntry { name: "load".to_owned(), count: 1, work: PlanWork::Load(spec) };
         let mut daemon = Daemon::start(&dir, vec![entry]).await;

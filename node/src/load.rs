@@ -688,12 +688,13 @@ async fn closed_loop(engine: Arc<Engine>, end: Instant) {
     }
 }
 
+/// What tests of the load engine and of the daemon share: a target and a spec for it.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// An HTTP target on a free loopback port, served by the test's runtime.
-    async fn target() -> std::net::SocketAddr {
+    pub(crate) async fn target() -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let addr = listener.local_addr().expect("its address");
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello\n" }));
@@ -701,7 +702,7 @@ mod tests {
         addr
     }
 
-    fn spec(addr: std::net::SocketAddr, rate: Rate) -> LoadSpec {
+    pub(crate) fn spec(addr: std::net::SocketAddr, rate: Rate) -> LoadSpec {
         LoadSpec {
             url: format!("http://{addr}/"),
             method: HttpMethod::Get,
@@ -715,6 +716,12 @@ mod tests {
             rate,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{spec, target};
+    use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stopped_load_hands_back_what_it_measured_until_then() {

@@ -406,6 +406,29 @@ fn alive(pid: i32) -> bool {
     stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
 }
 
+/// Runs `dtest run SCENARIO --local 2 --json` whose commands write their pids to `pids`, sends it
+/// SIGINT once `started` commands have, and returns what it printed and every command's pid.
+fn interrupt_once_started(scenario: &str, pids: &std::path::Path, started: usize) -> (std::process::Output, Vec<i32>) {
+    let child = Command::new(env!("CARGO_BIN_EXE_dtest"))
+        .args(["run", scenario, "--local", "2", "--json"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dtest run");
+    let since = std::time::Instant::now();
+    while std::fs::read_to_string(pids).unwrap_or_default().lines().count() < started {
+        assert!(since.elapsed() < Duration::from_secs(60), "{started} commands never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    let output = child.wait_with_output().expect("dtest run ends");
+    let commands =
+        std::fs::read_to_string(pids).expect("pids").lines().map(|l| l.trim().parse().expect("a pid")).collect();
+    (output, commands)
+}
+
 #[test]
 fn sigint_cancels_the_work_on_every_node_and_still_writes_the_partial_report() {
     let scratch = Scratch::new("sigint");
@@ -426,30 +449,13 @@ fn sigint_cancels_the_work_on_every_node_and_still_writes_the_partial_report() {
             pids.display()
         ),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_dtest"))
-        .args(["run", &scenario, "--local", "2", "--json"])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dtest run");
-    let started = std::time::Instant::now();
-    let running = || std::fs::read_to_string(&pids).unwrap_or_default().lines().count();
-    while running() < 4 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the four commands never all started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
-    let output = child.wait_with_output().expect("dtest run ends");
+    let (output, commands) = interrupt_once_started(&scenario, &pids, 4);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     let report = report_of(&output);
     assert_eq!(report["interrupted"], true, "{report:#}");
     assert_eq!(report["tasks"]["cancelled"], 4, "{report:#}");
     assert!(report["results"].as_array().is_some_and(|r| r.iter().all(|r| r["outcome"] == "cancelled")));
-    let commands: Vec<i32> =
-        std::fs::read_to_string(&pids).expect("pids").lines().map(|l| l.trim().parse().expect("a pid")).collect();
     // The nodes killed the commands' process groups before dtest run exited.
     let left: Vec<i32> = commands.into_iter().filter(|&pid| alive(pid)).collect();
     assert!(left.is_empty(), "task processes outlived the run: {left:?}");
@@ -477,24 +483,8 @@ fn a_killed_node_takes_its_work_down_with_it_and_no_task_process_outlives_the_ru
             pids.display()
         ),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_dtest"))
-        .args(["run", &scenario, "--local", "2", "--json"])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dtest run");
     // One command per node, then the crashed node's again on the survivor.
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&pids).unwrap_or_default().lines().count() < 3 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the crashed node's work never moved");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let commands: Vec<i32> =
-        std::fs::read_to_string(&pids).expect("pids").lines().map(|l| l.trim().parse().expect("a pid")).collect();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
-        .expect("send SIGINT");
-    let output = child.wait_with_output().expect("dtest run ends");
+    let (output, commands) = interrupt_once_started(&scenario, &pids, 3);
     assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
     let report = report_of(&output);
     assert_eq!(report["reassignments"], 1, "{report:#}");

@@ -582,7 +582,8 @@ impl Run {
             self.next_edge += 1;
             self.fault_edge(now_ms, fault, starting);
         }
-        if !self.started && (self.orchestrator.registered() == self.names.len() || now_ms >= REGISTRATION_GRACE_MS) {
+        // Every hello heard starts it at once (`drain`); else the grace does.
+        if now_ms >= REGISTRATION_GRACE_MS {
             self.started = true;
         }
         if self.started {
@@ -891,11 +892,10 @@ impl Run {
                 }
             }
         }
-        let cluster = self.orchestrator.cluster_health();
         for metric in rules.iter().filter(|m| m.is_cluster()) {
             let value = match metric {
                 AlertMetric::NodesDown => self.orchestrator.nodes_down() as f64,
-                AlertMetric::ClusterHealth => cluster.mean_score,
+                AlertMetric::ClusterHealth => self.orchestrator.cluster_health().mean_score,
                 _ => continue,
             };
             transitions.extend(self.alerts.observe(now_ms, "cluster", metric.name(), value));

@@ -1,0 +1,3 @@
+//! `dtest serve`: the orchestrator as a durable service.
+
+pub mod store;

@@ -87,7 +87,15 @@ pub fn run(args: &Args) -> Exit {
         Ok(runtime) => runtime,
         Err(e) => return bad(&format!("cannot start the runtime: {e}")),
     };
-    let config = SessionConfig { scenario: scenario.clone(), tls, nodes, seed: args.seed, node_exe: None };
+    let config = SessionConfig {
+        scenario: scenario.clone(),
+        tls,
+        nodes,
+        seed: args.seed,
+        node_exe: None,
+        shares: None,
+        journal: None,
+    };
     match runtime.block_on(drive(config)) {
         Ok(report) => finish(args, &scenario, &report),
         Err(NoReport::Interrupted) => {

@@ -8,10 +8,12 @@
 //! in the simulator; what is here is transport, clock, processes and signals.
 //!
 //! - [`session`]: [`Session`], its configuration, events and errors.
+//! - [`journal`]: the write-ahead journal that lets a run survive its host's crash.
 //! - [`local`]: local node daemons.
 //! - [`transport`]: frames over the node API.
 //! - [`junit`]: the report as JUnit XML.
 
+pub mod journal;
 pub mod junit;
 pub mod local;
 pub mod session;

@@ -6,19 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtest_core::placement::NodeIdx;
+use dtest_core::faults::Link;
 use dtest_core::protocol::{Frame, ToAgent};
 use dtest_core::report::{Mode, Report};
 use dtest_core::run::{
     Action, Cluster, LEAVE_GRACE_MS, LiveFigures, NodeOffer, Run, RunEvent, RunOptions, SAMPLE_INTERVAL_MS,
 };
-use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Scenario, Work};
+use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Resources, Scenario, Work};
 use dtest_node::api::{Faults, NodeInfo, Plan, PlanEntry, PlanWork};
 use dtest_node::client::NodeClient;
 use dtest_node::load::{LoadSpec, Rate};
 use dtest_node::tls::TlsOptions;
 use tokio::sync::{mpsc, watch};
 
+use crate::journal::{Entry, JournalHandle, Setup, SetupNode};
 use crate::local::{self, LocalNode, TempDir};
 use crate::transport::{Input, poll_node, push_faults, send_to_node};
 
@@ -55,6 +56,43 @@ pub struct SessionConfig {
     pub seed: u64,
     /// The `dtest` binary local nodes run; this process's own executable when `None`.
     pub node_exe: Option<PathBuf>,
+    /// What each remote node offers this session, in `urls` order, instead of all it has: a
+    /// service that shares its nodes between executions gives each its share.
+    pub shares: Option<Vec<Resources>>,
+    /// Where the session records its setup and every input before acting on it, so that the
+    /// run survives the crash of the process hosting it ([`Session::resume`]).
+    pub journal: Option<JournalHandle>,
+}
+
+impl SessionConfig {
+    /// A session of `scenario` on `nodes`, with no target TLS, no shares and no journal.
+    pub fn new(scenario: Scenario, nodes: NodeSource, seed: u64) -> SessionConfig {
+        SessionConfig { scenario, tls: Vec::new(), nodes, seed, node_exe: None, shares: None, journal: None }
+    }
+}
+
+/// The run's clock: milliseconds since the run's start, resumable after a restart.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: Instant,
+    offset_ms: u64,
+}
+
+impl Clock {
+    /// A clock that reads `offset_ms` now.
+    fn starting_at(offset_ms: u64) -> Clock {
+        Clock { origin: Instant::now(), offset_ms }
+    }
+
+    /// Run milliseconds now.
+    pub fn now_ms(self) -> u64 {
+        self.offset_ms + self.origin.elapsed().as_millis() as u64
+    }
+
+    /// The instant the clock reads `ms` (now, for times already past).
+    fn instant(self, ms: u64) -> Instant {
+        self.origin + Duration::from_millis(ms.saturating_sub(self.offset_ms))
+    }
 }
 
 /// Why a session could not start or finish.
@@ -93,6 +131,12 @@ pub enum SessionError {
     /// The session's task ended without a report (it panicked or was aborted).
     #[error("the session ended without a report: {0}")]
     Lost(String),
+    /// The journal could not record the setup.
+    #[error("cannot record the execution: {0}")]
+    Journal(String),
+    /// A journaled session cannot be rebuilt.
+    #[error("cannot resume: {0}")]
+    NotResumable(String),
 }
 
 /// A live event of a session.
@@ -164,7 +208,7 @@ impl Drop for Session {
 impl Session {
     /// Starts the nodes (or checks the given ones), sends them the plan, and starts the run.
     pub async fn start(config: SessionConfig) -> Result<Session, SessionError> {
-        let SessionConfig { scenario, tls, nodes, seed, node_exe } = config;
+        let SessionConfig { scenario, tls, nodes, seed, node_exe, shares, journal } = config;
         runnable(&scenario, &tls, matches!(nodes, NodeSource::Local(_)))?;
         let id = format!(
             "{}-{}",
@@ -219,7 +263,11 @@ impl Session {
                             why: "runs no commands; start it with --allow-commands".to_owned(),
                         });
                     }
-                    offers.push(offer(name, node_ref, info));
+                    let mut offer = offer(name, node_ref, info);
+                    if let Some(share) = shares.as_ref().and_then(|s| s.get(i)) {
+                        offer.resources = share.clone();
+                    }
+                    offers.push(offer);
                 }
             }
         }
@@ -229,9 +277,13 @@ impl Session {
         let cluster = Cluster::of_nodes(&scenario, &offers)?;
         let options = RunOptions { mode: Mode::Run, seed, events: true, ..RunOptions::default() };
         let run = Run::new(&scenario, cluster, options)?;
+        if let Some(journal) = &journal {
+            let nodes = urls.iter().zip(&offers).map(|(url, offer)| SetupNode::of(url, offer)).collect();
+            journal.0.setup(&Setup { id: id.clone(), nodes }).map_err(SessionError::Journal)?;
+        }
         let plan = Arc::new(plan(&id, &scenario, &tls, seed));
         // The run's clock starts as the nodes get the plan: loads' `start_s` count from here.
-        let start = Instant::now();
+        let clock = Clock::starting_at(0);
         let answers = futures::future::join_all(clients.iter().map(|c| c.put_plan(&plan))).await;
         for ((client, offer), answer) in clients.iter().zip(&offers).zip(answers) {
             if let Err(e) = answer {
@@ -242,8 +294,6 @@ impl Session {
                 });
             }
         }
-        let (events_tx, events) = mpsc::channel(EVENTS_BUFFER);
-        let (cancel_tx, cancel_rx) = watch::channel(false);
         let names = offers.iter().map(|o| o.name.clone()).collect();
         let driver = Driver {
             run,
@@ -252,13 +302,55 @@ impl Session {
             token_file,
             heartbeat_ms,
             plan,
-            start,
-            events: events_tx,
+            clock,
+            journal: journal.map(|j| (j, 0)),
+            events: mpsc::channel(1).0,
+            events_dropped: 0,
+            _dir: Some(dir),
+        };
+        Ok(Session::spawn(id, names, driver, Vec::new()))
+    }
+
+    /// Rebuilds a journaled session after the process that hosted it died, from its setup and
+    /// journal, and goes on with it on the same nodes (which kept its plan, its leased work and
+    /// their results). `config` is the one it started with; only remote nodes can be resumed.
+    pub async fn resume(config: SessionConfig, setup: Setup, entries: Vec<Entry>) -> Result<Session, SessionError> {
+        let SessionConfig { scenario, tls, nodes, seed, journal, .. } = config;
+        let NodeSource::Remote { token, .. } = nodes else {
+            return Err(SessionError::NotResumable(
+                "its local nodes ended with the process that started them".to_owned(),
+            ));
+        };
+        let offers: Vec<NodeOffer> = setup.nodes.iter().map(SetupNode::offer).collect();
+        let cluster = Cluster::of_nodes(&scenario, &offers)?;
+        let options = RunOptions { mode: Mode::Run, seed, events: true, ..RunOptions::default() };
+        let mut run = Run::new(&scenario, cluster, options)?;
+        let replayed = crate::journal::replay(&mut run, offers.len(), &entries);
+        let clients = setup.nodes.iter().map(|n| NodeClient::new(&n.url, &token)).collect();
+        let dir = None;
+        let driver = Driver {
+            run,
+            clients,
+            locals: Vec::new(),
+            token_file: None,
+            heartbeat_ms: scenario.failure_detector.heartbeat_interval_ms,
+            plan: Arc::new(plan(&setup.id, &scenario, &tls, seed)),
+            clock: Clock::starting_at(replayed.now_ms),
+            journal: journal.map(|j| (j, entries.len() as u64)),
+            events: mpsc::channel(1).0,
             events_dropped: 0,
             _dir: dir,
         };
-        let task = tokio::spawn(driver.drive(cancel_rx));
-        Ok(Session { id, names, events, canceller: Canceller(Arc::new(cancel_tx)), task: Some(task) })
+        let names = offers.iter().map(|o| o.name.clone()).collect();
+        Ok(Session::spawn(setup.id, names, driver, replayed.links))
+    }
+
+    fn spawn(id: String, names: Vec<String>, mut driver: Driver, links: Vec<Option<Link>>) -> Session {
+        let (events_tx, events) = mpsc::channel(EVENTS_BUFFER);
+        driver.events = events_tx;
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let task = tokio::spawn(driver.drive(cancel_rx, links));
+        Session { id, names, events, canceller: Canceller(Arc::new(cancel_tx)), task: Some(task) }
     }
 
     /// The execution id: the scenario's name and 64 random bits, unique across processes.
@@ -284,6 +376,15 @@ impl Session {
     /// The next live event; `None` once the run is over and every event was read.
     pub async fn next_event(&mut self) -> Option<SessionEvent> {
         self.events.recv().await
+    }
+
+    /// Abandons the run to its nodes: stops this session's task at once, cancelling nothing, as
+    /// the death of the process hosting it would. The nodes keep the plan, their leased work and
+    /// its results, which [`Session::resume`] picks up from the journal.
+    pub fn abandon(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 
     /// Waits for the end of the run and returns its report.
@@ -424,19 +525,38 @@ struct Driver {
     token_file: Option<PathBuf>,
     heartbeat_ms: u64,
     plan: Arc<Plan>,
-    start: Instant,
+    clock: Clock,
+    /// The journal, and the number of the next entry.
+    journal: Option<(JournalHandle, u64)>,
     events: mpsc::Sender<SessionEvent>,
     events_dropped: u64,
     /// The local nodes' token and logs, removed at the end.
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl Driver {
     fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.clock.now_ms()
     }
 
-    async fn drive(mut self, mut cancel: watch::Receiver<bool>) -> Report {
+    /// Records an input in the journal, then hands it to the run. A journal that fails is given
+    /// up with a warning: the run goes on, but could not survive a crash of this process.
+    fn input(&mut self, entry: Entry) {
+        if let Some((journal, seq)) = &mut self.journal {
+            match journal.0.record(*seq, &entry) {
+                Ok(()) => *seq += 1,
+                Err(e) => {
+                    self.journal = None;
+                    self.emit(SessionEvent::Warning(format!(
+                        "the journal failed ({e}): this execution goes on, but would not survive a restart"
+                    )));
+                }
+            }
+        }
+        entry.apply(&mut self.run);
+    }
+
+    async fn drive(mut self, mut cancel: watch::Receiver<bool>, resumed_links: Vec<Option<Link>>) -> Report {
         let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
         let mut outgoing = Vec::new();
         let mut links = Vec::new();
@@ -444,10 +564,14 @@ impl Driver {
         for (i, client) in self.clients.iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             outgoing.push(tx);
-            carriers.push(tokio::spawn(poll_node(i, client.clone(), self.plan.clone(), self.start, inputs_tx.clone())));
+            carriers.push(tokio::spawn(poll_node(i, client.clone(), self.plan.clone(), self.clock, inputs_tx.clone())));
             let plan = self.plan.clone();
-            carriers.push(tokio::spawn(send_to_node(i, client.clone(), plan, self.start, rx, inputs_tx.clone())));
+            carriers.push(tokio::spawn(send_to_node(i, client.clone(), plan, self.clock, rx, inputs_tx.clone())));
             let (link_tx, link_rx) = watch::channel(Faults::default());
+            // A resumed run puts back the links it had decided.
+            if let Some(Some(link)) = resumed_links.get(i) {
+                link_tx.send_replace(Faults { link: *link });
+            }
             carriers.push(tokio::spawn(push_faults(client.clone(), link_rx)));
             links.push(link_tx);
         }
@@ -456,17 +580,13 @@ impl Driver {
         let mut cancelled = false;
         let mut carrying = true;
         while let Some(due_ms) = self.run.poll_timeout() {
-            let due = tokio::time::Instant::from_std(self.start + Duration::from_millis(due_ms));
+            let due = tokio::time::Instant::from_std(self.clock.instant(due_ms));
             tokio::select! {
                 input = inputs.recv(), if carrying => match input {
                     Some(Input::Frames(i, frames)) => {
-                        let now = self.now_ms();
-                        self.run.count_sent(frames.len() as u64);
-                        for frame in frames {
-                            self.run.handle(now, NodeIdx(i as u32), frame);
-                        }
+                        self.input(Entry::Frames { at_ms: self.now_ms(), node: i as u32, frames });
                     }
-                    Some(Input::Undelivered(n)) => self.run.count_dropped(n),
+                    Some(Input::Undelivered(n)) => self.input(Entry::Undelivered { frames: n }),
                     // Every carrier ended (they end only when this loop has): time alone goes on.
                     None => carrying = false,
                 },
@@ -474,13 +594,13 @@ impl Driver {
                 changed = cancel.changed(), if !cancelled => {
                     cancelled = true;
                     if changed.is_ok() && *cancel.borrow() {
-                        self.run.cancel(self.now_ms());
+                        self.input(Entry::Cancel { at_ms: self.now_ms() });
                     }
                 }
             }
             let now = self.now_ms();
             if self.run.poll_timeout().is_some_and(|at| at <= now) {
-                self.run.handle_timeout(now);
+                self.input(Entry::Timeout { at_ms: now });
             }
             while let Some((node, frame)) = self.run.poll_transmit() {
                 self.run.count_sent(1);
@@ -577,8 +697,7 @@ impl Driver {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(LEAVE_GRACE_MS);
         loop {
-            let now = self.now_ms();
-            self.run.handle_timeout(now);
+            self.input(Entry::Timeout { at_ms: self.now_ms() });
             while let Some((node, frame)) = self.run.poll_transmit() {
                 let _ = outgoing[node.0 as usize].send(frame);
             }
@@ -593,10 +712,7 @@ impl Driver {
             let pause = tokio::time::sleep(Duration::from_millis(50));
             tokio::select! {
                 input = inputs.recv() => if let Some(Input::Frames(i, frames)) = input {
-                    let now = self.now_ms();
-                    for frame in frames {
-                        self.run.handle(now, NodeIdx(i as u32), frame);
-                    }
+                    self.input(Entry::Frames { at_ms: self.now_ms(), node: i as u32, frames });
                 },
                 () = pause => {}
             }

@@ -4,12 +4,14 @@
 //! protocol resends what must arrive.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dtest_core::protocol::{Frame, ToAgent, ToOrchestrator};
 use dtest_node::api::{Exchange, Faults, Plan};
 use dtest_node::client::{ClientError, NodeClient};
 use tokio::sync::{mpsc, watch};
+
+use crate::session::Clock;
 
 /// How long one long poll waits for a node's frames.
 const POLL_WAIT_MS: u64 = 1_000;
@@ -24,9 +26,9 @@ pub enum Input {
     Undelivered(u64),
 }
 
-/// The plan as sent now, saying how long the run (started at `start`) has been going.
-fn plan_now(plan: &Plan, start: Instant) -> Plan {
-    Plan { elapsed_ms: start.elapsed().as_millis() as u64, ..plan.clone() }
+/// The plan as sent now, saying how long the run has been going.
+fn plan_now(plan: &Plan, clock: Clock) -> Plan {
+    Plan { elapsed_ms: clock.now_ms(), ..plan.clone() }
 }
 
 /// Keeps one long poll open to node `i`, forwarding its frames; gives it the plan when it lacks
@@ -35,7 +37,7 @@ pub async fn poll_node(
     i: usize,
     client: NodeClient,
     plan: Arc<Plan>,
-    start: Instant,
+    clock: Clock,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
     // The session's end closes `inputs`: from then on this node is not ours to poll, nor to give
@@ -49,7 +51,7 @@ pub async fn poll_node(
                 }
             }
             Err(ClientError::NeedsPlan) => {
-                if client.put_plan(&plan_now(&plan, start)).await.is_err() {
+                if client.put_plan(&plan_now(&plan, clock)).await.is_err() {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
@@ -63,7 +65,7 @@ pub async fn send_to_node(
     i: usize,
     client: NodeClient,
     plan: Arc<Plan>,
-    start: Instant,
+    clock: Clock,
     mut frames: mpsc::UnboundedReceiver<Frame<ToAgent>>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
@@ -76,7 +78,7 @@ pub async fn send_to_node(
         let count = exchange.frames.len() as u64;
         let reply = match client.exchange(&exchange).await {
             Err(ClientError::NeedsPlan) if inputs.is_closed() => return,
-            Err(ClientError::NeedsPlan) => match client.put_plan(&plan_now(&plan, start)).await {
+            Err(ClientError::NeedsPlan) => match client.put_plan(&plan_now(&plan, clock)).await {
                 Ok(()) => client.exchange(&exchange).await,
                 Err(e) => Err(e),
             },

@@ -61,6 +61,8 @@ async fn run_local(scenario: Scenario) -> (Report, Vec<RunEvent>, String) {
         nodes: NodeSource::Local(3),
         seed: 42,
         node_exe: Some(env!("CARGO_BIN_EXE_dtest").into()),
+        shares: None,
+        journal: None,
     };
     let mut session = Session::start(config).await.expect("the session starts");
     let id = session.id().to_owned();
@@ -117,6 +119,8 @@ fn kill_and_pause_faults_need_local_nodes_in_a_real_run() {
         nodes: NodeSource::Remote { urls: vec!["http://127.0.0.1:9".to_owned()], token: "t".to_owned() },
         seed: 42,
         node_exe: None,
+        shares: None,
+        journal: None,
     };
     let refused = runtime().block_on(Session::start(config)).expect_err("refused before any node is asked");
     assert!(refused.to_string().contains("kill and pause faults need `--local`"), "{refused}");

@@ -491,3 +491,52 @@ fn a_killed_node_takes_its_work_down_with_it_and_no_task_process_outlives_the_ru
     let left: Vec<i32> = commands.into_iter().filter(|&pid| alive(pid)).collect();
     assert!(left.is_empty(), "task processes outlived the run: {left:?}");
 }
+
+/// The crash of the process hosting a journaled session, then its resume from the journal: the
+/// nodes kept the plan and their work, the rebuilt run takes them back, and every task runs
+/// exactly once (each instance's command appends one line to its own file).
+#[test]
+fn a_journaled_session_abandoned_mid_run_resumes_from_its_journal_and_runs_each_task_once() {
+    use std::sync::Arc;
+
+    use dtest_orchestrator::journal::{JournalHandle, MemoryJournal};
+    use dtest_orchestrator::{NodeSource, Session, SessionConfig};
+
+    let scratch = Scratch::new("resume");
+    let token = scratch.file("token", "resume-token");
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&token, &["--allow-commands"])).collect();
+    let marks = scratch.0.join("marks");
+    std::fs::create_dir_all(&marks).expect("marks dir");
+    let text = sleepy_scenario(9, 1.0, "[]").replace(
+        r#""argv": ["sleep", "1"]"#,
+        &format!(r#""argv": ["sh", "-c", "echo ran >> {}/{{index}}; sleep 1"]"#, marks.display()),
+    );
+    let scenario = dtest_core::scenario::parse(text.as_bytes()).expect("a valid scenario");
+    let journal = Arc::new(MemoryJournal::default());
+    let mut config = SessionConfig::new(
+        scenario,
+        NodeSource::Remote { urls: daemons.iter().map(Daemon::url).collect(), token: "resume-token".to_owned() },
+        7,
+    );
+    config.journal = Some(JournalHandle(journal.clone()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let report = runtime.block_on(async {
+        let session = Session::start(config.clone()).await.expect("the session starts");
+        // Mid-run: some tasks done, some running, some queued.
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        session.abandon();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let setup = journal.setup.lock().expect("setup").clone().expect("the setup was recorded");
+        let entries = journal.entries.lock().expect("entries").clone();
+        assert!(entries.len() > 3, "the journal recorded the run's inputs: {entries:?}");
+        let resumed = Session::resume(config, setup, entries).await.expect("the session resumes");
+        resumed.finish().await.expect("a report")
+    });
+    let report = serde_json::to_value(&report).expect("json");
+    assert_nothing_lost_or_doubled(&report);
+    assert_eq!(report["reassignments"], 0, "nobody was declared dead for the orchestrator's crash: {report:#}");
+    for index in 1..=9 {
+        let runs = std::fs::read_to_string(marks.join(index.to_string())).unwrap_or_default();
+        assert_eq!(runs.lines().count(), 1, "task instance {index} ran exactly once");
+    }
+}

@@ -1,6 +1,5 @@
 //! `dtest`: the command-line entry point; maps every outcome to the documented exit codes.
 
-mod html;
 mod load;
 mod node;
 mod output;

@@ -25,7 +25,7 @@ pub struct Outputs<'a> {
 pub fn finish(report: &Report, outputs: Outputs<'_>) -> Exit {
     let json = report.to_json();
     let files =
-        [outputs.out.map(|p| (p, json.clone())), outputs.junit, outputs.html.map(|p| (p, crate::html::page(report)))];
+        [outputs.out.map(|p| (p, json.clone())), outputs.junit, outputs.html.map(|p| (p, dtest_orchestrator::html::page(report)))];
     for (path, contents) in files.into_iter().flatten() {
         if let Err(e) = std::fs::write(path, contents) {
             eprintln!("error: cannot write {}: {e}", path.display());

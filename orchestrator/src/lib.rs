@@ -12,7 +12,9 @@
 //! - [`local`]: local node daemons.
 //! - [`transport`]: frames over the node API.
 //! - [`junit`]: the report as JUnit XML.
+//! - [`html`]: the report as one self-contained HTML page.
 
+pub mod html;
 pub mod journal;
 pub mod junit;
 pub mod local;

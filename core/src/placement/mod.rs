@@ -42,6 +42,7 @@
 // Ranges of node indices are the unit of candidate sets here, so one-range lists are common.
 #![allow(clippy::single_range_in_vec_init)]
 
+pub mod ledger;
 mod pool;
 mod resources;
 

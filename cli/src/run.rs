@@ -95,6 +95,7 @@ pub fn run(args: &Args) -> Exit {
         node_exe: None,
         shares: None,
         journal: None,
+        id: None,
     };
     match runtime.block_on(drive(config)) {
         Ok(report) => finish(args, &scenario, &report),

@@ -62,12 +62,15 @@ pub struct SessionConfig {
     /// Where the session records its setup and every input before acting on it, so that the
     /// run survives the crash of the process hosting it ([`Session::resume`]).
     pub journal: Option<JournalHandle>,
+    /// The execution id, which names the plan on the nodes; drawn at start when `None` (a
+    /// service names an execution before it starts it).
+    pub id: Option<String>,
 }
 
 impl SessionConfig {
     /// A session of `scenario` on `nodes`, with no target TLS, no shares and no journal.
     pub fn new(scenario: Scenario, nodes: NodeSource, seed: u64) -> SessionConfig {
-        SessionConfig { scenario, tls: Vec::new(), nodes, seed, node_exe: None, shares: None, journal: None }
+        SessionConfig { scenario, tls: Vec::new(), nodes, seed, node_exe: None, shares: None, journal: None, id: None }
     }
 }
 
@@ -208,13 +211,12 @@ impl Drop for Session {
 impl Session {
     /// Starts the nodes (or checks the given ones), sends them the plan, and starts the run.
     pub async fn start(config: SessionConfig) -> Result<Session, SessionError> {
-        let SessionConfig { scenario, tls, nodes, seed, node_exe, shares, journal } = config;
+        let SessionConfig { scenario, tls, nodes, seed, node_exe, shares, journal, id } = config;
         runnable(&scenario, &tls, matches!(nodes, NodeSource::Local(_)))?;
-        let id = format!(
-            "{}-{}",
-            scenario.name,
-            &local::fresh_token().map_err(|e| SessionError::Io(format!("cannot draw an id: {e}")))?[..16]
-        );
+        let id = match id {
+            Some(id) => id,
+            None => fresh_id(&scenario.name).map_err(SessionError::Io)?,
+        };
         let dir = TempDir::new("dtest-run").map_err(|e| SessionError::Io(format!("a temporary directory: {e}")))?;
         let heartbeat_ms = scenario.failure_detector.heartbeat_interval_ms;
         let (token_file, token, urls, locals) = match nodes {
@@ -392,6 +394,12 @@ impl Session {
         let task = self.task.take().ok_or_else(|| SessionError::Lost("finished already".to_owned()))?;
         task.await.map_err(|e| SessionError::Lost(e.to_string()))
     }
+}
+
+/// A fresh execution id: the scenario's name and 64 random bits, unique across processes.
+pub fn fresh_id(name: &str) -> Result<String, String> {
+    let random = local::fresh_token().map_err(|e| format!("cannot draw an id: {e}"))?;
+    Ok(format!("{name}-{}", &random[..16]))
 }
 
 /// What `run` needs that `sim` does not, checked before anything starts.

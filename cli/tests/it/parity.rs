@@ -63,6 +63,7 @@ async fn run_local(scenario: Scenario) -> (Report, Vec<RunEvent>, String) {
         node_exe: Some(env!("CARGO_BIN_EXE_dtest").into()),
         shares: None,
         journal: None,
+        id: None,
     };
     let mut session = Session::start(config).await.expect("the session starts");
     let id = session.id().to_owned();
@@ -121,6 +122,7 @@ fn kill_and_pause_faults_need_local_nodes_in_a_real_run() {
         node_exe: None,
         shares: None,
         journal: None,
+        id: None,
     };
     let refused = runtime().block_on(Session::start(config)).expect_err("refused before any node is asked");
     assert!(refused.to_string().contains("kill and pause faults need `--local`"), "{refused}");

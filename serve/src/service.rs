@@ -1,0 +1,1170 @@
+//! The service's state and what each route does: the node registry and its health, executions
+//! (started, watched, finished, resumed after a crash), the resource ledger, alerts, profiles
+//! and messages. The HTTP layer (`api`) only parses and answers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dtest_core::health::alerts::{AlertRule, Alerts, Comparison, Severity, Transition};
+use dtest_core::health::{HealthConfig, HealthState, Metrics as NodeMetrics, NodeHealth, PhiConfig};
+use dtest_core::placement::ledger::{Ledger, total_need};
+use dtest_core::protocol::DeliveryMode;
+use dtest_core::protocol::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+use dtest_core::report::Report;
+use dtest_core::run::RunEvent;
+use dtest_core::scenario::{Resources, Scenario};
+use dtest_node::api::NodeInfo;
+use dtest_node::client::NodeClient;
+use dtest_orchestrator::journal::{Entry, Journal, JournalHandle, Setup};
+use dtest_orchestrator::{Canceller, NodeSource, Session, SessionConfig, SessionError, SessionEvent};
+use serde_json::{Value, json};
+
+use crate::events::Bus;
+use crate::model::*;
+use crate::store::{ExecutionRow, Store, StoreError};
+use crate::unix_ms;
+
+/// Nodes the registry holds.
+pub const NODES_MAX: usize = 10_000;
+/// Executions running at once.
+pub const RUNNING_MAX: usize = 64;
+/// Allocations held at once.
+pub const ALLOCATIONS_MAX: usize = 10_000;
+/// Load profiles kept.
+pub const PROFILES_MAX: usize = 1_000;
+/// Alert events kept in the history.
+const ALERT_HISTORY_MAX: usize = 1_000;
+/// How often the service probes each node.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a probe waits.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
+/// Sends of a reliable message before it is given up.
+const MESSAGE_ATTEMPTS: u32 = 5;
+
+/// An error the API turns into a status and a JSON body.
+#[derive(Debug)]
+pub enum Failure {
+    /// 400.
+    BadRequest(String),
+    /// 404.
+    NotFound(String),
+    /// 409.
+    Conflict(String),
+    /// 422.
+    Invalid(String),
+    /// 503: the store failed.
+    Storage(StoreError),
+    /// 502: a node failed.
+    Node(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Storage(e)
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+/// How the service reaches its nodes.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The token nodes accept.
+    pub node_token: String,
+}
+
+/// A registered node.
+struct Node {
+    url: String,
+    info: NodeInfo,
+    labels: BTreeMap<String, String>,
+    registered_ms: u64,
+    last_seen_ms: Option<u64>,
+    round_trip_ms: Option<f64>,
+    failures: u32,
+    health: NodeHealth,
+    breaker: CircuitBreaker,
+    client: NodeClient,
+}
+
+/// An execution running in this process.
+struct Live {
+    canceller: Canceller,
+    progress: ProgressView,
+    cancelled: bool,
+}
+
+/// The service.
+pub struct Service {
+    config: ServiceConfig,
+    store: Arc<Store>,
+    /// The event log and its listeners.
+    pub bus: Arc<Bus>,
+    origin: Instant,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    nodes: BTreeMap<String, Node>,
+    ledger: Ledger,
+    running: BTreeMap<String, Live>,
+    allocations: BTreeMap<String, Allocation>,
+    alerts: Alerts,
+    rules: AlertRules,
+    alert_history: VecDeque<AlertView>,
+    next_allocation: u64,
+}
+
+impl Service {
+    /// The service on `store`, with the registry, allocations, rules and profiles it held.
+    pub fn open(store: Arc<Store>, config: ServiceConfig) -> std::result::Result<Arc<Service>, StoreError> {
+        let bus = Arc::new(Bus::new(store.clone()));
+        let service = Arc::new(Service { config, store, bus, origin: Instant::now(), inner: Mutex::new(Inner::default()) });
+        {
+            let mut inner = service.inner();
+            for (id, body) in service.store.nodes()? {
+                if let Ok(registration) = serde_json::from_str::<RegisterNode>(&body) {
+                    let node = service.node_of(&registration, 0);
+                    inner.ledger.set_capacity(&id, node.info.resources.clone());
+                    inner.nodes.insert(id, node);
+                }
+            }
+            for (id, body) in service.store.allocations()? {
+                if let Ok(allocation) = serde_json::from_str::<Allocation>(&body) {
+                    inner.ledger.restore(&id, &allocation.node, &allocation.resources);
+                    inner.allocations.insert(id, allocation);
+                }
+            }
+            inner.next_allocation = inner.allocations.len() as u64;
+            if let Some(rules) = service.store.setting("alert_rules")?
+                && let Ok(rules) = serde_json::from_str::<AlertRules>(&rules)
+                && let Ok(alerts) = alerts_of(&rules)
+            {
+                inner.alerts = alerts;
+                inner.rules = rules;
+            }
+        }
+        Ok(service)
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn node_of(&self, registration: &RegisterNode, registered_ms: u64) -> Node {
+        let phi = PhiConfig::default();
+        Node {
+            url: registration.url.clone(),
+            info: registration.info.clone(),
+            labels: registration.labels.clone(),
+            registered_ms,
+            last_seen_ms: None,
+            round_trip_ms: None,
+            failures: 0,
+            health: NodeHealth::new(phi, HealthConfig::default()),
+            breaker: CircuitBreaker::new(BreakerConfig::default()),
+            client: NodeClient::new(&registration.url, &self.config.node_token),
+        }
+    }
+
+    // ---- nodes ------------------------------------------------------------------------------
+
+    /// `POST /v1/nodes`: a node announces itself (again).
+    pub fn register(&self, registration: RegisterNode) -> Result<(NodeView, bool)> {
+        check_name("name", &registration.name)?;
+        if !(registration.url.starts_with("http://") || registration.url.starts_with("https://"))
+            || registration.url.len() > 2048
+        {
+            return Err(Failure::Invalid("url: expected http://host:port".to_owned()));
+        }
+        if registration.labels.len() > 32
+            || registration.labels.iter().any(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 128)
+        {
+            return Err(Failure::Invalid("labels: at most 32, keys 1 to 63 characters, values at most 128".to_owned()));
+        }
+        let now_ms = unix_ms();
+        let mut inner = self.inner();
+        let id = registration.name.clone();
+        let new = !inner.nodes.contains_key(&id);
+        if new && inner.nodes.len() >= NODES_MAX {
+            return Err(Failure::Conflict(format!("the registry holds {NODES_MAX} nodes already")));
+        }
+        self.store.put_node(&id, &serde_json::to_string(&registration).unwrap_or_default(), now_ms)?;
+        inner.ledger.set_capacity(&id, registration.info.resources.clone());
+        match inner.nodes.get_mut(&id) {
+            Some(node) if node.url == registration.url => {
+                node.info = registration.info;
+                node.labels = registration.labels;
+                node.registered_ms = now_ms;
+            }
+            _ => {
+                let node = self.node_of(&registration, now_ms);
+                inner.nodes.insert(id.clone(), node);
+            }
+        }
+        let view = view_of(&inner, &id).ok_or_else(|| Failure::NotFound(id.clone()))?;
+        drop(inner);
+        if new {
+            self.bus.publish("node_joined", None, json!({ "node": id, "url": view.url }));
+        }
+        Ok((view, new))
+    }
+
+    /// `GET /v1/nodes`.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let inner = self.inner();
+        inner.nodes.keys().filter_map(|id| view_of(&inner, id)).collect()
+    }
+
+    /// `GET /v1/nodes/{id}`.
+    pub fn node(&self, id: &str) -> Result<NodeView> {
+        view_of(&self.inner(), id).ok_or_else(|| Failure::NotFound(format!("no node `{id}`")))
+    }
+
+    /// Probes every node once (`GET /v1/info`), feeds its phi detector and breaker, and
+    /// publishes what changed: the service watches its nodes between executions too.
+    pub async fn probe(&self) {
+        let targets: Vec<(String, NodeClient)> = {
+            let now = self.now();
+            let mut inner = self.inner();
+            inner
+                .nodes
+                .iter_mut()
+                .filter(|(_, node)| node.breaker.try_acquire(now))
+                .map(|(id, node)| (id.clone(), node.client.clone()))
+                .collect()
+        };
+        let answers = futures::future::join_all(targets.into_iter().map(|(id, client)| async move {
+            let sent = Instant::now();
+            let answer = client.info(PROBE_TIMEOUT).await;
+            (id, answer, sent.elapsed().as_secs_f64() * 1e3)
+        }))
+        .await;
+        let now = self.now();
+        let mut changes = Vec::new();
+        let mut inner = self.inner();
+        for (id, answer, round_trip_ms) in answers {
+            let Some(node) = inner.nodes.get_mut(&id) else { continue };
+            match answer {
+                Ok(info) => {
+                    node.breaker.record(now, false);
+                    node.failures = 0;
+                    node.last_seen_ms = Some(unix_ms());
+                    node.round_trip_ms = Some(round_trip_ms);
+                    node.health.heartbeat(now, NodeMetrics::default());
+                    node.info = info;
+                }
+                Err(_) => {
+                    node.breaker.record(now, true);
+                    node.failures += 1;
+                }
+            }
+        }
+        let mut observations = Vec::new();
+        for (id, node) in &mut inner.nodes {
+            let before = node.health.state();
+            let after = node.health.evaluate(now);
+            if before != after {
+                changes.push((id.clone(), before, after));
+            }
+            let phi = node.health.detector().phi(now);
+            observations.push((id.clone(), "score", f64::from(node.health.score())));
+            observations.push((id.clone(), "phi", if phi.is_finite() { phi } else { f64::MAX }));
+            if let Some(rtt) = node.round_trip_ms {
+                observations.push((id.clone(), "round_trip_ms", rtt));
+            }
+        }
+        let (health, dead) = cluster_figures(&inner);
+        observations.push(("cluster".to_owned(), "health", f64::from(health)));
+        observations.push(("cluster".to_owned(), "nodes_dead", dead as f64));
+        let mut alert_events = Vec::new();
+        for (subject, metric, value) in observations {
+            alert_events.extend(inner.alerts.observe(now, &subject, metric, value));
+        }
+        let mut fired = Vec::new();
+        for event in alert_events {
+            let view = alert_view(&event, unix_ms(), false);
+            inner.alert_history.push_back(view.clone());
+            if inner.alert_history.len() > ALERT_HISTORY_MAX {
+                inner.alert_history.pop_front();
+            }
+            fired.push(view);
+        }
+        drop(inner);
+        for (id, before, after) in changes {
+            let kind = match after {
+                HealthState::Dead => "node_dead",
+                HealthState::Unhealthy => "node_suspected",
+                _ if before >= HealthState::Unhealthy => "node_back",
+                _ => "node_health",
+            };
+            self.bus.publish(kind, None, json!({ "node": id, "state": state_name(after) }));
+        }
+        for view in fired {
+            let kind = if view.state == "fired" { "alert_fired" } else { "alert_resolved" };
+            self.bus.publish(kind, None, serde_json::to_value(&view).unwrap_or(Value::Null));
+        }
+    }
+
+    /// `GET /v1/connections`.
+    pub fn connections(&self) -> Vec<Connection> {
+        let now = self.now();
+        let mut inner = self.inner();
+        inner
+            .nodes
+            .iter_mut()
+            .map(|(id, node)| Connection {
+                node: id.clone(),
+                url: node.url.clone(),
+                breaker: match node.breaker.state(now) {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open => "open",
+                    BreakerState::HalfOpen => "half_open",
+                }
+                .to_owned(),
+                last_heartbeat_ms: node.last_seen_ms,
+                round_trip_ms: node.round_trip_ms,
+                failures: node.failures,
+            })
+            .collect()
+    }
+
+    /// `GET /v1/cluster`.
+    pub fn cluster(&self) -> ClusterView {
+        let inner = self.inner();
+        let mut nodes: BTreeMap<String, u64> =
+            ["healthy", "degraded", "unhealthy", "dead"].into_iter().map(|s| (s.to_owned(), 0)).collect();
+        for node in inner.nodes.values() {
+            *nodes.entry(state_name(node.health.state()).to_owned()).or_default() += 1;
+        }
+        let (health, _) = cluster_figures(&inner);
+        ClusterView {
+            health,
+            nodes,
+            alerts_firing: firing(&inner),
+            executions_running: inner.running.len() as u64,
+        }
+    }
+
+    // ---- executions -------------------------------------------------------------------------
+
+    /// `POST /v1/executions`: checks the scenario, picks the nodes, takes each one's share and
+    /// starts the run; answers once the nodes have the plan.
+    pub async fn submit(self: &Arc<Self>, request: SubmitExecution) -> Result<String> {
+        let text = serde_json::to_vec(&request.scenario).map_err(|e| Failure::BadRequest(e.to_string()))?;
+        let scenario = dtest_core::scenario::parse(&text).map_err(|e| Failure::Invalid(format!("scenario: {e}")))?;
+        let seed = request.seed.unwrap_or(1);
+        let stored = json!({ "kind": "scenario", "scenario": request.scenario, "seed": seed });
+        self.start(scenario, seed, "scenario", request.nodes.as_deref(), stored).await
+    }
+
+    /// `POST /v1/load`: a load test as an execution of a one-task scenario.
+    pub async fn start_load(self: &Arc<Self>, request: StartLoad) -> Result<String> {
+        let pattern = match (&request.pattern, &request.profile) {
+            (Some(pattern), None) => pattern.clone(),
+            (None, Some(name)) => {
+                let body = self
+                    .store
+                    .profile(name)?
+                    .ok_or_else(|| Failure::NotFound(format!("no load profile `{name}`")))?;
+                serde_json::from_str::<Profile>(&body).map_err(|e| Failure::Invalid(e.to_string()))?.pattern
+            }
+            _ => return Err(Failure::Invalid("give `pattern` or `profile`, one of them".to_owned())),
+        };
+        let nodes = self.pick(request.nodes.as_deref())?;
+        let mut load = json!({ "target": "target", "pattern": pattern });
+        if let Some(method) = &request.method {
+            load["method"] = json!(method);
+        }
+        if let Some(connections) = request.connections {
+            load["connections"] = json!(connections);
+        }
+        if let Some(timeout_ms) = request.timeout_ms {
+            load["timeout_ms"] = json!(timeout_ms);
+        }
+        let scenario = json!({
+            "name": "load",
+            "description": format!("load on {}", request.url),
+            "duration_s": 3600,
+            "cluster": { "groups": [ { "name": "load", "count": nodes.len() } ] },
+            "targets": { "target": { "url": request.url } },
+            "workload": { "tasks": [ { "name": "load", "count": nodes.len(), "kind": "load", "load": load } ] }
+        });
+        let text = scenario.to_string();
+        let parsed = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| Failure::Invalid(e.to_string()))?;
+        let stored = json!({ "kind": "load", "scenario": scenario, "seed": 1 });
+        self.start(parsed, 1, "load", Some(&nodes), stored).await
+    }
+
+    /// The names of the nodes an execution asks for (by name or URL), or every node not dead.
+    fn pick(&self, asked: Option<&[String]>) -> Result<Vec<String>> {
+        let inner = self.inner();
+        let nodes: Vec<String> = match asked {
+            Some(asked) => asked
+                .iter()
+                .map(|a| {
+                    inner
+                        .nodes
+                        .iter()
+                        .find(|(id, node)| *id == a || node.url == *a)
+                        .map(|(id, _)| id.clone())
+                        .ok_or_else(|| Failure::Invalid(format!("nodes: no registered node `{a}`")))
+                })
+                .collect::<Result<_>>()?,
+            None => inner
+                .nodes
+                .iter()
+                .filter(|(_, node)| node.health.state() != HealthState::Dead)
+                .map(|(id, _)| id.clone())
+                .collect(),
+        };
+        if nodes.is_empty() {
+            return Err(Failure::Conflict("no node to run on: register nodes with `dtest node --orchestrator URL`".to_owned()));
+        }
+        Ok(nodes)
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        scenario: Scenario,
+        seed: u64,
+        kind: &str,
+        asked: Option<&[String]>,
+        stored: Value,
+    ) -> Result<String> {
+        if self.inner().running.len() >= RUNNING_MAX {
+            return Err(Failure::Conflict(format!("{RUNNING_MAX} executions run already")));
+        }
+        let nodes = self.pick(asked)?;
+        let id = dtest_orchestrator::session::fresh_id(&scenario.name).map_err(Failure::Node)?;
+        let row = ExecutionRow {
+            id: id.clone(),
+            name: scenario.name.clone(),
+            kind: kind.to_owned(),
+            state: "pending".to_owned(),
+            created_ms: unix_ms(),
+            started_ms: None,
+            finished_ms: None,
+            seed,
+            request: Some(stored.to_string()),
+            setup: None,
+            report: None,
+            summary: None,
+        };
+        self.store.insert_execution(&row)?;
+        match self.launch(&id, scenario, seed, &nodes).await {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                let summary = json!({ "error": e.to_string() });
+                self.store.finish_execution(&id, "failed", unix_ms(), None, Some(&summary.to_string()))?;
+                Err(match e {
+                    SessionError::Unreachable(_) | SessionError::Node { .. } => Failure::Conflict(e.to_string()),
+                    SessionError::NotRunnable(_) | SessionError::Cluster(_) => Failure::Invalid(e.to_string()),
+                    other => Failure::Node(other.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Takes the nodes' shares and starts the session.
+    async fn launch(self: &Arc<Self>, id: &str, scenario: Scenario, seed: u64, nodes: &[String]) -> std::result::Result<(), SessionError> {
+        let need = total_need(&scenario);
+        let (urls, shares) = {
+            let mut inner = self.inner();
+            let mut urls = Vec::new();
+            let mut shares = Vec::new();
+            for node in nodes {
+                let share = inner.ledger.share(&share_id(id, node), node, &need).unwrap_or_default();
+                urls.push(inner.nodes.get(node).map(|n| n.url.clone()).unwrap_or_default());
+                shares.push(share);
+            }
+            (urls, shares)
+        };
+        let journal = JournalHandle(Arc::new(StoreJournal { store: self.store.clone(), id: id.to_owned() }));
+        let mut config = SessionConfig::new(
+            scenario.clone(),
+            NodeSource::Remote { urls, token: self.config.node_token.clone() },
+            seed,
+        );
+        config.shares = Some(shares);
+        config.journal = Some(journal);
+        config.id = Some(id.to_owned());
+        match Session::start(config).await {
+            Ok(session) => {
+                self.watch(session, scenario, false);
+                Ok(())
+            }
+            Err(e) => {
+                self.inner().ledger.release_prefix(&share_prefix(id));
+                Err(e)
+            }
+        }
+    }
+
+    /// Follows a session to its end: its events to the bus, its progress to the status route,
+    /// its report to the store.
+    fn watch(self: &Arc<Self>, mut session: Session, scenario: Scenario, resumed: bool) {
+        let id = session.id().to_owned();
+        let urls_to_ids: Vec<String> = {
+            let inner = self.inner();
+            session
+                .node_names()
+                .iter()
+                .map(|name| inner.nodes.keys().find(|k| *k == name).cloned().unwrap_or_else(|| name.clone()))
+                .collect()
+        };
+        self.inner().running.insert(
+            id.clone(),
+            Live { canceller: session.canceller(), progress: ProgressView::default(), cancelled: false },
+        );
+        self.bus.publish(
+            if resumed { "execution_resumed" } else { "execution_started" },
+            Some(&id),
+            json!({ "name": scenario.name, "nodes": session.node_names() }),
+        );
+        let service = self.clone();
+        tokio::spawn(async move {
+            while let Some(event) = session.next_event().await {
+                service.on_event(&id, &urls_to_ids, event);
+            }
+            let report = session.finish().await;
+            service.finished(&id, &scenario, report);
+        });
+    }
+
+    fn on_event(&self, id: &str, names: &[String], event: SessionEvent) {
+        let name = |node: dtest_core::placement::NodeIdx| names.get(node.0 as usize).cloned().unwrap_or_default();
+        match event {
+            SessionEvent::Progress(progress) => {
+                let view = ProgressView {
+                    at_ms: progress.at_ms,
+                    tasks_ended: progress.tasks_ended,
+                    tasks: progress.tasks,
+                    nodes_up: progress.nodes_up,
+                    nodes: progress.nodes,
+                    load: progress.load.map(|l| LoadFigures {
+                        rps: l.rps,
+                        p99_ms: l.p99_ms,
+                        requests: l.requests,
+                        errors: l.errors,
+                        dropped: l.dropped,
+                    }),
+                    cancelling: progress.cancelling,
+                };
+                if let Some(load) = &view.load {
+                    self.bus.publish("load", Some(id), serde_json::to_value(load).unwrap_or(Value::Null));
+                }
+                if let Some(live) = self.inner().running.get_mut(id) {
+                    live.progress = view;
+                }
+            }
+            SessionEvent::Warning(warning) => self.bus.publish("warning", Some(id), json!({ "message": warning })),
+            SessionEvent::Run { at_ms, event } => {
+                let (kind, data) = match event {
+                    RunEvent::NodeJoined { node, incarnation } => {
+                        ("node_joined", json!({ "node": name(node), "incarnation": incarnation.0 }))
+                    }
+                    RunEvent::NodeSuspected { node } => ("node_suspected", json!({ "node": name(node) })),
+                    RunEvent::NodeDead { node } => ("node_dead", json!({ "node": name(node) })),
+                    RunEvent::NodeBack { node } => ("node_back", json!({ "node": name(node) })),
+                    RunEvent::NodeLeft { node } => ("node_left", json!({ "node": name(node) })),
+                    RunEvent::TaskAssigned { task, attempt, node } => {
+                        ("task_assigned", json!({ "task": task.0, "attempt": attempt.0, "node": name(node) }))
+                    }
+                    RunEvent::TaskFinished { task, outcome } => {
+                        ("task_finished", json!({ "task": task.0, "outcome": format!("{outcome:?}").to_lowercase() }))
+                    }
+                    RunEvent::TaskReassigned { task, from } => {
+                        ("task_reassigned", json!({ "task": task.0, "from": name(from) }))
+                    }
+                    RunEvent::AlertFired(record) => ("alert_fired", serde_json::to_value(&record).unwrap_or(Value::Null)),
+                    RunEvent::AlertResolved(record) => {
+                        ("alert_resolved", serde_json::to_value(&record).unwrap_or(Value::Null))
+                    }
+                    RunEvent::FaultStarted { fault } => ("fault_started", json!({ "fault": fault })),
+                    RunEvent::FaultEnded { fault } => ("fault_ended", json!({ "fault": fault })),
+                    // Live load goes out once a second with the progress.
+                    RunEvent::Load(_) => return,
+                };
+                let mut data = data;
+                data["at_ms"] = json!(at_ms);
+                self.bus.publish(kind, Some(id), data);
+            }
+        }
+    }
+
+    fn finished(&self, id: &str, scenario: &Scenario, report: std::result::Result<Report, SessionError>) {
+        let cancelled = {
+            let mut inner = self.inner();
+            inner.ledger.release_prefix(&share_prefix(id));
+            inner.running.remove(id).is_some_and(|live| live.cancelled)
+        };
+        let (state, report_json, summary) = match report {
+            Ok(report) => {
+                let state = if cancelled {
+                    "cancelled"
+                } else if report.interrupted {
+                    "interrupted"
+                } else if report.passed() {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
+                let artifacts = json!({
+                    "json": report.to_json(),
+                    "html": dtest_orchestrator::html::page(&report),
+                    "junit": dtest_orchestrator::junit::junit(scenario, &report),
+                });
+                (state, Some(artifacts.to_string()), summary_of(&report))
+            }
+            Err(e) => ("interrupted", None, json!({ "error": e.to_string() })),
+        };
+        if let Err(e) = self.store.finish_execution(id, state, unix_ms(), report_json.as_deref(), Some(&summary.to_string())) {
+            eprintln!("dtest serve: execution {id} ended {state} but its report could not be stored: {e}");
+        }
+        self.bus.publish("execution_finished", Some(id), json!({ "state": state, "summary": summary }));
+    }
+
+    /// Rebuilds every execution the store says was running when this service last stopped:
+    /// from its journal when its nodes got the plan, from the start otherwise. One that cannot be
+    /// rebuilt is marked interrupted, never left running.
+    pub async fn resume_all(self: &Arc<Self>) -> std::result::Result<(), StoreError> {
+        for row in self.store.unfinished_executions()? {
+            if let Err(why) = self.resume(&row).await {
+                let summary = json!({ "error": format!("could not resume after a restart: {why}") });
+                self.store.finish_execution(&row.id, "interrupted", unix_ms(), None, Some(&summary.to_string()))?;
+                self.bus.publish("execution_finished", Some(&row.id), json!({ "state": "interrupted", "summary": summary }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn resume(self: &Arc<Self>, row: &ExecutionRow) -> std::result::Result<(), String> {
+        let request: Value = serde_json::from_str(row.request.as_deref().unwrap_or("null")).map_err(|e| e.to_string())?;
+        let text = request["scenario"].to_string();
+        let scenario = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+        let Some(setup) = &row.setup else {
+            // The nodes never got the plan: nothing ran; start it now.
+            let nodes = self.pick(None).map_err(|e| format!("{e:?}"))?;
+            return self.launch(&row.id, scenario, row.seed, &nodes).await.map_err(|e| e.to_string());
+        };
+        let setup: Setup = serde_json::from_str(setup).map_err(|e| e.to_string())?;
+        let entries: Vec<Entry> = self
+            .store
+            .journal(&row.id)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(_, text)| serde_json::from_str(&text).map_err(|e| format!("journal: {e}")))
+            .collect::<std::result::Result<_, _>>()?;
+        {
+            let mut inner = self.inner();
+            for node in &setup.nodes {
+                let id = inner.nodes.iter().find(|(_, n)| n.url == node.url).map(|(id, _)| id.clone());
+                if let Some(id) = id {
+                    inner.ledger.restore(&share_id(&row.id, &id), &id, &node.resources);
+                }
+            }
+        }
+        let journal = JournalHandle(Arc::new(StoreJournal { store: self.store.clone(), id: row.id.clone() }));
+        let urls = setup.nodes.iter().map(|n| n.url.clone()).collect();
+        let mut config =
+            SessionConfig::new(scenario.clone(), NodeSource::Remote { urls, token: self.config.node_token.clone() }, row.seed);
+        config.journal = Some(journal);
+        config.id = Some(row.id.clone());
+        let session = Session::resume(config, setup, entries).await.map_err(|e| e.to_string())?;
+        self.watch(session, scenario, true);
+        Ok(())
+    }
+
+    /// `GET /v1/executions`.
+    pub fn executions(&self, limit: usize, offset: usize) -> Result<Vec<ExecutionView>> {
+        let rows = self.store.executions(limit, offset)?;
+        let inner = self.inner();
+        Ok(rows.iter().map(|row| execution_view(row, inner.running.get(&row.id))).collect())
+    }
+
+    /// `GET /v1/executions/{id}`.
+    pub fn execution(&self, id: &str) -> Result<ExecutionView> {
+        let row = self.store.execution(id)?.ok_or_else(|| Failure::NotFound(format!("no execution `{id}`")))?;
+        Ok(execution_view(&row, self.inner().running.get(id)))
+    }
+
+    /// `POST /v1/executions/{id}/cancel` and `POST /v1/load/{id}/stop`.
+    pub fn cancel(&self, id: &str) -> Result<ExecutionView> {
+        {
+            let mut inner = self.inner();
+            match inner.running.get_mut(id) {
+                Some(live) => {
+                    live.cancelled = true;
+                    live.canceller.cancel();
+                }
+                None => {
+                    drop(inner);
+                    let view = self.execution(id)?;
+                    return Err(Failure::Conflict(format!("execution `{id}` is {} already", view.state)));
+                }
+            }
+        }
+        self.execution(id)
+    }
+
+    /// `GET /v1/executions/{id}/report`: the report in `format` (`json`, `html`, `junit`).
+    pub fn report(&self, id: &str, format: &str) -> Result<String> {
+        let row = self.store.execution(id)?.ok_or_else(|| Failure::NotFound(format!("no execution `{id}`")))?;
+        let artifacts = self.store.report(id)?.ok_or_else(|| {
+            Failure::Conflict(format!("execution `{id}` is {}: it has no report yet", row.state))
+        })?;
+        let artifacts: Value = serde_json::from_str(&artifacts).map_err(|e| Failure::Node(e.to_string()))?;
+        artifacts[format]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Failure::Invalid(format!("format: `{format}` is not json, html or junit")))
+    }
+
+    /// `GET /v1/executions/{id}/metrics`.
+    pub fn metrics(&self, id: &str) -> Result<Metrics> {
+        let view = self.execution(id)?;
+        let live = view.progress.as_ref().and_then(|p| p.load.clone());
+        let report = match self.store.report(id)? {
+            Some(artifacts) => serde_json::from_str::<Value>(&artifacts)
+                .ok()
+                .and_then(|a| a["json"].as_str().and_then(|j| serde_json::from_str::<Value>(j).ok())),
+            None => None,
+        };
+        let (totals, series) = match report {
+            Some(report) => {
+                let totals = json!({
+                    "requests": report["requests"], "errors": report["errors"], "rps": report["rps"],
+                    "duration_s": report["duration_s"], "latency_ms": report["latency_ms"],
+                    "latency_uncorrected_ms": report["latency_uncorrected_ms"],
+                });
+                let series = report["series"].as_array().cloned().unwrap_or_default();
+                (Some(totals), series)
+            }
+            None => (None, Vec::new()),
+        };
+        Ok(Metrics { id: id.to_owned(), state: view.state, live, totals, series })
+    }
+
+    // ---- profiles ---------------------------------------------------------------------------
+
+    /// `PUT /v1/load/profiles/{name}`: the pattern is checked by the scenario parser's own rules.
+    pub fn put_profile(&self, name: &str, profile: Profile) -> Result<()> {
+        check_name("name", name)?;
+        let probe = json!({
+            "name": "profile", "duration_s": 3600,
+            "cluster": { "groups": [ { "name": "g", "count": 1 } ] },
+            "targets": { "t": { "url": "http://127.0.0.1:1/" } },
+            "workload": { "tasks": [ { "name": "load", "count": 1, "kind": "load",
+                                       "load": { "target": "t", "pattern": profile.pattern } } ] }
+        });
+        dtest_core::scenario::parse(probe.to_string().as_bytes())
+            .map_err(|e| Failure::Invalid(e.to_string().replace("workload.tasks[0].load.pattern", "pattern")))?;
+        if self.store.profile(name)?.is_none() && self.store.profiles()?.len() >= PROFILES_MAX {
+            return Err(Failure::Conflict(format!("{PROFILES_MAX} profiles are kept already")));
+        }
+        self.store.put_profile(name, &serde_json::to_string(&profile).unwrap_or_default())?;
+        Ok(())
+    }
+
+    /// `GET /v1/load/profiles`.
+    pub fn profiles(&self) -> Result<Vec<NamedProfile>> {
+        Ok(self
+            .store
+            .profiles()?
+            .into_iter()
+            .filter_map(|(name, body)| Some(NamedProfile { name, profile: serde_json::from_str(&body).ok()? }))
+            .collect())
+    }
+
+    // ---- alerts -----------------------------------------------------------------------------
+
+    /// `PUT /v1/alerts/rules`: replaces the rules (and forgets what the old ones were doing).
+    pub fn put_rules(&self, rules: AlertRules) -> Result<()> {
+        let alerts = alerts_of(&rules).map_err(Failure::Invalid)?;
+        self.store.put_setting("alert_rules", &serde_json::to_string(&rules).unwrap_or_default())?;
+        let mut inner = self.inner();
+        inner.alerts = alerts;
+        inner.rules = rules;
+        Ok(())
+    }
+
+    /// `GET /v1/alerts`.
+    pub fn alerts(&self) -> AlertsView {
+        let inner = self.inner();
+        AlertsView { firing: firing(&inner), history: inner.alert_history.iter().cloned().collect() }
+    }
+
+    /// `GET /v1/alerts/rules`.
+    pub fn rules(&self) -> AlertRules {
+        self.inner().rules.clone()
+    }
+
+    /// `POST /v1/alerts/{id}/ack`.
+    pub fn acknowledge(&self, id: u64) -> Result<()> {
+        let now = self.now();
+        let mut inner = self.inner();
+        inner.alerts.acknowledge(id, now).map_err(|e| Failure::NotFound(format!("alert {id}: {e:?}")))?;
+        if let Some(last) = inner.alert_history.iter().rev().find(|a| a.id == id).cloned() {
+            inner.alert_history.push_back(AlertView { state: "acknowledged".to_owned(), at_ms: unix_ms(), acknowledged: true, ..last });
+            if inner.alert_history.len() > ALERT_HISTORY_MAX {
+                inner.alert_history.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    // ---- resources --------------------------------------------------------------------------
+
+    /// `POST /v1/allocations`: a reservation in the ledger, on the asked node or where it fits
+    /// best (the least left free).
+    pub fn allocate(&self, request: Allocate) -> Result<Allocation> {
+        let mut inner = self.inner();
+        if inner.allocations.len() >= ALLOCATIONS_MAX {
+            return Err(Failure::Conflict(format!("{ALLOCATIONS_MAX} allocations are held already")));
+        }
+        inner.next_allocation += 1;
+        let id = format!("alloc-{}-{}", unix_ms(), inner.next_allocation);
+        let node = match &request.node {
+            Some(node) => node.clone(),
+            None => {
+                let fits = inner
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.health.state() != HealthState::Dead)
+                    .filter_map(|(id, _)| Some((id.clone(), inner.ledger.free(id)?)))
+                    .filter(|(_, free)| free.covers(&request.resources))
+                    .min_by_key(|(_, free)| (free.cpu_millis - request.resources.cpu_millis, free.memory_mb));
+                match fits {
+                    Some((node, _)) => node,
+                    None => return Err(Failure::Conflict("no node has that much free".to_owned())),
+                }
+            }
+        };
+        inner.ledger.reserve(&id, &node, &request.resources).map_err(|e| match e {
+            dtest_core::placement::ledger::Refusal::UnknownNode(_) => Failure::NotFound(e.to_string()),
+            _ => Failure::Conflict(e.to_string()),
+        })?;
+        let allocation = Allocation { id: id.clone(), node, resources: request.resources, holder: request.holder };
+        if let Err(e) = self.store.put_allocation(&id, &serde_json::to_string(&allocation).unwrap_or_default()) {
+            inner.ledger.release(&id);
+            return Err(e.into());
+        }
+        inner.allocations.insert(id, allocation.clone());
+        Ok(allocation)
+    }
+
+    /// `DELETE /v1/allocations/{id}`.
+    pub fn deallocate(&self, id: &str) -> Result<()> {
+        let mut inner = self.inner();
+        if !inner.allocations.contains_key(id) {
+            return Err(Failure::NotFound(format!("no allocation `{id}`")));
+        }
+        self.store.delete_allocation(id)?;
+        inner.allocations.remove(id);
+        inner.ledger.release(id);
+        Ok(())
+    }
+
+    /// `GET /v1/utilization`.
+    pub fn utilization(&self) -> UtilizationView {
+        let inner = self.inner();
+        let nodes = inner
+            .nodes
+            .keys()
+            .map(|id| {
+                let capacity = inner.ledger.capacity(id).cloned().unwrap_or_default();
+                let reserved = inner.ledger.reserved(id);
+                let free = inner.ledger.free(id).unwrap_or_default();
+                let cpu_share =
+                    if capacity.cpu_millis == 0 { 0.0 } else { reserved.cpu_millis as f64 / capacity.cpu_millis as f64 };
+                NodeUtilization { node: id.clone(), capacity, reserved, free, cpu_share }
+            })
+            .collect();
+        let reservations = inner
+            .ledger
+            .reservations()
+            .map(|(id, node, resources)| Allocation {
+                id: id.to_owned(),
+                node: node.to_owned(),
+                resources: resources.clone(),
+                holder: inner.allocations.get(id).and_then(|a| a.holder.clone()).or_else(|| {
+                    id.strip_prefix("exec:").and_then(|rest| rest.split('/').next()).map(|e| format!("execution {e}"))
+                }),
+            })
+            .collect();
+        UtilizationView { nodes, reservations }
+    }
+
+    // ---- messages ---------------------------------------------------------------------------
+
+    /// `POST /v1/messages`: to one node, with the mode's guarantee: `fire_and_forget` is sent
+    /// once; the others are resent until the node takes them (up to five sends), and
+    /// `exactly_once` carries an id the node delivers once.
+    pub async fn send_message(&self, request: SendMessage) -> Result<Delivery> {
+        let id = match request.id {
+            Some(id) => {
+                check_name("id", &id)?;
+                id
+            }
+            None => fresh_message_id(),
+        };
+        let mode = request.mode.unwrap_or(DeliveryMode::ExactlyOnce);
+        let client = self
+            .inner()
+            .nodes
+            .get(&request.node)
+            .map(|n| n.client.clone())
+            .ok_or_else(|| Failure::NotFound(format!("no node `{}`", request.node)))?;
+        check_body(&request.body)?;
+        Ok(deliver(client, request.node, id, mode, request.body).await)
+    }
+
+    /// `POST /v1/messages/broadcast`: to every node, at once.
+    pub async fn broadcast(&self, request: Broadcast) -> Result<BroadcastResult> {
+        check_body(&request.body)?;
+        let id = fresh_message_id();
+        let mode = request.mode.unwrap_or(DeliveryMode::ExactlyOnce);
+        let nodes: Vec<(String, NodeClient)> =
+            self.inner().nodes.iter().map(|(id, n)| (id.clone(), n.client.clone())).collect();
+        let deliveries = futures::future::join_all(
+            nodes.into_iter().map(|(node, client)| deliver(client, node, id.clone(), mode, request.body.clone())),
+        )
+        .await;
+        Ok(BroadcastResult { id, deliveries })
+    }
+}
+
+/// Sends one message to one node, resending reliable ones with backoff.
+async fn deliver(client: NodeClient, node: String, id: String, mode: DeliveryMode, body: Value) -> Delivery {
+    let message = dtest_node::api::NodeMessage { id: id.clone(), from: "dtest-serve".to_owned(), mode, body };
+    let attempts_max = if mode == DeliveryMode::FireAndForget { 1 } else { MESSAGE_ATTEMPTS };
+    let mut error = None;
+    for attempt in 1..=attempts_max {
+        match client.send_message(&message).await {
+            Ok(receipt) => {
+                return Delivery {
+                    id,
+                    node,
+                    delivered: true,
+                    duplicate: receipt.duplicate,
+                    delivered_to: receipt.delivered_to,
+                    attempts: attempt,
+                    error: None,
+                };
+            }
+            // The node refused it (a full inbox, a bad body): resending would not help.
+            Err(dtest_node::client::ClientError::Refused(status, why)) if status < 500 => {
+                error = Some(format!("refused ({status}): {why}"));
+                return Delivery { id, node, delivered: false, duplicate: false, delivered_to: 0, attempts: attempt, error };
+            }
+            Err(e) => error = Some(e.to_string()),
+        }
+        if attempt < attempts_max {
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+    }
+    Delivery { id, node, delivered: false, duplicate: false, delivered_to: 0, attempts: attempts_max, error }
+}
+
+fn check_body(body: &Value) -> Result<()> {
+    if serde_json::to_vec(body).map_or(0, |b| b.len()) > dtest_node::api::MESSAGE_BODY_MAX {
+        return Err(Failure::Invalid(format!("body: over {} bytes", dtest_node::api::MESSAGE_BODY_MAX)));
+    }
+    Ok(())
+}
+
+fn fresh_message_id() -> String {
+    dtest_orchestrator::session::fresh_id("msg").unwrap_or_else(|_| format!("msg-{}", unix_ms()))
+}
+
+/// Names: 1 to 128 characters of letters, digits, `-`, `_`, `.` and `:`.
+fn check_name(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok { Ok(()) } else { Err(Failure::Invalid(format!("{field}: 1 to 128 of [A-Za-z0-9-_.:]"))) }
+}
+
+fn share_prefix(execution: &str) -> String {
+    format!("exec:{execution}/")
+}
+
+fn share_id(execution: &str, node: &str) -> String {
+    format!("exec:{execution}/{node}")
+}
+
+fn state_name(state: HealthState) -> &'static str {
+    match state {
+        HealthState::Healthy => "healthy",
+        HealthState::Degraded => "degraded",
+        HealthState::Unhealthy => "unhealthy",
+        HealthState::Dead => "dead",
+    }
+}
+
+fn view_of(inner: &Inner, id: &str) -> Option<NodeView> {
+    let node = inner.nodes.get(id)?;
+    let phi = node.health.detector().phi(0);
+    Some(NodeView {
+        id: id.to_owned(),
+        url: node.url.clone(),
+        state: state_name(node.health.state()).to_owned(),
+        phi: if phi.is_finite() { phi } else { f64::MAX },
+        score: node.health.score(),
+        group: node.info.group.clone(),
+        region: node.info.region.clone(),
+        zone: node.info.zone.clone(),
+        capabilities: node.info.capabilities.clone(),
+        labels: node.labels.clone(),
+        resources: node.info.resources.clone(),
+        reserved: inner.ledger.reserved(id),
+        allow_commands: node.info.allow_commands,
+        registered_ms: node.registered_ms,
+        last_seen_ms: node.last_seen_ms,
+    })
+}
+
+fn cluster_figures(inner: &Inner) -> (u8, u64) {
+    let healths: Vec<&NodeHealth> = inner.nodes.values().map(|n| &n.health).collect();
+    let dead = healths.iter().filter(|h| h.state() == HealthState::Dead).count() as u64;
+    let health = if healths.is_empty() {
+        100
+    } else {
+        (healths.iter().map(|h| u64::from(h.score())).sum::<u64>() / healths.len() as u64) as u8
+    };
+    (health, dead)
+}
+
+fn firing(inner: &Inner) -> Vec<AlertView> {
+    inner
+        .alerts
+        .firing()
+        .into_iter()
+        .map(|(id, rule, subject, severity, acknowledged)| AlertView {
+            id,
+            rule: rule.to_owned(),
+            subject: subject.to_owned(),
+            severity: severity.name().to_owned(),
+            state: "firing".to_owned(),
+            at_ms: inner.alert_history.iter().rev().find(|a| a.id == id).map_or(0, |a| a.at_ms),
+            value: inner.alert_history.iter().rev().find(|a| a.id == id).map_or(0.0, |a| a.value),
+            acknowledged,
+        })
+        .collect()
+}
+
+fn alert_view(event: &dtest_core::health::alerts::AlertEvent, at_ms: u64, acknowledged: bool) -> AlertView {
+    AlertView {
+        id: event.id,
+        rule: event.rule.clone(),
+        subject: event.subject.clone(),
+        severity: event.severity.name().to_owned(),
+        state: match event.transition {
+            Transition::Fired => "fired",
+            Transition::Resolved => "resolved",
+            Transition::Acknowledged => "acknowledged",
+        }
+        .to_owned(),
+        at_ms,
+        value: event.value,
+        acknowledged,
+    }
+}
+
+/// The core's alert evaluator for `rules`, each checked.
+fn alerts_of(rules: &AlertRules) -> std::result::Result<Alerts, String> {
+    const METRICS: [&str; 5] = ["score", "phi", "round_trip_ms", "health", "nodes_dead"];
+    if rules.rules.len() > 100 {
+        return Err("rules: at most 100".to_owned());
+    }
+    let mut alerts = Alerts::new();
+    for (i, rule) in rules.rules.iter().enumerate() {
+        let field = |f: &str| format!("rules[{i}].{f}");
+        if rule.name.is_empty() || rule.name.len() > 128 {
+            return Err(format!("{}: 1 to 128 characters", field("name")));
+        }
+        if !METRICS.contains(&rule.metric.as_str()) {
+            return Err(format!("{}: expected one of {}", field("metric"), METRICS.join(", ")));
+        }
+        let comparison = Comparison::ALL
+            .into_iter()
+            .find(|c| c.symbol() == rule.comparison)
+            .ok_or_else(|| format!("{}: expected >, >=, < or <=", field("comparison")))?;
+        if !rule.threshold.is_finite() {
+            return Err(format!("{}: expected a finite number", field("threshold")));
+        }
+        if !(0.0..=86_400.0).contains(&rule.for_s) {
+            return Err(format!("{}: expected 0 to 86400 seconds", field("for_s")));
+        }
+        let severity = match rule.severity.as_deref() {
+            None => Severity::Warning,
+            Some(name) => Severity::ALL
+                .into_iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| format!("{}: expected info, warning or critical", field("severity")))?,
+        };
+        alerts
+            .add_rule(AlertRule {
+                name: rule.name.clone(),
+                metric: rule.metric.clone(),
+                comparison,
+                threshold: rule.threshold,
+                for_ms: (rule.for_s * 1e3) as u64,
+                severity,
+            })
+            .map_err(|e| format!("{}: {e:?}", field("name")))?;
+    }
+    Ok(alerts)
+}
+
+fn summary_of(report: &Report) -> Value {
+    json!({
+        "passed": report.passed(),
+        "interrupted": report.interrupted,
+        "tasks": report.tasks,
+        "reassignments": report.reassignments,
+        "violations": report.violations.len(),
+        "requests": report.requests,
+        "rps": report.rps,
+    })
+}
+
+fn execution_view(row: &ExecutionRow, live: Option<&Live>) -> ExecutionView {
+    ExecutionView {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        kind: row.kind.clone(),
+        state: if live.is_some() && row.state == "pending" { "running".to_owned() } else { row.state.clone() },
+        created_ms: row.created_ms,
+        started_ms: row.started_ms,
+        finished_ms: row.finished_ms,
+        seed: row.seed,
+        progress: live.map(|l| l.progress.clone()),
+        summary: row.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+    }
+}
+
+/// A session's journal in the store.
+struct StoreJournal {
+    store: Arc<Store>,
+    id: String,
+}
+
+impl Journal for StoreJournal {
+    fn setup(&self, setup: &Setup) -> std::result::Result<(), String> {
+        let text = serde_json::to_string(setup).map_err(|e| e.to_string())?;
+        self.store.set_execution_started(&self.id, unix_ms(), &text).map_err(|e| e.to_string())
+    }
+
+    fn record(&self, seq: u64, entry: &Entry) -> std::result::Result<(), String> {
+        let text = serde_json::to_string(entry).map_err(|e| e.to_string())?;
+        self.store.append_journal(&self.id, seq, &text).map_err(|e| e.to_string())
+    }
+}

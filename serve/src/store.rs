@@ -436,10 +436,19 @@ impl KvTable {
         )
     }
 
-    /// Selects the key and values, for one key (`?1`) or, with `None`, every row in key order.
-    fn select_sql(&self, one: bool) -> String {
-        let filter = if one { format!(" WHERE {} = ?1", self.key) } else { String::new() };
-        format!("SELECT {}, {} FROM {}{filter} ORDER BY {}", self.key, self.values.join(", "), self.name, self.key)
+    /// Selects the key and values of the row of one key (`?1`).
+    fn get_sql(&self) -> String {
+        format!("{} WHERE {} = ?1", self.select_sql(), self.key)
+    }
+
+    /// Selects the key and values of every row, in key order.
+    fn list_sql(&self) -> String {
+        format!("{} ORDER BY {}", self.select_sql(), self.key)
+    }
+
+    /// Selects the key, then the values.
+    fn select_sql(&self) -> String {
+        format!("SELECT {}, {} FROM {}", self.key, self.values.join(", "), self.name)
     }
 
     /// Deletes the row of one key (`?1`).
@@ -486,7 +495,7 @@ impl Store {
 
     /// [`Store::open`] with other numbers.
     fn open_tuned(dir: &Path, tuning: Tuning) -> Result<Store, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| io_error(e, dir, "cannot create the data directory"))?;
+        fs::create_dir_all(dir).map_err(|e| io_error(e, dir, dir, "cannot create the data directory"))?;
         let lock = lock_dir(dir)?;
         let mut conn = Connection::open(dir.join(DB_FILE)).map_err(|e| StoreError::from_sqlite(e, dir))?;
         configure(&conn, tuning, dir)?;
@@ -710,7 +719,7 @@ impl Store {
                 "SELECT seq, time_ms, kind, execution, body FROM events WHERE seq > ?1 \
                  ORDER BY seq LIMIT ?2",
             )?;
-            let rows = statement.query_map(params![count_u64(after), page(limit)], |r| {
+            let rows = statement.query_map(params![seq_param(after), page(limit)], |r| {
                 Ok(StoredEvent {
                     seq: r.get(0)?,
                     time_ms: r.get(1)?,
@@ -756,13 +765,13 @@ impl Store {
         key: &str,
         read: fn(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Option<T>, StoreError> {
-        self.with(|c| c.prepare_cached(&table.select_sql(true))?.query_row([key], read).optional())
+        self.with(|c| c.prepare_cached(&table.get_sql())?.query_row([key], read).optional())
     }
 
     /// Every row in key order, read by `read`.
     fn kv_list<T>(&self, table: &KvTable, read: fn(&Row<'_>) -> rusqlite::Result<T>) -> Result<Vec<T>, StoreError> {
         self.with(|c| {
-            let mut statement = c.prepare_cached(&table.select_sql(false))?;
+            let mut statement = c.prepare_cached(&table.list_sql())?;
             let rows = statement.query_map([], read)?;
             rows.collect()
         })
@@ -882,7 +891,7 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, StoreError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| io_error(e, &path, "cannot open the lock file"))?;
+        .map_err(|e| io_error(e, dir, &path, "cannot open the lock file"))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         if errno == Errno::EWOULDBLOCK {
             StoreError::Busy { dir: dir.to_path_buf() }
@@ -892,13 +901,13 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, StoreError> {
     })
 }
 
-/// An I/O error on `path`: read-only if permission was denied, else the reason.
-fn io_error(error: io::Error, path: &Path, doing: &str) -> StoreError {
+/// An I/O error on `path` in the data directory `dir`: read-only or full if that is the reason,
+/// else the reason.
+fn io_error(error: io::Error, dir: &Path, path: &Path, doing: &str) -> StoreError {
+    let dir = dir.to_path_buf();
     match error.kind() {
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-            StoreError::ReadOnly { dir: path.parent().unwrap_or(path).to_path_buf() }
-        }
-        io::ErrorKind::StorageFull => StoreError::Full { dir: path.parent().unwrap_or(path).to_path_buf() },
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => StoreError::ReadOnly { dir },
+        io::ErrorKind::StorageFull => StoreError::Full { dir },
         _ => StoreError::Io(format!("{doing} {}: {error}", path.display())),
     }
 }
@@ -958,8 +967,8 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A sequence number as SQLite takes it (saturating).
-fn count_u64(n: u64) -> i64 {
+/// A sequence number as SQLite takes it (saturating: SQLite hands out none above `i64::MAX`).
+fn seq_param(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -1009,4 +1018,417 @@ fn read_body(r: &Row<'_>) -> rusqlite::Result<String> {
 /// Reads a row of a (key, body) table.
 fn read_pair(r: &Row<'_>) -> rusqlite::Result<(String, String)> {
     Ok((r.get(0)?, r.get(1)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A fresh directory under the system's temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("dtest-store-{}-{name}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Small numbers, so trimming and busy waits are quick.
+    const QUICK: Tuning = Tuning { events_kept: 10, events_trim_every: 5, busy_timeout_ms: 50 };
+
+    fn execution(id: &str, created_ms: u64) -> ExecutionRow {
+        ExecutionRow {
+            id: id.to_owned(),
+            name: format!("run {id}"),
+            kind: ExecutionKind::Scenario,
+            state: STATE_PENDING.to_owned(),
+            created_ms,
+            started_ms: None,
+            finished_ms: None,
+            seed: u64::MAX - 1,
+            request: r#"{"scenario":"x"}"#.to_owned(),
+            setup: None,
+            report: None,
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn execution_round_trip_through_its_lifecycle() {
+        let store = Store::open_in_memory().unwrap();
+        let mut row = execution("e1", 100);
+        row.kind = ExecutionKind::Load;
+        store.insert_execution(&row).unwrap();
+        assert_eq!(store.execution("e1").unwrap(), Some(row.clone()));
+
+        store.set_execution_started("e1", 150, r#"{"nodes":["a"]}"#).unwrap();
+        store.set_execution_state("e1", STATE_RUNNING).unwrap();
+        store.finish_execution("e1", "passed", 200, r#"{"ok":true}"#, r#"{"tasks":3}"#).unwrap();
+
+        let done = store.execution("e1").unwrap().unwrap();
+        assert_eq!(done.state, "passed");
+        assert_eq!(done.started_ms, Some(150));
+        assert_eq!(done.finished_ms, Some(200));
+        assert_eq!(done.setup.as_deref(), Some(r#"{"nodes":["a"]}"#));
+        assert_eq!(done.summary.as_deref(), Some(r#"{"tasks":3}"#));
+        assert_eq!(done.seed, u64::MAX - 1);
+        assert_eq!(store.report("e1").unwrap().as_deref(), Some(r#"{"ok":true}"#));
+        assert_eq!(store.execution("nope").unwrap(), None);
+        assert_eq!(store.report("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn execution_errors_name_the_missing_or_taken_id() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_execution(&execution("e1", 1)).unwrap();
+        let taken = store.insert_execution(&execution("e1", 2)).unwrap_err();
+        assert!(matches!(taken, StoreError::Exists { .. }), "{taken:?}");
+        assert_eq!(taken.code(), "already_exists");
+        for missing in [
+            store.set_execution_state("e2", STATE_RUNNING).unwrap_err(),
+            store.set_execution_started("e2", 1, "{}").unwrap_err(),
+            store.finish_execution("e2", "passed", 1, "{}", "{}").unwrap_err(),
+            store.append_journal("e2", 0, "{}").unwrap_err(),
+        ] {
+            assert!(matches!(missing, StoreError::NotFound { .. }), "{missing:?}");
+            assert_eq!(missing.to_string(), "execution e2 is not in the store");
+        }
+    }
+
+    #[test]
+    fn history_is_newest_first_then_by_id_and_pages() {
+        let store = Store::open_in_memory().unwrap();
+        for (id, created_ms) in [("a", 10), ("c", 30), ("b", 30), ("d", 20)] {
+            let mut row = execution(id, created_ms);
+            row.summary = Some(format!(r#"{{"id":"{id}"}}"#));
+            store.insert_execution(&row).unwrap();
+        }
+        let ids = |heads: Vec<ExecutionHead>| heads.into_iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.executions(10, 0).unwrap()), ["c", "b", "d", "a"]);
+        assert_eq!(ids(store.executions(2, 1).unwrap()), ["b", "d"]);
+        assert_eq!(ids(store.executions(usize::MAX, usize::MAX).unwrap()), Vec::<String>::new());
+        let head = &store.executions(1, 0).unwrap()[0];
+        assert_eq!(head.summary.as_deref(), Some(r#"{"id":"c"}"#));
+        assert_eq!(head.seed, u64::MAX - 1);
+    }
+
+    #[test]
+    fn journal_appends_reads_in_order_and_drops() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_execution(&execution("e1", 1)).unwrap();
+        store.insert_execution(&execution("e2", 2)).unwrap();
+        for seq in [2, 0, 1] {
+            store.append_journal("e1", seq, &format!("in{seq}")).unwrap();
+        }
+        store.append_journal("e2", 0, "other").unwrap();
+        let again = store.append_journal("e1", 1, "again").unwrap_err();
+        assert!(matches!(again, StoreError::Exists { .. }), "{again:?}");
+
+        let expected: Vec<(u64, String)> = (0..3).map(|seq| (seq, format!("in{seq}"))).collect();
+        assert_eq!(store.journal("e1").unwrap(), expected);
+        store.drop_journal("e1").unwrap();
+        assert_eq!(store.journal("e1").unwrap(), []);
+        assert_eq!(store.journal("e2").unwrap(), [(0, "other".to_owned())]);
+
+        store.finish_execution("e2", "failed", 3, "{}", "{}").unwrap();
+        assert_eq!(store.journal("e2").unwrap(), [], "finishing drops the journal");
+        assert_eq!(store.report("e2").unwrap().as_deref(), Some("{}"), "and keeps the report");
+    }
+
+    #[test]
+    fn events_round_trip_in_seq_order() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.first_event_seq().unwrap(), None);
+        assert_eq!(store.last_event_seq().unwrap(), None);
+        let first = store.append_event(5, "node_up", None, r#"{"node":"a"}"#).unwrap();
+        let second = store.append_event(6, "task_done", Some("e1"), "{}").unwrap();
+        assert!(second > first);
+        let events = store.events_after(0, 10).unwrap();
+        assert_eq!(
+            events,
+            [
+                StoredEvent {
+                    seq: first,
+                    time_ms: 5,
+                    kind: "node_up".to_owned(),
+                    execution: None,
+                    body: r#"{"node":"a"}"#.to_owned(),
+                },
+                StoredEvent {
+                    seq: second,
+                    time_ms: 6,
+                    kind: "task_done".to_owned(),
+                    execution: Some("e1".to_owned()),
+                    body: "{}".to_owned(),
+                },
+            ]
+        );
+        assert_eq!(store.events_after(first, 10).unwrap().len(), 1);
+        assert_eq!(store.events_after(0, 1).unwrap().len(), 1);
+        assert_eq!(store.events_after(u64::MAX, 10).unwrap(), []);
+        assert_eq!(store.first_event_seq().unwrap(), Some(first));
+        assert_eq!(store.last_event_seq().unwrap(), Some(second));
+    }
+
+    #[test]
+    fn events_are_trimmed_to_the_last_kept_and_seq_continues_after_reopen() {
+        let dir = TempDir::new("events");
+        {
+            let store = Store::open_tuned(&dir.0, QUICK).unwrap();
+            for i in 1..=23 {
+                assert_eq!(store.append_event(i, "tick", None, "{}").unwrap(), i);
+                let kept = store.events_after(0, PAGE_MAX).unwrap().len() as i64;
+                assert!(kept < QUICK.events_kept + QUICK.events_trim_every, "{kept} kept");
+            }
+            // The 20th append trimmed everything up to 20 - 10.
+            assert_eq!(store.first_event_seq().unwrap(), Some(11));
+            assert_eq!(store.last_event_seq().unwrap(), Some(23));
+        }
+        let store = Store::open_tuned(&dir.0, QUICK).unwrap();
+        assert_eq!(store.append_event(24, "tick", None, "{}").unwrap(), 24);
+        assert_eq!(store.append_event(25, "tick", None, "{}").unwrap(), 25);
+        let seqs: Vec<u64> = store.events_after(0, PAGE_MAX).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (16..=25).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn key_value_tables_round_trip() {
+        let store = Store::open_in_memory().unwrap();
+        store.put_node("n2", r#"{"cpu":2}"#, 7).unwrap();
+        store.put_node("n1", r#"{"cpu":1}"#, 8).unwrap();
+        store.put_node("n2", r#"{"cpu":4}"#, 9).unwrap();
+        let n2 = NodeRow { id: "n2".to_owned(), body: r#"{"cpu":4}"#.to_owned(), updated_ms: 9 };
+        assert_eq!(store.node("n2").unwrap(), Some(n2.clone()));
+        assert_eq!(store.nodes().unwrap().len(), 2);
+        assert_eq!(store.nodes().unwrap()[1], n2);
+        assert!(store.delete_node("n2").unwrap());
+        assert!(!store.delete_node("n2").unwrap());
+        assert_eq!(store.node("n2").unwrap(), None);
+
+        type Put = fn(&Store, &str, &str) -> Result<(), StoreError>;
+        type Get = fn(&Store, &str) -> Result<Option<String>, StoreError>;
+        type List = fn(&Store) -> Result<Vec<(String, String)>, StoreError>;
+        type Delete = fn(&Store, &str) -> Result<bool, StoreError>;
+        let tables: [(Put, Get, List, Delete); 3] = [
+            (Store::put_profile, Store::profile, Store::profiles, Store::delete_profile),
+            (Store::put_allocation, Store::allocation, Store::allocations, Store::delete_allocation),
+            (Store::put_setting, Store::setting, Store::settings, Store::delete_setting),
+        ];
+        for (put, get, list, delete) in tables {
+            put(&store, "b", "1").unwrap();
+            put(&store, "a", "2").unwrap();
+            put(&store, "b", "3").unwrap();
+            assert_eq!(get(&store, "b").unwrap().as_deref(), Some("3"));
+            assert_eq!(get(&store, "c").unwrap(), None);
+            let all = list(&store).unwrap();
+            assert_eq!(all, [("a".to_owned(), "2".to_owned()), ("b".to_owned(), "3".to_owned())]);
+            assert!(delete(&store, "a").unwrap());
+            assert!(!delete(&store, "a").unwrap());
+            assert_eq!(list(&store).unwrap().len(), 1);
+        }
+
+        store.put_alert_ack("alert1", 42).unwrap();
+        store.put_alert_ack("alert1", 43).unwrap();
+        assert_eq!(store.alert_ack("alert1").unwrap(), Some(43));
+        assert_eq!(store.alert_acks().unwrap(), [("alert1".to_owned(), 43)]);
+        assert!(store.delete_alert_ack("alert1").unwrap());
+        assert_eq!(store.alert_ack("alert1").unwrap(), None);
+    }
+
+    #[test]
+    fn everything_survives_reopen_and_unfinished_executions_are_found() {
+        let dir = TempDir::new("reopen");
+        {
+            let store = Store::open(&dir.0).unwrap();
+            store.insert_execution(&execution("pending", 1)).unwrap();
+            store.insert_execution(&execution("running", 2)).unwrap();
+            store.insert_execution(&execution("done", 3)).unwrap();
+            store.set_execution_started("running", 5, r#"{"nodes":[]}"#).unwrap();
+            store.set_execution_state("running", STATE_RUNNING).unwrap();
+            store.append_journal("running", 0, "input0").unwrap();
+            store.finish_execution("done", "passed", 9, "{}", "{}").unwrap();
+            store.put_setting("alerts", "[]").unwrap();
+            // Dropped without finishing: what a kill -9 leaves.
+        }
+        let store = Store::open(&dir.0).unwrap();
+        let unfinished = store.unfinished_executions().unwrap();
+        let ids: Vec<&str> = unfinished.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["pending", "running"]);
+        assert_eq!(unfinished[1].setup.as_deref(), Some(r#"{"nodes":[]}"#));
+        assert_eq!(unfinished[1].request, r#"{"scenario":"x"}"#);
+        assert_eq!(store.journal("running").unwrap(), [(0, "input0".to_owned())]);
+        assert_eq!(store.setting("alerts").unwrap().as_deref(), Some("[]"));
+    }
+
+    #[test]
+    fn a_full_disk_is_a_clear_error() {
+        let dir = TempDir::new("full");
+        let store = Store::open(&dir.0).unwrap();
+        {
+            let conn = store.conn();
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+            conn.pragma_update(None, "max_page_count", pages + 4).unwrap();
+        }
+        let body = "x".repeat(2_000);
+        let error = (0..10_000)
+            .find_map(|i| store.append_event(i, "tick", None, &body).err())
+            .expect("the size limit is reached within 10,000 appends");
+        assert!(matches!(error, StoreError::Full { .. }), "{error:?}");
+        assert_eq!(error.code(), "storage_full");
+        assert_eq!(error.to_string(), format!("the disk holding {} is full: free space, then retry", dir.0.display()));
+        // Reads still work, and so does a write once there is room.
+        assert!(store.last_event_seq().unwrap().is_some());
+        store.conn().pragma_update(None, "max_page_count", 1_000_000).unwrap();
+        store.append_event(0, "tick", None, &body).unwrap();
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_dir_is_busy() {
+        let dir = TempDir::new("second");
+        let first = Store::open(&dir.0).unwrap();
+        let error = Store::open(&dir.0).unwrap_err();
+        assert!(matches!(error, StoreError::Busy { .. }), "{error:?}");
+        assert_eq!(error.code(), "storage_busy");
+        let message = error.to_string();
+        assert!(message.contains(&format!("--data {}", dir.0.display())), "{message}");
+        drop(first);
+        Store::open(&dir.0).expect("the lock is released on drop");
+    }
+
+    #[test]
+    fn a_write_waits_for_a_lock_then_is_busy() {
+        let dir = TempDir::new("locked");
+        let store = Store::open_tuned(&dir.0, QUICK).unwrap();
+        let other = Connection::open(dir.0.join(DB_FILE)).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let error = store.put_setting("k", "{}").unwrap_err();
+        assert!(matches!(error, StoreError::Busy { .. }), "{error:?}");
+        assert!(error.to_string().contains(&dir.0.join(DB_FILE).display().to_string()));
+        other.execute_batch("ROLLBACK").unwrap();
+        store.put_setting("k", "{}").unwrap();
+    }
+
+    #[test]
+    fn a_garbage_file_is_corrupt() {
+        let dir = TempDir::new("garbage");
+        fs::create_dir_all(&dir.0).unwrap();
+        fs::write(dir.0.join(DB_FILE), "this is not a database\n".repeat(200)).unwrap();
+        let error = Store::open(&dir.0).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+        assert_eq!(error.code(), "storage_corrupt");
+        assert!(error.to_string().contains(&dir.0.join(DB_FILE).display().to_string()));
+    }
+
+    #[test]
+    fn a_foreign_database_is_refused() {
+        let dir = TempDir::new("foreign");
+        fs::create_dir_all(&dir.0).unwrap();
+        Connection::open(dir.0.join(DB_FILE)).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        let error = Store::open(&dir.0).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_a_version_error() {
+        let dir = TempDir::new("newer");
+        drop(Store::open(&dir.0).unwrap());
+        Connection::open(dir.0.join(DB_FILE)).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        let error = Store::open(&dir.0).unwrap_err();
+        assert!(matches!(error, StoreError::Version { found: 2, .. }), "{error:?}");
+        assert_eq!(error.code(), "storage_version");
+        assert!(error.to_string().contains("schema version 2, newer than version 1"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_in_the_database_are_errors_not_panics() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .conn()
+            .execute_batch(
+                "PRAGMA ignore_check_constraints = ON;
+                 INSERT INTO profiles VALUES ('utf8', CAST(x'ff00fe' AS TEXT));
+                 INSERT INTO alert_acks VALUES ('negative', -5);
+                 INSERT INTO nodes VALUES ('negative', '{}', -1);
+                 INSERT INTO executions (id, name, kind, state, created_ms, seed, request)
+                     VALUES ('negative', 'n', 'scenario', 'pending', -1, 0, '{}');
+                 INSERT INTO executions (id, name, kind, state, created_ms, seed, request)
+                     VALUES ('kind', 'n', 'other', 'running', 1, 0, '{}');
+                 INSERT INTO events (time_ms, kind, body) VALUES (-3, 'x', '{}');",
+            )
+            .unwrap();
+        let errors = [
+            store.profile("utf8").unwrap_err(),
+            store.profiles().unwrap_err(),
+            store.alert_ack("negative").unwrap_err(),
+            store.alert_acks().unwrap_err(),
+            store.node("negative").unwrap_err(),
+            store.execution("negative").unwrap_err(),
+            store.execution("kind").unwrap_err(),
+            store.executions(10, 0).unwrap_err(),
+            store.unfinished_executions().unwrap_err(),
+            store.events_after(0, 10).unwrap_err(),
+        ];
+        for error in errors {
+            assert!(matches!(error, StoreError::Other(_)), "{error:?}");
+            assert!(error.to_string().contains("holds a value this dtest cannot read"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_poisoned_mutex_is_recovered() {
+        let store = Store::open_in_memory().unwrap();
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            let _guard = store.conn.lock().unwrap();
+            panic!("a caller panics holding the connection");
+        }));
+        assert!(result.is_err());
+        assert!(store.conn.is_poisoned());
+        store.put_setting("k", "v").unwrap();
+        assert_eq!(store.setting("k").unwrap().as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn a_store_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Store>();
+        shareable::<StoreError>();
+    }
+
+    #[test]
+    fn every_error_has_a_distinct_code() {
+        let dir = PathBuf::from("/data");
+        let errors = [
+            StoreError::Full { dir: dir.clone() },
+            StoreError::Busy { dir: dir.clone() },
+            StoreError::Corrupt { dir: dir.clone() },
+            StoreError::ReadOnly { dir: dir.clone() },
+            StoreError::Version { dir, found: 9 },
+            StoreError::NotFound { what: "execution", id: "e".to_owned() },
+            StoreError::Exists { what: "execution", id: "e".to_owned() },
+            StoreError::Io("io".to_owned()),
+            StoreError::Other("other".to_owned()),
+        ];
+        let mut codes: Vec<&str> = errors.iter().map(StoreError::code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len());
+        assert_eq!(
+            errors[1].to_string(),
+            "the database /data/dtest.sqlite3 is locked by another process \
+             (is another `dtest serve --data /data` running?)"
+        );
+    }
 }

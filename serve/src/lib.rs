@@ -1,7 +1,83 @@
-//! `dtest serve`: the orchestrator as a durable service.
+//! `dtest serve`: the orchestrator as a durable service. Nodes register with it, programs submit
+//! executions to it over REST, watch them on a WebSocket, and ask it about the cluster's health,
+//! resources and connections. Every execution is a [`dtest_orchestrator::Session`] with a
+//! journal in the store, so a service killed mid-run resumes its executions when it restarts.
 //!
 //! Modules:
 //! - `store`: the durable state (executions, their input journals, the live-event log, the node
 //!   registry and settings) in one SQLite database in the `--data` directory.
+//! - `service`: what each route does.
+//! - `api`: routes, access, errors, the OpenAPI document.
+//! - `events`: the event log and its WebSocket listeners.
+//! - `model`: the API's bodies.
 
+pub mod api;
+pub mod events;
+pub mod model;
+pub mod service;
 pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::service::{PROBE_INTERVAL, Service, ServiceConfig};
+use crate::store::{Store, StoreError};
+
+/// How to run the service.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Who may do what.
+    pub access: api::Access,
+    /// The token the nodes accept.
+    pub node_token: String,
+    /// The data directory.
+    pub data: PathBuf,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The listening socket.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Opens the store, resumes what was running, and serves until `shutdown` completes. `ready` is
+/// called with the address once it listens.
+pub async fn run(
+    config: Config,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = Arc::new(Store::open(&config.data)?);
+    let service = Service::open(store, ServiceConfig { node_token: config.node_token.clone() })?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServeError::Listen(config.listen, e))?;
+    let address = listener.local_addr().map_err(|e| ServeError::Listen(config.listen, e))?;
+    let prober = service.clone();
+    let probing = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            prober.probe().await;
+        }
+    });
+    service.resume_all().await?;
+    ready(address);
+    let app = api::router(service, config.access).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    probing.abort();
+    served.map_err(|e| ServeError::Listen(address, e))
+}

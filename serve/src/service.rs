@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::events::Bus;
 use crate::model::*;
-use crate::store::{ExecutionRow, Store, StoreError};
+use crate::store::{ExecutionHead, ExecutionKind, ExecutionRow, Store, StoreError};
 use crate::unix_ms;
 
 /// Nodes the registry holds.
@@ -124,8 +124,9 @@ impl Service {
         let service = Arc::new(Service { config, store, bus, origin: Instant::now(), inner: Mutex::new(Inner::default()) });
         {
             let mut inner = service.inner();
-            for (id, body) in service.store.nodes()? {
-                if let Ok(registration) = serde_json::from_str::<RegisterNode>(&body) {
+            for row in service.store.nodes()? {
+                let id = row.id;
+                if let Ok(registration) = serde_json::from_str::<RegisterNode>(&row.body) {
                     let node = service.node_of(&registration, 0);
                     inner.ledger.set_capacity(&id, node.info.resources.clone());
                     inner.nodes.insert(id, node);
@@ -361,7 +362,7 @@ impl Service {
         let scenario = dtest_core::scenario::parse(&text).map_err(|e| Failure::Invalid(format!("scenario: {e}")))?;
         let seed = request.seed.unwrap_or(1);
         let stored = json!({ "kind": "scenario", "scenario": request.scenario, "seed": seed });
-        self.start(scenario, seed, "scenario", request.nodes.as_deref(), stored).await
+        self.start(scenario, seed, ExecutionKind::Scenario, request.nodes.as_deref(), stored).await
     }
 
     /// `POST /v1/load`: a load test as an execution of a one-task scenario.
@@ -399,7 +400,7 @@ impl Service {
         let text = scenario.to_string();
         let parsed = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| Failure::Invalid(e.to_string()))?;
         let stored = json!({ "kind": "load", "scenario": scenario, "seed": 1 });
-        self.start(parsed, 1, "load", Some(&nodes), stored).await
+        self.start(parsed, 1, ExecutionKind::Load, Some(&nodes), stored).await
     }
 
     /// The names of the nodes an execution asks for (by name or URL), or every node not dead.
@@ -434,7 +435,7 @@ impl Service {
         self: &Arc<Self>,
         scenario: Scenario,
         seed: u64,
-        kind: &str,
+        kind: ExecutionKind,
         asked: Option<&[String]>,
         stored: Value,
     ) -> Result<String> {
@@ -446,13 +447,13 @@ impl Service {
         let row = ExecutionRow {
             id: id.clone(),
             name: scenario.name.clone(),
-            kind: kind.to_owned(),
+            kind,
             state: "pending".to_owned(),
             created_ms: unix_ms(),
             started_ms: None,
             finished_ms: None,
             seed,
-            request: Some(stored.to_string()),
+            request: stored.to_string(),
             setup: None,
             report: None,
             summary: None,
@@ -462,7 +463,7 @@ impl Service {
             Ok(()) => Ok(id),
             Err(e) => {
                 let summary = json!({ "error": e.to_string() });
-                self.store.finish_execution(&id, "failed", unix_ms(), None, Some(&summary.to_string()))?;
+                self.store.finish_execution(&id, "failed", unix_ms(), None, &summary.to_string())?;
                 Err(match e {
                     SessionError::Unreachable(_) | SessionError::Node { .. } => Failure::Conflict(e.to_string()),
                     SessionError::NotRunnable(_) | SessionError::Cluster(_) => Failure::Invalid(e.to_string()),
@@ -625,7 +626,7 @@ impl Service {
             }
             Err(e) => ("interrupted", None, json!({ "error": e.to_string() })),
         };
-        if let Err(e) = self.store.finish_execution(id, state, unix_ms(), report_json.as_deref(), Some(&summary.to_string())) {
+        if let Err(e) = self.store.finish_execution(id, state, unix_ms(), report_json.as_deref(), &summary.to_string()) {
             eprintln!("dtest serve: execution {id} ended {state} but its report could not be stored: {e}");
         }
         self.bus.publish("execution_finished", Some(id), json!({ "state": state, "summary": summary }));
@@ -638,7 +639,7 @@ impl Service {
         for row in self.store.unfinished_executions()? {
             if let Err(why) = self.resume(&row).await {
                 let summary = json!({ "error": format!("could not resume after a restart: {why}") });
-                self.store.finish_execution(&row.id, "interrupted", unix_ms(), None, Some(&summary.to_string()))?;
+                self.store.finish_execution(&row.id, "interrupted", unix_ms(), None, &summary.to_string())?;
                 self.bus.publish("execution_finished", Some(&row.id), json!({ "state": "interrupted", "summary": summary }));
             }
         }
@@ -646,7 +647,7 @@ impl Service {
     }
 
     async fn resume(self: &Arc<Self>, row: &ExecutionRow) -> std::result::Result<(), String> {
-        let request: Value = serde_json::from_str(row.request.as_deref().unwrap_or("null")).map_err(|e| e.to_string())?;
+        let request: Value = serde_json::from_str(&row.request).map_err(|e| e.to_string())?;
         let text = request["scenario"].to_string();
         let scenario = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| e.to_string())?;
         let Some(setup) = &row.setup else {
@@ -692,7 +693,7 @@ impl Service {
     /// `GET /v1/executions/{id}`.
     pub fn execution(&self, id: &str) -> Result<ExecutionView> {
         let row = self.store.execution(id)?.ok_or_else(|| Failure::NotFound(format!("no execution `{id}`")))?;
-        Ok(execution_view(&row, self.inner().running.get(id)))
+        Ok(execution_view(&row.head(), self.inner().running.get(id)))
     }
 
     /// `POST /v1/executions/{id}/cancel` and `POST /v1/load/{id}/stop`.
@@ -1136,11 +1137,11 @@ fn summary_of(report: &Report) -> Value {
     })
 }
 
-fn execution_view(row: &ExecutionRow, live: Option<&Live>) -> ExecutionView {
+fn execution_view(row: &ExecutionHead, live: Option<&Live>) -> ExecutionView {
     ExecutionView {
         id: row.id.clone(),
         name: row.name.clone(),
-        kind: row.kind.clone(),
+        kind: row.kind.as_str().to_owned(),
         state: if live.is_some() && row.state == "pending" { "running".to_owned() } else { row.state.clone() },
         created_ms: row.created_ms,
         started_ms: row.started_ms,

@@ -353,6 +353,23 @@ pub struct ExecutionHead {
     pub summary: Option<String>,
 }
 
+impl ExecutionRow {
+    /// The row without its large columns.
+    pub fn head(&self) -> ExecutionHead {
+        ExecutionHead {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            state: self.state.clone(),
+            created_ms: self.created_ms,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            seed: self.seed,
+            summary: self.summary.clone(),
+        }
+    }
+}
+
 /// One entry of the live-event log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -584,7 +601,7 @@ impl Store {
         id: &str,
         state: &str,
         finished_ms: u64,
-        report_json: &str,
+        report_json: Option<&str>,
         summary_json: &str,
     ) -> Result<(), StoreError> {
         let changed = self.with(|c| {
@@ -1076,7 +1093,7 @@ mod tests {
 
         store.set_execution_started("e1", 150, r#"{"nodes":["a"]}"#).unwrap();
         store.set_execution_state("e1", STATE_RUNNING).unwrap();
-        store.finish_execution("e1", "passed", 200, r#"{"ok":true}"#, r#"{"tasks":3}"#).unwrap();
+        store.finish_execution("e1", "passed", 200, Some(r#"{"ok":true}"#), r#"{"tasks":3}"#).unwrap();
 
         let done = store.execution("e1").unwrap().unwrap();
         assert_eq!(done.state, "passed");
@@ -1100,7 +1117,7 @@ mod tests {
         for missing in [
             store.set_execution_state("e2", STATE_RUNNING).unwrap_err(),
             store.set_execution_started("e2", 1, "{}").unwrap_err(),
-            store.finish_execution("e2", "passed", 1, "{}", "{}").unwrap_err(),
+            store.finish_execution("e2", "passed", 1, Some("{}"), "{}").unwrap_err(),
             store.append_journal("e2", 0, "{}").unwrap_err(),
         ] {
             assert!(matches!(missing, StoreError::NotFound { .. }), "{missing:?}");
@@ -1143,7 +1160,7 @@ mod tests {
         assert_eq!(store.journal("e1").unwrap(), []);
         assert_eq!(store.journal("e2").unwrap(), [(0, "other".to_owned())]);
 
-        store.finish_execution("e2", "failed", 3, "{}", "{}").unwrap();
+        store.finish_execution("e2", "failed", 3, Some("{}"), "{}").unwrap();
         assert_eq!(store.journal("e2").unwrap(), [], "finishing drops the journal");
         assert_eq!(store.report("e2").unwrap().as_deref(), Some("{}"), "and keeps the report");
     }
@@ -1259,7 +1276,7 @@ mod tests {
             store.set_execution_started("running", 5, r#"{"nodes":[]}"#).unwrap();
             store.set_execution_state("running", STATE_RUNNING).unwrap();
             store.append_journal("running", 0, "input0").unwrap();
-            store.finish_execution("done", "passed", 9, "{}", "{}").unwrap();
+            store.finish_execution("done", "passed", 9, Some("{}"), "{}").unwrap();
             store.put_setting("alerts", "[]").unwrap();
             // Dropped without finishing: what a kill -9 leaves.
         }

@@ -448,7 +448,7 @@ impl Driver {
             let plan = self.plan.clone();
             carriers.push(tokio::spawn(send_to_node(i, client.clone(), plan, self.start, rx, inputs_tx.clone())));
             let (link_tx, link_rx) = watch::channel(Faults::default());
-            carriers.push(tokio::spawn(push_faults(client.clone(), link_rx)));
+            carriers.push(tokio::spawn(push_faults(client.clone(), self.plan.id.clone(), link_rx)));
             links.push(link_tx);
         }
         drop(inputs_tx);
@@ -510,10 +510,20 @@ impl Driver {
         // The nodes are not this session's any more: nothing may poll them or give them its
         // plan again.
         drop(inputs);
-        for carrier in carriers {
+        for carrier in &carriers {
             carrier.abort();
         }
+        // An aborted carrier resolves once dropped: none can give a node the plan again after this.
+        let _ = futures::future::join_all(carriers).await;
+        self.end_plans().await;
         report
+    }
+
+    /// Tells every node to forget the run's plan so that plans do not pile up on nodes that
+    /// serve several runs; best effort (a node killed or gone needs no telling).
+    async fn end_plans(&self) {
+        let id = &self.plan.id;
+        let _ = futures::future::join_all(self.clients.iter().map(|c| c.end_plan(id))).await;
     }
 
     fn emit(&mut self, event: SessionEvent) {

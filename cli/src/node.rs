@@ -1,5 +1,6 @@
 //! `dtest node`: a node daemon. Listens on loopback unless told otherwise, requires a token,
-//! runs commands only with `--allow-commands`, and leaves gracefully on SIGTERM or Ctrl-C.
+//! runs commands only with `--allow-commands`, registers with a `dtest serve` service when given
+//! `--orchestrator`, and leaves gracefully on SIGTERM or Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dtest_node::api::Resources;
+use dtest_node::api::{Resources, validate_labels};
 use dtest_node::daemon::{NodeConfig, default_listen, serve};
+use dtest_node::register::{Registration, default_name};
 
 use crate::Exit;
 
@@ -39,9 +41,29 @@ pub struct Args {
     /// Run command tasks (arbitrary programs the orchestrator names). Off by default.
     #[arg(long)]
     allow_commands: bool,
-    /// Directory commands run in.
+    /// Directory commands run in; messages for them are appended to `.dtest/inbox.jsonl` there,
+    /// whose path they get in `DTEST_INBOX`.
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// Register with the `dtest serve` service at this URL (`POST URL/v1/nodes`), at start and
+    /// every 5 s; failures are logged and retried, never fatal.
+    #[arg(long, value_name = "URL")]
+    orchestrator: Option<String>,
+    /// The URL the service reaches this node at [default: http://LISTEN-ADDRESS; required when
+    /// listening on 0.0.0.0 or [::]].
+    #[arg(long, value_name = "URL", requires = "orchestrator")]
+    advertise: Option<String>,
+    /// The node's name for the service, and its commands' `DTEST_NODE` [default: GROUP-PORT, or
+    /// node-PORT without --group].
+    #[arg(long)]
+    name: Option<String>,
+    /// A label for the service to choose nodes by, KEY=VALUE (key: 1-63 of a-z 0-9 _ . -); repeat
+    /// for more, up to 32.
+    #[arg(long = "label", value_name = "KEY=VALUE", requires = "orchestrator")]
+    labels: Vec<String>,
+    /// File holding the token the service expects [default: the --token-file one].
+    #[arg(long, value_name = "FILE", requires = "orchestrator")]
+    orchestrator_token_file: Option<PathBuf>,
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     heartbeat_ms: u64,
@@ -55,10 +77,9 @@ pub struct Args {
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub fn run(args: &Args) -> Exit {
-    let token = match std::fs::read_to_string(&args.token_file) {
-        Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
-        Ok(_) => return bad(&format!("{}: the token file is empty", args.token_file.display())),
-        Err(e) => return bad(&format!("{}: {e}", args.token_file.display())),
+    let token = match read_token(&args.token_file) {
+        Ok(token) => token,
+        Err(e) => return bad(&e),
     };
     let resources = match args.resources.as_deref().map(parse_resources).transpose() {
         Ok(resources) => resources,
@@ -69,8 +90,13 @@ pub fn run(args: &Args) -> Exit {
         Ok(dir) => return bad(&format!("--workdir {}: not a directory", dir.display())),
         Err(e) => return bad(&format!("the current directory: {e}")),
     };
-    let config = NodeConfig {
+    let announce = match Announce::of(args, &token) {
+        Ok(announce) => announce,
+        Err(e) => return bad(&e),
+    };
+    let mut config = NodeConfig {
         token,
+        name: args.name.clone(),
         group: args.group.clone(),
         region: args.region.clone(),
         zone: args.zone.clone(),
@@ -80,6 +106,7 @@ pub fn run(args: &Args) -> Exit {
         workdir,
         heartbeat_interval_ms: args.heartbeat_ms,
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
+        registration: None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
@@ -94,6 +121,11 @@ pub fn run(args: &Args) -> Exit {
         if !local.ip().is_loopback() {
             eprintln!("dtest node: listening on {local}, beyond this machine; only the token guards it");
         }
+        if let Some(announce) = announce {
+            let registration = announce.registration(&config, local);
+            config.name = Some(registration.name.clone());
+            config.registration = Some(registration);
+        }
         // The first line of stdout is the address, for `dtest run --local` and scripts.
         println!("dtest node listening on http://{local}");
         let _ = std::io::stdout().flush();
@@ -103,6 +135,71 @@ pub fn run(args: &Args) -> Exit {
         Ok(()) => Exit::Ok,
         Err(e) => bad(&e),
     }
+}
+
+/// The token in `file`, trimmed; an empty file is an error.
+fn read_token(file: &std::path::Path) -> Result<String, String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => Err(format!("{}: the token file is empty", file.display())),
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    }
+}
+
+/// What `--orchestrator` and its companions say, checked before the daemon starts; the parts
+/// that need the bound port are filled in by [`Announce::registration`].
+struct Announce {
+    orchestrator: String,
+    token: String,
+    advertise: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
+impl Announce {
+    /// `None` without `--orchestrator`.
+    fn of(args: &Args, node_token: &str) -> Result<Option<Announce>, String> {
+        let Some(orchestrator) = args.orchestrator.clone() else { return Ok(None) };
+        if !orchestrator.starts_with("http://") && !orchestrator.starts_with("https://") {
+            return Err(format!("--orchestrator {orchestrator}: give a URL such as http://host:7000"));
+        }
+        if args.listen.ip().is_unspecified() && args.advertise.is_none() {
+            return Err(format!(
+                "--listen {} is every address: give --advertise http://HOST:PORT, the URL the service reaches                  this node at",
+                args.listen
+            ));
+        }
+        let token = match &args.orchestrator_token_file {
+            Some(file) => read_token(file).map_err(|e| format!("--orchestrator-token-file {e}"))?,
+            None => node_token.to_owned(),
+        };
+        let labels = parse_labels(&args.labels)?;
+        let advertise = args.advertise.clone();
+        Ok(Some(Announce { orchestrator, token, advertise, labels }))
+    }
+
+    /// The registration of the daemon bound to `local`.
+    fn registration(self, config: &NodeConfig, local: SocketAddr) -> Registration {
+        Registration {
+            orchestrator: self.orchestrator,
+            token: self.token,
+            name: config.name.clone().unwrap_or_else(|| default_name(config.group.as_deref(), local.port())),
+            url: self.advertise.unwrap_or_else(|| format!("http://{local}")),
+            labels: self.labels,
+        }
+    }
+}
+
+/// `--label KEY=VALUE`s, checked as the service will check them.
+fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("--label {pair}: give KEY=VALUE"))?;
+        if labels.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("--label {key}: given twice"));
+        }
+    }
+    validate_labels(&labels).map_err(|e| format!("--label: {e}"))?;
+    Ok(labels)
 }
 
 fn bad(message: &str) -> Exit {

@@ -7,17 +7,32 @@
 //! | method and path | body | answer |
 //! | --- | --- | --- |
 //! | `GET /v1/info` | | [`NodeInfo`] |
-//! | `PUT /v1/plan` | [`Plan`] | 204 |
+//! | `PUT /v1/plan` | [`Plan`] | 204; 409 when [`PLANS_MAX`] plans all have running work |
+//! | `DELETE /v1/plans/{id}` | | 204; 404 when the node does not hold that plan |
 //! | `POST /v1/exchange` | [`Exchange`] | [`ExchangeReply`]; 409 when the node lacks the plan |
-//! | `PUT /v1/faults` | [`Faults`] | 204 |
+//! | `PUT /v1/faults` | [`Faults`] | 204; 409 when it names a plan the node lacks |
+//! | `POST /v1/messages` | [`NodeMessage`] | [`MessageReceipt`]; 409 when the inbox is full |
 //!
-//! Errors are `{"error": "..."}` with 400 (malformed JSON), 401 (token), 409 (plan), 413 (body
-//! over the limit) or 422 (a request the node refuses).
+//! A node holds up to [`PLANS_MAX`] plans at once, each a life of its own (its own agent and
+//! incarnation, work, frames and faults); exchanges go to the life of the plan they name. PUT of
+//! a plan the node holds changes nothing (a restarted orchestrator re-adopts the node so); PUT of
+//! a new one when the node is full evicts the oldest plan with no running work.
+//!
+//! Messages are appended, one JSON line each, to the node's inbox file
+//! (`<workdir>/.dtest/inbox.jsonl`, [`INBOX_FILE`]), whose absolute path every command task gets
+//! in `DTEST_INBOX`; a test shard waits for a signal by reading it.
+//!
+//! With `dtest node --orchestrator URL` the node registers itself, and again every few seconds:
+//! it sends `POST {URL}/v1/nodes` with a [`NodeRegistration`].
+//!
+//! Errors are `{"error": "..."}` with 400 (malformed JSON), 401 (token), 404 (no such plan), 409
+//! (plan or inbox), 413 (body over the limit), 422 (a request the node refuses) or 500 (the inbox
+//! cannot be written).
 
 use std::collections::BTreeMap;
 
 use dtest_core::faults::Link;
-use dtest_core::protocol::{Frame, ToAgent, ToOrchestrator};
+use dtest_core::protocol::{DeliveryMode, Frame, ToAgent, ToOrchestrator};
 pub use dtest_core::scenario::Resources;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +44,34 @@ pub const BODY_MAX: usize = 16 << 20;
 
 /// An exchange waits at most this long for the node's frames.
 pub const WAIT_MAX_MS: u64 = 30_000;
+
+/// A node holds at most this many plans (lives) at once; a new plan beyond evicts the oldest
+/// without running work, and is refused (409) when every plan has some.
+pub const PLANS_MAX: usize = 8;
+
+/// The inbox file, relative to the node's working directory.
+pub const INBOX_FILE: &str = ".dtest/inbox.jsonl";
+
+/// A daemon life appends at most this many messages to its inbox; beyond, 409.
+pub const INBOX_LINES_MAX: u32 = 10_000;
+
+/// A message's body, serialized, is at most this many bytes; beyond, 413.
+pub const MESSAGE_BODY_MAX: usize = 64 << 10;
+
+/// A message's `id` and `from` are at most this many characters.
+pub const MESSAGE_NAME_MAX: usize = 128;
+
+/// The node remembers this many recent `exactly_once` message ids to answer duplicates.
+pub const MESSAGE_IDS_MAX: usize = 10_000;
+
+/// A registration carries at most this many labels.
+pub const LABELS_MAX: usize = 32;
+
+/// A label's key is 1 to this many characters of `[a-z0-9_.-]`.
+pub const LABEL_KEY_MAX: usize = 63;
+
+/// A label's value is at most this many characters.
+pub const LABEL_VALUE_MAX: usize = 128;
 
 /// What a node is and offers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +95,9 @@ pub struct NodeInfo {
     pub resources_detected: bool,
     /// Whether it runs command tasks (`--allow-commands`).
     pub allow_commands: bool,
+    /// How many plans (lives) it holds, at most [`PLANS_MAX`].
+    #[serde(default)]
+    pub plans: u32,
 }
 
 /// What the run's tasks are: an assignment's `work` is the index of a task instance, counted
@@ -140,12 +186,75 @@ pub struct ExchangeReply {
 }
 
 /// The network faults the node's message layer applies to its link with the orchestrator.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Faults {
     /// Cut, loss and latency per direction.
     #[serde(default)]
     pub link: Link,
+    /// The plan whose link this is; none applies it to every plan the node holds.
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// A message for the commands running on a node: appended to its inbox file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeMessage {
+    /// Names the message, 1 to [`MESSAGE_NAME_MAX`] characters; `exactly_once` messages with
+    /// an id seen recently are not appended again.
+    pub id: String,
+    /// Who sends it, at most [`MESSAGE_NAME_MAX`] characters.
+    pub from: String,
+    /// Whether a repeated id is a duplicate (`exactly_once`) or a new delivery.
+    pub mode: DeliveryMode,
+    /// What it says; at most [`MESSAGE_BODY_MAX`] bytes serialized.
+    pub body: serde_json::Value,
+}
+
+/// What became of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageReceipt {
+    /// The message was an `exactly_once` one already appended; it was not appended again.
+    pub duplicate: bool,
+    /// How many command tasks ran on the node when it was appended.
+    pub delivered_to: u32,
+}
+
+/// A node telling a service it exists: `POST {orchestrator}/v1/nodes`, with the node's token
+/// for the service as `Authorization: Bearer TOKEN`. Sent at start and every few seconds; the
+/// service upserts it by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRegistration {
+    /// The node's name, unique among the service's nodes.
+    pub name: String,
+    /// The base URL the service reaches the node's API at (`http://host:port`).
+    pub url: String,
+    /// What the node is and offers, as `GET /v1/info` would answer.
+    pub info: NodeInfo,
+    /// Free-form labels for choosing nodes; see [`validate_labels`].
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Checks labels: at most [`LABELS_MAX`], keys of 1 to [`LABEL_KEY_MAX`] characters of
+/// `[a-z0-9_.-]`, values of at most [`LABEL_VALUE_MAX`] characters.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > LABELS_MAX {
+        return Err(format!("{} labels; at most {LABELS_MAX} are allowed", labels.len()));
+    }
+    for (key, value) in labels {
+        let key_chars = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
+        if key.is_empty() || key.chars().count() > LABEL_KEY_MAX || !key.chars().all(key_chars) {
+            return Err(format!("label key `{key}`: use 1 to {LABEL_KEY_MAX} characters of a-z, 0-9, `_`, `.`, `-`"));
+        }
+        if value.chars().count() > LABEL_VALUE_MAX {
+            return Err(format!("label `{key}`: the value is over {LABEL_VALUE_MAX} characters"));
+        }
+    }
+    Ok(())
 }
 
 /// An error answer.
@@ -153,4 +262,31 @@ pub struct Faults {
 pub struct ApiError {
     /// What went wrong.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn labels_are_checked_for_key_characters_lengths_and_count() {
+        assert_eq!(validate_labels(&labels(&[("zone", "eu-1"), ("gpu.kind_2", "a100")])), Ok(()));
+        assert!(validate_labels(&labels(&[("Zone", "x")])).is_err_and(|e| e.contains("`Zone`")));
+        assert!(validate_labels(&labels(&[("", "x")])).is_err());
+        assert!(validate_labels(&labels(&[(&"k".repeat(64), "x")])).is_err());
+        assert!(validate_labels(&labels(&[("k", &"v".repeat(129))])).is_err());
+        let many: BTreeMap<String, String> = (0..33).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(validate_labels(&many).is_err_and(|e| e.contains("at most 32")));
+    }
+
+    #[test]
+    fn faults_without_a_plan_still_parse_and_unknown_fields_are_refused() {
+        let faults: Faults = serde_json::from_str(r#"{"link": {}}"#).expect("faults of every plan");
+        assert_eq!(faults.plan, None);
+        assert!(serde_json::from_str::<Faults>(r#"{"plans": "x"}"#).is_err());
+    }
 }

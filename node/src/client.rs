@@ -3,18 +3,17 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ApiError, Exchange, ExchangeReply, Faults, NodeInfo, PREFIX, Plan};
+use crate::api::{ApiError, Exchange, ExchangeReply, Faults, MessageReceipt, NodeInfo, NodeMessage, PREFIX, Plan};
 
 /// What went wrong talking to a node.
 #[derive(Debug)]
 pub enum ClientError {
     /// The node could not be reached or did not answer in time.
     Unreachable(String),
-    /// The node does not have the plan the exchange named.
+    /// The node does not have the plan the exchange named (409 to an exchange).
     NeedsPlan,
     /// The node answered with an error.
     Refused(u16, String),
@@ -63,10 +62,23 @@ impl NodeClient {
         self.send(request).await
     }
 
-    /// Gives the node the run's plan (a new plan starts a new life of its agent).
+    /// Gives the node the run's plan: a plan it does not hold starts a new life of its own (a
+    /// new agent); one it holds changes nothing.
     pub async fn put_plan(&self, plan: &Plan) -> Result<(), ClientError> {
         let request = self.http.put(format!("{}{PREFIX}/plan", self.base)).timeout(Duration::from_secs(30));
         self.send_empty(request.json(plan)).await
+    }
+
+    /// Ends the life of plan `id` on the node: its work stops and the node forgets it.
+    pub async fn end_plan(&self, id: &str) -> Result<(), ClientError> {
+        let url = format!("{}{PREFIX}/plans/{}", self.base, path_segment(id));
+        self.send_empty(self.http.delete(url).timeout(Duration::from_secs(5))).await
+    }
+
+    /// Appends a message to the node's inbox, for the commands running there.
+    pub async fn send_message(&self, message: &NodeMessage) -> Result<MessageReceipt, ClientError> {
+        let request = self.http.post(format!("{}{PREFIX}/messages", self.base)).timeout(Duration::from_secs(10));
+        self.send(request.json(message)).await
     }
 
     /// Sets the network faults the node applies to its link.
@@ -79,7 +91,10 @@ impl NodeClient {
     pub async fn exchange(&self, exchange: &Exchange) -> Result<ExchangeReply, ClientError> {
         let timeout = Duration::from_millis(exchange.wait_ms) + Duration::from_secs(5);
         let request = self.http.post(format!("{}{PREFIX}/exchange", self.base)).timeout(timeout);
-        self.send(request.json(exchange)).await
+        match self.send(request.json(exchange)).await {
+            Err(ClientError::Refused(409, _)) => Err(ClientError::NeedsPlan),
+            other => other,
+        }
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
@@ -96,7 +111,6 @@ impl NodeClient {
             request.bearer_auth(&self.token).send().await.map_err(|e| ClientError::Unreachable(reqwest_reason(&e)))?;
         match response.status() {
             status if status.is_success() => Ok(response),
-            StatusCode::CONFLICT => Err(ClientError::NeedsPlan),
             status => {
                 let text = response.text().await.unwrap_or_default();
                 let why = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.error);
@@ -104,6 +118,16 @@ impl NodeClient {
             }
         }
     }
+}
+
+/// `text` as one URL path segment: every byte but unreserved ones percent-encoded.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// reqwest's error with its causes, which say what actually failed (connection refused, ...).
@@ -121,4 +145,15 @@ fn reqwest_reason(e: &reqwest::Error) -> String {
 /// Serializes `value` as the node API does (for measuring frames on the wire).
 pub fn wire_bytes<T: Serialize>(value: &T) -> usize {
     serde_json::to_vec(value).map_or(0, |v| v.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_ids_are_percent_encoded_in_paths() {
+        assert_eq!(path_segment("run-1.a_b~"), "run-1.a_b~");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
 }

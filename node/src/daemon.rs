@@ -1,8 +1,10 @@
-//! `dtest node`: the core's [`Agent`] behind an axum server. The shell carries frames, runs the
-//! commands the agent starts and stops, samples the machine for heartbeats and applies the
-//! network faults it is told to; every decision is the agent's.
+//! `dtest node`: the core's [`Agent`]s behind an axum server, one per plan the node holds. The
+//! shell carries frames, runs the commands the agents start and stop, samples the machine for
+//! heartbeats, applies the network faults it is told to and keeps the inbox of messages for
+//! commands; every decision is an agent's.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,14 +12,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use dtest_core::faults::{Direction, Verdict};
+use axum::routing::{delete, get, post, put};
+use dtest_core::faults::{Direction, Link, Verdict};
 use dtest_core::measure::LiveLoad;
-use dtest_core::protocol::{Agent, AgentAction, AgentConfig, Attempt, Frame, Incarnation, Outcome, TaskId};
+use dtest_core::protocol::{
+    Agent, AgentAction, AgentConfig, Attempt, DeliveryMode, Frame, Incarnation, Outcome, TaskId, ToOrchestrator,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use tokio::net::TcpListener;
@@ -25,12 +29,15 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{
-    ApiError, BODY_MAX, Exchange, ExchangeReply, Faults, NodeInfo, PREFIX, Plan, PlanWork, Resources, WAIT_MAX_MS,
+    ApiError, BODY_MAX, Exchange, ExchangeReply, Faults, INBOX_FILE, INBOX_LINES_MAX, MESSAGE_BODY_MAX,
+    MESSAGE_IDS_MAX, MESSAGE_NAME_MAX, MessageReceipt, NodeInfo, NodeMessage, PLANS_MAX, PREFIX, Plan, PlanWork,
+    Resources, WAIT_MAX_MS,
 };
+use crate::register::{Registration, register_loop};
 use crate::{exec, load, system};
 
 /// Frames waiting for the orchestrator beyond this many are dropped, oldest first (reliable
-/// ones are resent by the agent; heartbeats are replaced by newer ones).
+/// ones are resent by the agent; heartbeats are replaced by newer ones). Per plan.
 const OUTBOUND_MAX: usize = 10_000;
 
 /// When the daemon leaves, how long it waits for the work it aborted to be dropped (commands'
@@ -42,6 +49,8 @@ const ABORT_WAIT_MAX: Duration = Duration::from_secs(5);
 pub struct NodeConfig {
     /// The token every request must carry.
     pub token: String,
+    /// The node's name, given to its commands as `DTEST_NODE`; unset when not known.
+    pub name: Option<String>,
     /// The scenario group it stands for.
     pub group: Option<String>,
     /// Its region.
@@ -54,12 +63,14 @@ pub struct NodeConfig {
     pub resources: Option<Resources>,
     /// Whether command tasks run.
     pub allow_commands: bool,
-    /// Where commands run.
+    /// Where commands run, and where the inbox is kept.
     pub workdir: PathBuf,
     /// Time between heartbeats.
     pub heartbeat_interval_ms: u64,
     /// After SIGTERM, how long to wait for the orchestrator to take the last results.
     pub drain_timeout: Duration,
+    /// The service to register with, if any.
+    pub registration: Option<Registration>,
 }
 
 struct Node {
@@ -67,6 +78,8 @@ struct Node {
     info: NodeInfo,
     start: Instant,
     state: Mutex<NodeState>,
+    /// The messages for commands; its own lock, as appending writes a file.
+    inbox: Mutex<Inbox>,
     /// Wakes the agent loop: new inputs, or shutting down.
     wake: Notify,
     /// Wakes long polls: frames to send, or shutting down.
@@ -79,28 +92,71 @@ struct Work {
     /// A load's stop signal: it stops and hands back its measure. Commands have none: they are
     /// aborted, which kills their process group.
     load_stop: Option<load::Stop>,
+    /// Whether it runs a command (messages count the commands they reach).
+    command: bool,
 }
 
-struct NodeState {
-    /// The agent of the current plan's life; none before a plan arrives.
-    agent: Option<Agent>,
-    plan: Option<Arc<Plan>>,
+/// One plan's life on the node: its agent and everything of its run.
+struct Life {
+    agent: Agent,
+    plan: Arc<Plan>,
     /// When the plan came and how long the run had been going then (loads' `start_ms` count
     /// from the run's start).
     plan_at: (Instant, u64),
-    outbound: VecDeque<Frame<dtest_core::protocol::ToOrchestrator>>,
-    faults: Faults,
-    rng: ChaCha8Rng,
+    outbound: VecDeque<Frame<ToOrchestrator>>,
+    /// The faults of this plan's link with its orchestrator.
+    link: Link,
     work: BTreeMap<(TaskId, Attempt), Work>,
+    /// Recent share of failed attempts, decayed per result.
+    error_rate: f64,
+}
+
+struct NodeState {
+    /// The plans held, by id; at most [`PLANS_MAX`].
+    lives: BTreeMap<String, Life>,
+    rng: ChaCha8Rng,
     /// Work told to stop or aborted that may not have ended yet; the daemon waits for it before
     /// it returns, so no command outlives it. Pruned of what has ended as more comes.
     ending: Vec<JoinHandle<()>>,
-    /// Recent share of failed attempts, decayed per result.
-    error_rate: f64,
     /// The machine as last sampled.
     metrics: dtest_core::health::Metrics,
     stopping: bool,
     last_incarnation: u64,
+}
+
+/// The inbox file of this daemon life and what it remembers of the messages appended.
+struct Inbox {
+    /// Its absolute path, given to commands as `DTEST_INBOX`.
+    path: PathBuf,
+    /// The open file, or why it could not be opened.
+    file: Result<std::fs::File, String>,
+    lines: u32,
+    /// Recent `exactly_once` ids, oldest first, and the same as a set.
+    recent: VecDeque<String>,
+    seen: BTreeSet<String>,
+}
+
+impl Inbox {
+    /// A fresh inbox under `workdir`: the file is created empty (a new daemon life starts a new
+    /// inbox). A failure is kept and answered to whoever posts a message.
+    fn create(workdir: &std::path::Path) -> Inbox {
+        let path = std::path::absolute(workdir.join(INBOX_FILE)).unwrap_or_else(|_| workdir.join(INBOX_FILE));
+        let file =
+            path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::File::create(&path)).map_err(
+                |e| format!("cannot write the inbox {}: {e}; give the node a writable --workdir", path.display()),
+            );
+        Inbox { path, file, lines: 0, recent: VecDeque::new(), seen: BTreeSet::new() }
+    }
+
+    fn remember(&mut self, id: &str) {
+        self.recent.push_back(id.to_owned());
+        self.seen.insert(id.to_owned());
+        while self.recent.len() > MESSAGE_IDS_MAX {
+            if let Some(old) = self.recent.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+    }
 }
 
 impl Node {
@@ -112,11 +168,29 @@ impl Node {
         // A panic while holding the lock is a bug already reported; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the node is now: its newest plan's incarnation (0 with none) and how many it holds.
+    fn current_info(&self) -> NodeInfo {
+        let state = self.state();
+        let incarnation = state.lives.values().map(|l| l.agent.incarnation().0).max().unwrap_or(0);
+        NodeInfo { incarnation, plans: state.lives.len() as u32, ..self.info.clone() }
+    }
+}
+
+impl NodeState {
+    /// The life of `plan` if it is still the one of `incarnation` (not ended, not replaced).
+    fn life(&mut self, plan: &str, incarnation: Incarnation) -> Option<&mut Life> {
+        self.lives.get_mut(plan).filter(|l| l.agent.incarnation() == incarnation)
+    }
 }
 
 /// Serves the node API on `listener` until `shutdown` resolves, then leaves gracefully: stops
-/// its attempts, hands them back to the orchestrator and waits (up to the drain timeout) until
-/// every result is acknowledged.
+/// the attempts of every plan, hands them back to their orchestrators and waits (up to the drain
+/// timeout) until every result is acknowledged.
 pub async fn serve(
     config: NodeConfig,
     listener: TcpListener,
@@ -134,25 +208,21 @@ pub async fn serve(
         resources,
         resources_detected: detected,
         allow_commands: config.allow_commands,
+        plans: 0,
     };
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let node = Arc::new(Node {
         info,
         start: Instant::now(),
         state: Mutex::new(NodeState {
-            agent: None,
-            plan: None,
-            plan_at: (Instant::now(), 0),
-            outbound: VecDeque::new(),
-            faults: Faults::default(),
+            lives: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            work: BTreeMap::new(),
             ending: Vec::new(),
-            error_rate: 0.0,
             metrics: dtest_core::health::Metrics::default(),
             stopping: false,
             last_incarnation: 0,
         }),
+        inbox: Mutex::new(Inbox::create(&config.workdir)),
         wake: Notify::new(),
         outbound_ready: Notify::new(),
         config,
@@ -160,9 +230,19 @@ pub async fn serve(
     let app = router(node.clone());
     let drained = Arc::new(Notify::new());
     tokio::spawn(agent_loop(node.clone(), drained.clone()));
+    let (leaving_tx, leaving) = watch::channel(false);
+    if let Some(registration) = node.config.registration.clone() {
+        let informed = node.clone();
+        let mut leaving = leaving.clone();
+        let stop = async move {
+            let _ = leaving.wait_for(|l| *l).await;
+        };
+        tokio::spawn(register_loop(registration, move || informed.current_info(), stop));
+    }
     let stopper = node.clone();
     tokio::spawn(async move {
         shutdown.await;
+        let _ = leaving_tx.send(true);
         leave(&stopper);
     });
     let waker = node.clone();
@@ -181,8 +261,9 @@ pub async fn serve(
 async fn end_all_work(node: &Node) {
     let handles: Vec<JoinHandle<()>> = {
         let mut state = node.state();
-        let work = std::mem::take(&mut state.work).into_values().map(|w| w.handle);
-        work.chain(state.ending.drain(..)).collect()
+        let state = &mut *state;
+        let work = state.lives.values_mut().flat_map(|l| std::mem::take(&mut l.work).into_values().map(|w| w.handle));
+        work.collect::<Vec<_>>().into_iter().chain(state.ending.drain(..)).collect()
     };
     for handle in &handles {
         handle.abort();
@@ -195,8 +276,10 @@ fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route(&format!("{PREFIX}/info"), get(info))
         .route(&format!("{PREFIX}/plan"), put(plan))
+        .route(&format!("{PREFIX}/plans/{{id}}"), delete(end_plan))
         .route(&format!("{PREFIX}/exchange"), post(exchange))
         .route(&format!("{PREFIX}/faults"), put(faults))
+        .route(&format!("{PREFIX}/messages"), post(message))
         .route_layer(middleware::from_fn_with_state(node.clone(), authorize))
         .layer(DefaultBodyLimit::max(BODY_MAX))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; the API is under /v1") })
@@ -205,6 +288,11 @@ fn router(node: Arc<Node>) -> Router {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(ApiError { error: message.into() })).into_response()
+}
+
+/// The answer to a request naming a plan the node does not hold.
+fn needs_plan() -> Response {
+    error(StatusCode::CONFLICT, "this node does not have that plan; PUT it first")
 }
 
 /// Malformed JSON is a 400 and an oversized body a 413, whatever axum's default would be.
@@ -232,9 +320,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn info(State(node): State<Arc<Node>>) -> Response {
-    let mut info = node.info.clone();
-    info.incarnation = node.state().agent.as_ref().map_or(0, |a| a.incarnation().0);
-    axum::Json(info).into_response()
+    axum::Json(node.current_info()).into_response()
 }
 
 async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, JsonRejection>) -> Response {
@@ -246,14 +332,20 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
     if state.stopping {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
     }
-    if state.plan.as_ref().is_some_and(|p| p.id == plan.id) {
+    // A plan held already keeps its life: its agent, running work and unacknowledged results.
+    if state.lives.contains_key(&plan.id) {
         return StatusCode::NO_CONTENT.into_response();
     }
-    // A new plan is a new run: a new life, with nothing of the previous run's.
-    for (_, work) in std::mem::take(&mut state.work) {
-        work.handle.abort();
-        keep_ending(&mut state, work.handle);
+    if state.lives.len() >= PLANS_MAX && !evict_idle(&mut state) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "this node holds {PLANS_MAX} plans, all with running work; end one (DELETE /v1/plans/ID) or retry \
+                 when one has finished"
+            ),
+        );
     }
+    // A new plan is a new run: a new life, with its own agent and nothing of the other runs'.
     let now_ms = node.now_ms();
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let incarnation = unix_ms.max(state.last_incarnation + 1);
@@ -262,16 +354,47 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
     let mut agent = Agent::new(now_ms, Incarnation(incarnation), config);
     // Its first heartbeat carries the machine as last sampled, not zeros.
     agent.set_metrics(state.metrics);
-    state.agent = Some(agent);
-    state.plan_at = (Instant::now(), plan.elapsed_ms);
-    state.plan = Some(Arc::new(plan));
-    state.outbound.clear();
-    state.error_rate = 0.0;
-    // The previous run's network faults are not this one's.
-    state.faults = Faults::default();
-    step(&node, &mut state);
+    let id = plan.id.clone();
+    let life = Life {
+        agent,
+        plan_at: (Instant::now(), plan.elapsed_ms),
+        plan: Arc::new(plan),
+        outbound: VecDeque::new(),
+        link: Link::default(),
+        work: BTreeMap::new(),
+        error_rate: 0.0,
+    };
+    state.lives.insert(id.clone(), life);
+    step(&node, &mut state, &id);
     drop(state);
     node.wake.notify_one();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Drops the oldest life with no running work; whether there was one.
+fn evict_idle(state: &mut NodeState) -> bool {
+    let oldest = state
+        .lives
+        .iter()
+        .filter(|(_, life)| life.work.is_empty())
+        .min_by_key(|(_, life)| life.agent.incarnation())
+        .map(|(id, _)| id.clone());
+    oldest.is_some_and(|id| state.lives.remove(&id).is_some())
+}
+
+async fn end_plan(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+    let mut state = node.state();
+    let Some(life) = state.lives.remove(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("this node does not hold plan `{id}`"));
+    };
+    // Its work reports to no one any more: stop it all now, as the daemon's end would.
+    for (_, work) in life.work {
+        work.handle.abort();
+        keep_ending(&mut state.ending, work.handle);
+    }
+    drop(state);
+    node.wake.notify_one();
+    node.outbound_ready.notify_waiters();
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -288,7 +411,14 @@ async fn faults(State(node): State<Arc<Node>>, body: Result<axum::Json<Faults>, 
             );
         }
     }
-    node.state().faults = faults;
+    let mut state = node.state();
+    match &faults.plan {
+        None => state.lives.values_mut().for_each(|life| life.link = faults.link),
+        Some(id) => match state.lives.get_mut(id) {
+            Some(life) => life.link = faults.link,
+            None => return needs_plan(),
+        },
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -297,43 +427,18 @@ async fn exchange(State(node): State<Arc<Node>>, body: Result<axum::Json<Exchang
         Ok(axum::Json(request)) => request,
         Err(rejection) => return rejected(rejection),
     };
-    {
+    let plan = request.plan;
+    let incarnation = {
         let mut state = node.state();
-        if state.plan.as_ref().is_none_or(|p| p.id != request.plan) {
-            return error(StatusCode::CONFLICT, "this node does not have that plan; PUT it first");
-        }
-        let now_ms = node.now_ms();
+        let Some(incarnation) = state.lives.get(&plan).map(|l| l.agent.incarnation()) else {
+            return needs_plan();
+        };
         for frame in request.frames {
-            let verdict = {
-                let rule = *state.faults.link.rule(Direction::ToNode);
-                let rng = &mut state.rng;
-                rule.verdict(|| unit(rng))
-            };
-            match verdict {
-                Verdict::Cut | Verdict::Lost => {}
-                Verdict::Deliver(0) => {
-                    if let Some(agent) = state.agent.as_mut() {
-                        agent.handle(now_ms, frame);
-                    }
-                }
-                Verdict::Deliver(delay_ms) => {
-                    let node = node.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                        let mut state = node.state();
-                        let now_ms = node.now_ms();
-                        if let Some(agent) = state.agent.as_mut() {
-                            agent.handle(now_ms, frame);
-                        }
-                        step(&node, &mut state);
-                        drop(state);
-                        node.wake.notify_one();
-                    });
-                }
-            }
+            deliver(&node, &mut state, &plan, incarnation, frame);
         }
-        step(&node, &mut state);
-    }
+        step(&node, &mut state, &plan);
+        incarnation
+    };
     node.wake.notify_one();
     let wait = Duration::from_millis(request.wait_ms.min(WAIT_MAX_MS));
     let deadline = tokio::time::Instant::now() + wait;
@@ -343,8 +448,13 @@ async fn exchange(State(node): State<Arc<Node>>, body: Result<axum::Json<Exchang
         notified.as_mut().enable();
         {
             let mut state = node.state();
-            if !state.outbound.is_empty() || state.stopping && state.agent.as_ref().is_none_or(Agent::is_drained) {
-                let frames = state.outbound.drain(..).collect();
+            let stopping = state.stopping;
+            // The plan ended (or was replaced) meanwhile: nothing more for this exchange.
+            let Some(life) = state.life(&plan, incarnation) else {
+                return axum::Json(ExchangeReply::default()).into_response();
+            };
+            if !life.outbound.is_empty() || stopping && life.agent.is_drained() {
+                let frames = life.outbound.drain(..).collect();
                 return axum::Json(ExchangeReply { frames }).into_response();
             }
         }
@@ -354,25 +464,115 @@ async fn exchange(State(node): State<Arc<Node>>, body: Result<axum::Json<Exchang
     }
 }
 
+/// Hands one frame from the orchestrator to the agent of `plan`, through its link's faults.
+fn deliver(
+    node: &Arc<Node>,
+    state: &mut NodeState,
+    plan: &str,
+    incarnation: Incarnation,
+    frame: Frame<dtest_core::protocol::ToAgent>,
+) {
+    let NodeState { lives, rng, .. } = state;
+    let Some(life) = lives.get_mut(plan) else { return };
+    match life.link.to_node.verdict(|| unit(rng)) {
+        Verdict::Cut | Verdict::Lost => {}
+        Verdict::Deliver(0) => life.agent.handle(node.now_ms(), frame),
+        Verdict::Deliver(delay_ms) => {
+            let node = node.clone();
+            let plan = plan.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                let mut state = node.state();
+                let now_ms = node.now_ms();
+                if let Some(life) = state.life(&plan, incarnation) {
+                    life.agent.handle(now_ms, frame);
+                }
+                step(&node, &mut state, &plan);
+                drop(state);
+                node.wake.notify_one();
+            });
+        }
+    }
+}
+
+async fn message(State(node): State<Arc<Node>>, body: Result<axum::Json<NodeMessage>, JsonRejection>) -> Response {
+    let message = match body {
+        Ok(axum::Json(message)) => message,
+        Err(rejection) => return rejected(rejection),
+    };
+    if message.id.is_empty() || message.id.chars().count() > MESSAGE_NAME_MAX {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`id` must be 1 to {MESSAGE_NAME_MAX} characters"));
+    }
+    if message.from.chars().count() > MESSAGE_NAME_MAX {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`from` must be at most {MESSAGE_NAME_MAX} characters"),
+        );
+    }
+    let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let line = serde_json::json!({ "id": message.id, "from": message.from, "body": message.body, "at_ms": at_ms });
+    let Ok(mut line) = serde_json::to_vec(&line) else {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "the body cannot be serialized");
+    };
+    if serde_json::to_vec(&message.body).map_or(usize::MAX, |b| b.len()) > MESSAGE_BODY_MAX {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the message body is over {MESSAGE_BODY_MAX} bytes; send a reference to bigger data instead"),
+        );
+    }
+    line.push(b'\n');
+    let delivered_to = running_commands(&node);
+    let mut inbox = node.inbox();
+    let dedup = message.mode == DeliveryMode::ExactlyOnce;
+    if dedup && inbox.seen.contains(&message.id) {
+        return axum::Json(MessageReceipt { duplicate: true, delivered_to }).into_response();
+    }
+    if inbox.lines >= INBOX_LINES_MAX {
+        return error(
+            StatusCode::CONFLICT,
+            format!("inbox full: this node took {INBOX_LINES_MAX} messages already; restart it for a new inbox"),
+        );
+    }
+    let appended = match &mut inbox.file {
+        Ok(file) => file.write_all(&line).and_then(|()| file.flush()).map_err(|e| e.to_string()),
+        Err(why) => Err(why.clone()),
+    };
+    if let Err(why) = appended {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {why}", inbox.path.display()));
+    }
+    inbox.lines += 1;
+    if dedup {
+        inbox.remember(&message.id);
+    }
+    axum::Json(MessageReceipt { duplicate: false, delivered_to }).into_response()
+}
+
+/// How many command tasks run now, in every plan.
+fn running_commands(node: &Node) -> u32 {
+    let state = node.state();
+    state.lives.values().flat_map(|l| l.work.values()).filter(|w| w.command && !w.handle.is_finished()).count() as u32
+}
+
 /// A uniform draw in [0, 1).
 fn unit(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Carries out what the agent asked for: starts and stops work, queues its frames through the
-/// fault layer.
-fn step(node: &Arc<Node>, state: &mut NodeState) {
-    let Some(agent) = state.agent.as_mut() else { return };
-    let actions: Vec<AgentAction> = std::iter::from_fn(|| agent.poll_action()).collect();
+/// Carries out what the agent of `plan` asked for: starts and stops work, queues its frames
+/// through the fault layer.
+fn step(node: &Arc<Node>, state: &mut NodeState, plan: &str) {
+    let NodeState { lives, rng, ending, .. } = state;
+    let Some(life) = lives.get_mut(plan) else { return };
+    let actions: Vec<AgentAction> = std::iter::from_fn(|| life.agent.poll_action()).collect();
     let mut cancelled = Vec::new();
     for action in actions {
         match action {
             AgentAction::Start { task, attempt, work } => {
-                let work = start(node, state, task, attempt, work);
-                state.work.insert((task, attempt), work);
+                let work = start(node, plan, life, task, attempt, work);
+                life.work.insert((task, attempt), work);
             }
-            AgentAction::Stop { task, attempt } => match state.work.remove(&(task, attempt)) {
-                Some(Work { handle, load_stop: Some(stop) }) => {
+            AgentAction::Stop { task, attempt } => match life.work.remove(&(task, attempt)) {
+                Some(Work { handle, load_stop: Some(stop), .. }) => {
                     // The load ends within moments and reports its partial measure itself.
                     stop.stop();
                     let abort = handle.abort_handle();
@@ -381,13 +581,13 @@ fn step(node: &Arc<Node>, state: &mut NodeState) {
                         tokio::time::sleep(Duration::from_millis(AgentConfig::default().stop_grace_ms)).await;
                         abort.abort(); // Nothing happens if it has ended.
                     });
-                    keep_ending(state, handle);
+                    keep_ending(ending, handle);
                 }
-                Some(Work { handle, load_stop: None }) => {
+                Some(Work { handle, load_stop: None, .. }) => {
                     // Dropping the command's future kills its process group; a cancel is
                     // reported at once (the agent ignores it for an attempt already ended).
                     handle.abort();
-                    keep_ending(state, handle);
+                    keep_ending(ending, handle);
                     cancelled.push((task, attempt));
                 }
                 None => {}
@@ -395,58 +595,68 @@ fn step(node: &Arc<Node>, state: &mut NodeState) {
         }
     }
     let now_ms = node.now_ms();
-    let Some(agent) = state.agent.as_mut() else { return };
     for (task, attempt) in cancelled {
-        agent.work_finished(now_ms, task, attempt, Outcome::Cancelled);
+        life.agent.work_finished(now_ms, task, attempt, Outcome::Cancelled);
     }
-    let frames: Vec<_> = std::iter::from_fn(|| agent.poll_transmit()).collect();
+    let frames: Vec<_> = std::iter::from_fn(|| life.agent.poll_transmit()).collect();
+    let incarnation = life.agent.incarnation();
     let mut queued = false;
     for frame in frames {
-        let rule = *state.faults.link.rule(Direction::ToOrchestrator);
-        let rng = &mut state.rng;
-        match rule.verdict(|| unit(rng)) {
+        match life.link.rule(Direction::ToOrchestrator).verdict(|| unit(rng)) {
             Verdict::Cut | Verdict::Lost => {}
             Verdict::Deliver(0) => {
-                state.outbound.push_back(frame);
+                life.outbound.push_back(frame);
                 queued = true;
             }
             Verdict::Deliver(delay_ms) => {
                 let node = node.clone();
+                let plan = plan.to_owned();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    node.state().outbound.push_back(frame);
+                    if let Some(life) = node.state().life(&plan, incarnation) {
+                        life.outbound.push_back(frame);
+                    }
                     node.outbound_ready.notify_waiters();
                 });
             }
         }
     }
-    while state.outbound.len() > OUTBOUND_MAX {
-        state.outbound.pop_front();
+    while life.outbound.len() > OUTBOUND_MAX {
+        life.outbound.pop_front();
     }
     if queued {
         node.outbound_ready.notify_waiters();
     }
 }
 
-/// Keeps a handle of work told to stop until the daemon leaves, forgetting those that ended.
-fn keep_ending(state: &mut NodeState, handle: JoinHandle<()>) {
-    state.ending.retain(|h| !h.is_finished());
-    state.ending.push(handle);
+/// [`step`] for every plan held.
+fn step_all(node: &Arc<Node>, state: &mut NodeState) {
+    let plans: Vec<String> = state.lives.keys().cloned().collect();
+    for plan in plans {
+        step(node, state, &plan);
+    }
 }
 
-/// Starts the work of one attempt; its end goes back to the agent of the same life.
-fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, work: u32) -> Work {
-    let plan = state.plan.clone();
-    let (plan_at, elapsed_ms) = state.plan_at;
-    let incarnation = state.agent.as_ref().map(Agent::incarnation);
+/// Keeps a handle of work told to stop until the daemon leaves, forgetting those that ended.
+fn keep_ending(ending: &mut Vec<JoinHandle<()>>, handle: JoinHandle<()>) {
+    ending.retain(|h| !h.is_finished());
+    ending.push(handle);
+}
+
+/// Starts the work of one attempt of `plan`; its end goes back to the agent of the same life.
+fn start(node: &Arc<Node>, plan_id: &str, life: &Life, task: TaskId, attempt: Attempt, work: u32) -> Work {
+    let plan = life.plan.clone();
+    let (plan_at, elapsed_ms) = life.plan_at;
+    let incarnation = life.agent.incarnation();
+    let plan_id = plan_id.to_owned();
     let node = node.clone();
     let stop = load::Stop::new();
-    let is_load =
-        plan.as_deref().and_then(|p| p.instance(work)).is_some_and(|(e, _)| matches!(e.work, PlanWork::Load(_)));
-    let load_stop = is_load.then(|| stop.clone());
+    let kind = plan.instance(work).map(|(e, _)| matches!(e.work, PlanWork::Load(_)));
+    let load_stop = (kind == Some(true)).then(|| stop.clone());
+    let command = kind == Some(false);
     let handle = tokio::spawn(async move {
         let mut load = None;
-        let outcome = match plan.as_deref().and_then(|p| p.instance(work)) {
+        let outcome = match plan.instance(work) {
             None => Outcome::Failed(format!("work item {work} is not in this node's plan")),
             Some((entry, index)) => match &entry.work {
                 PlanWork::Load(spec) => {
@@ -461,7 +671,8 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
                         () = stop.stopped() => {}
                     }
                     let (live, progress) = tokio::sync::watch::channel(load::Progress::default());
-                    let reporter = tokio::spawn(report_live(node.clone(), task, attempt, progress));
+                    let reporter =
+                        tokio::spawn(report_live(node.clone(), plan_id.clone(), incarnation, task, attempt, progress));
                     // Stopped before it started, it returns at once with nothing measured.
                     let measured = load::run(&spec, Some(live), &stop).await;
                     reporter.abort();
@@ -480,44 +691,67 @@ fn start(node: &Arc<Node>, state: &NodeState, task: TaskId, attempt: Attempt, wo
                 PlanWork::Command { argv, env, cwd } => {
                     let argv = exec::substitute(argv, index, entry.count);
                     let workdir = cwd.as_ref().map_or(node.config.workdir.clone(), |c| node.config.workdir.join(c));
-                    exec::run(&argv, env, &workdir).await
+                    exec::run(&argv, &command_env(&node, env), &workdir).await
                 }
             },
         };
         let mut state = node.state();
-        if state.agent.as_ref().map(Agent::incarnation) != incarnation {
-            return; // A new plan came meanwhile: the work of the old life reports to no one.
-        }
-        state.work.remove(&(task, attempt));
+        // The plan ended or was replaced meanwhile: the work of the old life reports to no one.
+        let Some(life) = state.life(&plan_id, incarnation) else { return };
+        life.work.remove(&(task, attempt));
         // A stopped attempt says nothing of this node's health.
         if outcome != Outcome::Cancelled {
             let failed = !matches!(outcome, Outcome::Passed);
-            state.error_rate = 0.9 * state.error_rate + if failed { 0.1 } else { 0.0 };
+            life.error_rate = 0.9 * life.error_rate + if failed { 0.1 } else { 0.0 };
         }
-        let now_ms = node.now_ms();
-        if let Some(agent) = state.agent.as_mut() {
-            agent.load_finished(now_ms, task, attempt, outcome, load);
-        }
-        step(&node, &mut state);
+        life.agent.load_finished(node.now_ms(), task, attempt, outcome, load);
+        step(&node, &mut state, &plan_id);
         drop(state);
         node.wake.notify_one();
     });
-    Work { handle, load_stop }
+    Work { handle, load_stop, command }
+}
+
+/// A command's environment: the plan's, with the node's own variables (`DTEST_INBOX`, and
+/// `DTEST_NODE` when the node has a name) over it.
+fn command_env(node: &Node, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut env = env.clone();
+    env.insert("DTEST_INBOX".to_owned(), node.inbox().path.to_string_lossy().into_owned());
+    if let Some(name) = &node.config.name {
+        env.insert("DTEST_NODE".to_owned(), name.clone());
+    }
+    env
 }
 
 /// Hands a running load's live figures to the agent, for its heartbeats.
-async fn report_live(node: Arc<Node>, task: TaskId, attempt: Attempt, mut progress: watch::Receiver<load::Progress>) {
+async fn report_live(
+    node: Arc<Node>,
+    plan: String,
+    incarnation: Incarnation,
+    task: TaskId,
+    attempt: Attempt,
+    mut progress: watch::Receiver<load::Progress>,
+) {
     while progress.changed().await.is_ok() {
         let p = progress.borrow_and_update().clone();
         let second = p.last_second.map(|(t, s)| s.to_wire(t));
         let live = LiveLoad { requests: p.requests, errors: p.errors, dropped: p.dropped, second };
-        if let Some(agent) = node.state().agent.as_mut() {
-            agent.set_live(task, attempt, live);
+        if let Some(life) = node.state().life(&plan, incarnation) {
+            life.agent.set_live(task, attempt, live);
         }
     }
 }
 
-/// Ticks the agent at its times and samples the machine for its heartbeats.
+/// Hands the machine's metrics to every agent, each with its own plan's error rate.
+fn set_metrics(state: &mut NodeState, metrics: dtest_core::health::Metrics) {
+    state.metrics = metrics;
+    for life in state.lives.values_mut() {
+        let task_error_rate = (life.error_rate.clamp(0.0, 1.0) * 1000.0).round() / 1000.0;
+        life.agent.set_metrics(dtest_core::health::Metrics { task_error_rate, ..metrics });
+    }
+}
+
+/// Ticks the agents at their times and samples the machine for their heartbeats.
 async fn agent_loop(node: Arc<Node>, drained: Arc<Notify>) {
     let mut sampler = system::Sampler::new(&node.config.workdir);
     let mut next_sample_ms = 0;
@@ -526,26 +760,20 @@ async fn agent_loop(node: Arc<Node>, drained: Arc<Notify>) {
         let next_ms = {
             let now_ms = node.now_ms();
             if now_ms >= next_sample_ms {
-                let error_rate = node.state().error_rate;
-                // Sampling reads /proc; do it outside the lock.
-                let metrics = sampler.sample(error_rate);
-                let mut state = node.state();
-                state.metrics = metrics;
-                if let Some(agent) = state.agent.as_mut() {
-                    agent.set_metrics(metrics);
-                }
-                drop(state);
+                // Sampling reads /proc; do it outside the lock. Error rates are per plan.
+                let metrics = sampler.sample(0.0);
+                set_metrics(&mut node.state(), metrics);
                 next_sample_ms = now_ms + node.config.heartbeat_interval_ms.max(100);
             }
             let mut state = node.state();
             let now_ms = node.now_ms();
-            if let Some(agent) = state.agent.as_mut() {
-                agent.tick(now_ms);
+            for life in state.lives.values_mut() {
+                life.agent.tick(now_ms);
             }
-            step(&node, &mut state);
+            step_all(&node, &mut state);
             if state.stopping {
                 let since = *leaving_since.get_or_insert_with(Instant::now);
-                let done = state.agent.as_ref().is_none_or(Agent::is_drained);
+                let done = state.lives.values().all(|l| l.agent.is_drained());
                 if done || since.elapsed() >= node.config.drain_timeout {
                     drop(state);
                     drained.notify_one();
@@ -553,7 +781,7 @@ async fn agent_loop(node: Arc<Node>, drained: Arc<Notify>) {
                     return;
                 }
             }
-            let next = state.agent.as_ref().map_or(u64::MAX, Agent::next_tick_ms);
+            let next = state.lives.values().map(|l| l.agent.next_tick_ms()).min().unwrap_or(u64::MAX);
             next.min(next_sample_ms).min(now_ms + 1_000)
         };
         let at = tokio::time::Instant::from_std(node.start + Duration::from_millis(next_ms));
@@ -564,15 +792,15 @@ async fn agent_loop(node: Arc<Node>, drained: Arc<Notify>) {
     }
 }
 
-/// Shuts down gracefully: the agent stops its attempts and tells the orchestrator.
+/// Shuts down gracefully: every plan's agent stops its attempts and tells its orchestrator.
 fn leave(node: &Arc<Node>) {
     let mut state = node.state();
     state.stopping = true;
     let now_ms = node.now_ms();
-    if let Some(agent) = state.agent.as_mut() {
-        agent.leave(now_ms);
+    for life in state.lives.values_mut() {
+        life.agent.leave(now_ms);
     }
-    step(node, &mut state);
+    step_all(node, &mut state);
     drop(state);
     node.wake.notify_one();
 }
@@ -590,26 +818,26 @@ mod tests {
 
     use super::*;
     use crate::api::{Exchange, PlanEntry};
-    use crate::client::NodeClient;
+    use crate::client::{ClientError, NodeClient};
 
     const TOKEN: &str = "daemon-test-token";
     const PLAN: &str = "plan";
 
-    /// A daemon served by the test's runtime, talked to as the orchestrator would.
+    /// A daemon served by the test's runtime.
     struct Daemon {
         client: NodeClient,
-        session: u64,
-        next_id: u64,
         shutdown: Option<tokio::sync::oneshot::Sender<()>>,
         served: JoinHandle<std::io::Result<()>>,
     }
 
     impl Daemon {
-        async fn start(workdir: &std::path::Path, entries: Vec<PlanEntry>) -> Daemon {
+        /// A daemon with commands allowed, running them in `workdir`, holding no plan yet.
+        async fn serve(workdir: &std::path::Path) -> Daemon {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
             let url = format!("http://{}", listener.local_addr().expect("its address"));
             let config = NodeConfig {
                 token: TOKEN.to_owned(),
+                name: Some("test-node".to_owned()),
                 group: None,
                 region: None,
                 zone: None,
@@ -620,17 +848,48 @@ mod tests {
                 heartbeat_interval_ms: 1_000,
                 // No orchestrator acknowledges the goodbye; do not wait for one.
                 drain_timeout: Duration::from_millis(100),
+                registration: None,
             };
             let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
             let served = tokio::spawn(serve(config, listener, async move {
                 let _ = signal.await;
             }));
-            let client = NodeClient::new(&url, TOKEN);
-            client.put_plan(&Plan { id: PLAN.to_owned(), entries, elapsed_ms: 0 }).await.expect("the plan");
-            let session = client.info(Duration::from_secs(5)).await.expect("info").incarnation;
-            Daemon { client, session, next_id: 1, shutdown: Some(shutdown), served }
+            Daemon { client: NodeClient::new(&url, TOKEN), shutdown: Some(shutdown), served }
         }
 
+        /// A daemon holding plan [`PLAN`] of `entries`, and the orchestrator's side of it.
+        async fn start(workdir: &std::path::Path, entries: Vec<PlanEntry>) -> (Daemon, Orchestrator) {
+            let daemon = Daemon::serve(workdir).await;
+            let run = daemon.plan(PLAN, entries).await;
+            (daemon, run)
+        }
+
+        /// Gives the daemon plan `id` of `entries`; the orchestrator of that run.
+        async fn plan(&self, id: &str, entries: Vec<PlanEntry>) -> Orchestrator {
+            let plan = Plan { id: id.to_owned(), entries, elapsed_ms: 0 };
+            self.client.put_plan(&plan).await.expect("the plan");
+            // The newest plan's life is the one the node names.
+            let session = self.client.info(Duration::from_secs(5)).await.expect("info").incarnation;
+            Orchestrator { client: self.client.clone(), plan: id.to_owned(), session, next_id: 1 }
+        }
+
+        /// Leaves as on SIGTERM and waits until `serve` returns.
+        async fn stop(mut self) {
+            let _ = self.shutdown.take().expect("running").send(());
+            let served = tokio::time::timeout(Duration::from_secs(10), self.served).await;
+            served.expect("serve returns").expect("serve does not panic").expect("serve ends well");
+        }
+    }
+
+    /// One run's orchestrator, as it talks to the node about its plan.
+    struct Orchestrator {
+        client: NodeClient,
+        plan: String,
+        session: u64,
+        next_id: u64,
+    }
+
+    impl Orchestrator {
         /// Sends `bodies` reliably; the frames the node had for us right away.
         async fn send(&mut self, bodies: Vec<ToAgent>) -> Vec<Frame<ToOrchestrator>> {
             let frames = bodies
@@ -645,8 +904,12 @@ mod tests {
         }
 
         async fn exchange(&self, frames: Vec<Frame<ToAgent>>, wait_ms: u64) -> Vec<Frame<ToOrchestrator>> {
-            let exchange = Exchange { plan: PLAN.to_owned(), frames, wait_ms };
-            self.client.exchange(&exchange).await.expect("an exchange").frames
+            self.try_exchange(frames, wait_ms).await.expect("an exchange").frames
+        }
+
+        async fn try_exchange(&self, frames: Vec<Frame<ToAgent>>, wait_ms: u64) -> Result<ExchangeReply, ClientError> {
+            let exchange = Exchange { plan: self.plan.clone(), frames, wait_ms };
+            self.client.exchange(&exchange).await
         }
 
         /// Waits (up to 10 s) for the node to report an attempt's end: its outcome and load.
@@ -657,14 +920,7 @@ mod tests {
                     return end;
                 }
             }
-            panic!("no result for {task:?}");
-        }
-
-        /// Leaves as on SIGTERM and waits until `serve` returns.
-        async fn stop(mut self) {
-            let _ = self.shutdown.take().expect("running").send(());
-            let served = tokio::time::timeout(Duration::from_secs(10), self.served).await;
-            served.expect("serve returns").expect("serve does not panic").expect("serve ends well");
+            panic!("no result for {task:?} of plan {}", self.plan);
         }
     }
 
@@ -727,13 +983,13 @@ mod tests {
         let script = "echo $$ > pid-{index}; exec sleep 300";
         let argv = ["sh", "-c", script].map(str::to_owned).to_vec();
         let work = PlanWork::Command { argv, env: BTreeMap::new(), cwd: None };
-        let mut daemon = Daemon::start(&dir, vec![PlanEntry { name: "sleep".to_owned(), count: 2, work }]).await;
-        daemon.send(vec![assign(1, 0), assign(2, 1)]).await;
+        let (daemon, mut run) = Daemon::start(&dir, vec![PlanEntry { name: "sleep".to_owned(), count: 2, work }]).await;
+        run.send(vec![assign(1, 0), assign(2, 1)]).await;
         let (first, second) = (pid_in(&dir.join("pid-1")).await, pid_in(&dir.join("pid-2")).await);
         assert!(runs(first) && runs(second));
 
         // The cancel is reported in the answer to the cancel itself, not after the stop grace.
-        let reply = daemon.send(vec![cancel(1)]).await;
+        let reply = run.send(vec![cancel(1)]).await;
         assert_eq!(finished(&reply, TaskId(1)), Some((Outcome::Cancelled, None)), "{reply:?}");
         assert!(gone(first).await, "the cancelled command {first} was killed");
         assert!(runs(second), "the other command runs on");
@@ -755,15 +1011,193 @@ mod tests {
         let spec = load::testing::spec(addr, rate);
         let dir = scratch("load");
         let entry = PlanEntry { name: "load".to_owned(), count: 1, work: PlanWork::Load(spec) };
-        let mut daemon = Daemon::start(&dir, vec![entry]).await;
-        daemon.send(vec![assign(1, 0)]).await;
+        let (daemon, mut run) = Daemon::start(&dir, vec![entry]).await;
+        run.send(vec![assign(1, 0)]).await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        daemon.send(vec![cancel(1)]).await;
-        let (outcome, load) = daemon.finished(TaskId(1)).await;
+        run.send(vec![cancel(1)]).await;
+        let (outcome, load) = run.finished(TaskId(1)).await;
         assert_eq!(outcome, Outcome::Cancelled);
         let load = load.expect("the partial measure comes with the result");
         assert!(load.requests > 0 && load.errors == 0, "{load:?}");
         assert!(load.requests < 200 * 10, "it stopped: {} requests", load.requests);
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One entry of `count` instances of `sh -c SCRIPT`.
+    fn shell(name: &str, count: u32, script: &str) -> Vec<PlanEntry> {
+        let argv = ["sh", "-c", script].map(str::to_owned).to_vec();
+        let work = PlanWork::Command { argv, env: BTreeMap::new(), cwd: None };
+        vec![PlanEntry { name: name.to_owned(), count, work }]
+    }
+
+    fn message(id: &str, mode: DeliveryMode, body: serde_json::Value) -> NodeMessage {
+        NodeMessage { id: id.to_owned(), from: "test".to_owned(), mode, body }
+    }
+
+    /// The lines of the daemon's inbox, parsed.
+    fn inbox_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join(INBOX_FILE)).expect("the inbox exists");
+        text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_plans_run_at_once_each_with_its_own_agent() {
+        let dir = scratch("two-plans");
+        let daemon = Daemon::serve(&dir).await;
+        let mut first = daemon.plan("first", shell("one", 1, "echo first > first-{index}")).await;
+        let mut second = daemon.plan("second", shell("two", 1, "echo second > second-{index}")).await;
+        assert_ne!(first.session, second.session, "each plan is a life of its own");
+        assert_eq!(daemon.client.info(Duration::from_secs(5)).await.expect("info").plans, 2);
+        first.send(vec![assign(1, 0)]).await;
+        second.send(vec![assign(1, 0)]).await;
+        assert_eq!(first.finished(TaskId(1)).await, (Outcome::Passed, None));
+        assert_eq!(second.finished(TaskId(1)).await, (Outcome::Passed, None));
+        assert!(dir.join("first-1").exists() && dir.join("second-1").exists());
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn putting_a_held_plan_again_keeps_its_running_command_and_result() {
+        let dir = scratch("re-put");
+        let script = "echo $$ > pid-{index}; while [ ! -e release ]; do sleep 0.05; done";
+        let entries = shell("wait", 1, script);
+        let (daemon, mut run) = Daemon::start(&dir, entries.clone()).await;
+        run.send(vec![assign(1, 0)]).await;
+        let pid = pid_in(&dir.join("pid-1")).await;
+
+        // As a restarted orchestrator re-adopting the node would.
+        daemon.client.put_plan(&Plan { id: PLAN.to_owned(), entries, elapsed_ms: 5_000 }).await.expect("put again");
+        let info = daemon.client.info(Duration::from_secs(5)).await.expect("info");
+        assert_eq!((info.incarnation, info.plans), (run.session, 1), "the same life");
+        assert!(runs(pid), "the command was not stopped");
+        std::fs::write(dir.join("release"), "").expect("release the command");
+        assert_eq!(run.finished(TaskId(1)).await, (Outcome::Passed, None));
+        assert_eq!(pid_in(&dir.join("pid-1")).await, pid, "the command was not started again");
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ending_a_plan_stops_its_work_and_forgets_it_while_others_run_on() {
+        let dir = scratch("end-plan");
+        let daemon = Daemon::serve(&dir).await;
+        let mut ended = daemon.plan("ended", shell("a", 1, "echo $$ > pid-a; exec sleep 300")).await;
+        let mut kept = daemon.plan("kept", shell("b", 1, "echo $$ > pid-b; exec sleep 300")).await;
+        ended.send(vec![assign(1, 0)]).await;
+        kept.send(vec![assign(1, 0)]).await;
+        let (a, b) = (pid_in(&dir.join("pid-a")).await, pid_in(&dir.join("pid-b")).await);
+
+        daemon.client.end_plan("ended").await.expect("the plan ends");
+        assert!(gone(a).await, "the ended plan's command {a} was killed");
+        assert!(runs(b), "the other plan's command runs on");
+        assert!(matches!(ended.try_exchange(Vec::new(), 0).await, Err(ClientError::NeedsPlan)));
+        let again = daemon.client.end_plan("ended").await;
+        assert!(matches!(again, Err(ClientError::Refused(404, _))), "{again:?}");
+        assert_eq!(daemon.client.info(Duration::from_secs(5)).await.expect("info").plans, 1);
+        daemon.stop().await;
+        assert!(gone(b).await);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_node_evicts_its_oldest_idle_plan_and_refuses_when_all_are_busy() {
+        let dir = scratch("evict");
+        let daemon = Daemon::serve(&dir).await;
+        let mut runs = Vec::new();
+        for i in 0..PLANS_MAX {
+            runs.push(daemon.plan(&format!("p{i}"), shell("sleep", 1, "exec sleep 300")).await);
+        }
+        let newest = daemon.plan("newest", shell("sleep", 1, "exec sleep 300")).await;
+        assert!(matches!(runs[0].try_exchange(Vec::new(), 0).await, Err(ClientError::NeedsPlan)), "p0 evicted");
+        runs[0] = newest;
+        for run in &mut runs {
+            run.send(vec![assign(1, 0)]).await;
+        }
+        let plan = Plan { id: "one-too-many".to_owned(), entries: Vec::new(), elapsed_ms: 0 };
+        let refused = daemon.client.put_plan(&plan).await;
+        assert!(matches!(&refused, Err(ClientError::Refused(409, why)) if why.contains("running work")), "{refused:?}");
+        assert_eq!(daemon.client.info(Duration::from_secs(5)).await.expect("info").plans, PLANS_MAX as u32);
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn faults_naming_a_plan_cut_that_plan_only() {
+        let dir = scratch("faults");
+        let daemon = Daemon::serve(&dir).await;
+        let mut cut = daemon.plan("cut", shell("true", 1, "true")).await;
+        let mut open = daemon.plan("open", shell("true", 1, "true")).await;
+        let mut link = Link::default();
+        link.to_orchestrator.cut = true;
+        let unknown = Faults { link, plan: Some("nowhere".to_owned()) };
+        assert!(matches!(daemon.client.put_faults(&unknown).await, Err(ClientError::Refused(409, _))));
+        daemon.client.put_faults(&Faults { link, plan: Some("cut".to_owned()) }).await.expect("faults");
+        cut.send(vec![assign(1, 0)]).await;
+        open.send(vec![assign(1, 0)]).await;
+        assert_eq!(open.finished(TaskId(1)).await, (Outcome::Passed, None));
+        assert_eq!(cut.exchange(Vec::new(), 300).await, Vec::new(), "nothing crosses the cut link");
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_reaches_a_running_command_through_its_inbox() {
+        let dir = scratch("message");
+        let script = r#"test "$DTEST_NODE" = test-node || exit 3; touch started; while ! grep -q go "$DTEST_INBOX"; do sleep 0.05; done"#;
+        let (daemon, mut run) = Daemon::start(&dir, shell("wait", 1, script)).await;
+        run.send(vec![assign(1, 0)]).await;
+        for _ in 0..200 {
+            if dir.join("started").exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(dir.join("started").exists(), "the command started");
+        assert_eq!(finished(&run.exchange(Vec::new(), 300).await, TaskId(1)), None, "it waits for the message");
+
+        let go = message("phase-2", DeliveryMode::ExactlyOnce, serde_json::json!({"signal": "go"}));
+        let receipt = daemon.client.send_message(&go).await.expect("the message is taken");
+        assert_eq!(receipt, MessageReceipt { duplicate: false, delivered_to: 1 });
+        assert_eq!(run.finished(TaskId(1)).await, (Outcome::Passed, None));
+        let lines = inbox_of(&dir);
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0]["id"].as_str(), lines[0]["from"].as_str()), (Some("phase-2"), Some("test")));
+        assert_eq!(lines[0]["body"], serde_json::json!({"signal": "go"}));
+        assert!(lines[0]["at_ms"].as_u64().is_some_and(|t| t > 0));
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exactly_once_messages_are_appended_once_and_at_least_once_ones_each_time() {
+        let dir = scratch("dedup");
+        let daemon = Daemon::serve(&dir).await;
+        let once = message("once", DeliveryMode::ExactlyOnce, serde_json::json!(1));
+        let first = daemon.client.send_message(&once).await.expect("taken");
+        let again = daemon.client.send_message(&once).await.expect("taken");
+        assert_eq!((first.duplicate, again.duplicate, first.delivered_to), (false, true, 0));
+        let repeated = message("repeated", DeliveryMode::AtLeastOnce, serde_json::json!(2));
+        for _ in 0..2 {
+            assert!(!daemon.client.send_message(&repeated).await.expect("taken").duplicate);
+        }
+        let ids: Vec<_> = inbox_of(&dir).iter().map(|l| l["id"].as_str().unwrap_or("").to_owned()).collect();
+        assert_eq!(ids, ["once", "repeated", "repeated"]);
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_and_misnamed_messages_are_refused() {
+        let dir = scratch("big-message");
+        let daemon = Daemon::serve(&dir).await;
+        let big = message("big", DeliveryMode::AtLeastOnce, serde_json::json!("x".repeat(MESSAGE_BODY_MAX)));
+        let refused = daemon.client.send_message(&big).await;
+        assert!(matches!(&refused, Err(ClientError::Refused(413, _))), "{refused:?}");
+        let unnamed = message("", DeliveryMode::AtLeastOnce, serde_json::json!(null));
+        assert!(matches!(daemon.client.send_message(&unnamed).await, Err(ClientError::Refused(422, _))));
+        assert!(inbox_of(&dir).is_empty(), "nothing was appended");
         daemon.stop().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,7 +1,8 @@
 //! dtest's real shell: the `dtest node` daemon ([`daemon`]), its HTTP/JSON API ([`api`]) and
 //! the orchestrator's side of it ([`client`]). The core's agent and orchestrator decide
 //! everything; this crate carries their frames over HTTP, runs commands and load ([`load`], the
-//! engine `dtest load` uses too) and samples the machine.
+//! engine `dtest load` uses too) and samples the machine; [`register`] announces the node to a
+//! `dtest serve` service.
 
 pub mod api;
 pub mod client;
@@ -9,5 +10,6 @@ pub mod daemon;
 mod exec;
 pub mod h1;
 pub mod load;
+pub mod register;
 mod system;
 pub mod tls;

@@ -578,9 +578,9 @@ impl Driver {
             let (link_tx, link_rx) = watch::channel(Faults::default());
             // A resumed run puts back the links it had decided.
             if let Some(Some(link)) = resumed_links.get(i) {
-                link_tx.send_replace(Faults { link: *link });
+                link_tx.send_replace(Faults { link: *link, plan: None });
             }
-            carriers.push(tokio::spawn(push_faults(client.clone(), link_rx)));
+            carriers.push(tokio::spawn(push_faults(client.clone(), self.plan.id.clone(), link_rx)));
             links.push(link_tx);
         }
         drop(inputs_tx);
@@ -638,10 +638,20 @@ impl Driver {
         // The nodes are not this session's any more: nothing may poll them or give them its
         // plan again.
         drop(inputs);
-        for carrier in carriers {
+        for carrier in &carriers {
             carrier.abort();
         }
+        // An aborted carrier resolves once dropped: none can give a node the plan again after this.
+        let _ = futures::future::join_all(carriers).await;
+        self.end_plans().await;
         report
+    }
+
+    /// Tells every node to forget the run's plan so that plans do not pile up on nodes that
+    /// serve several runs; best effort (a node killed or gone needs no telling).
+    async fn end_plans(&self) {
+        let id = &self.plan.id;
+        let _ = futures::future::join_all(self.clients.iter().map(|c| c.end_plan(id))).await;
     }
 
     fn emit(&mut self, event: SessionEvent) {

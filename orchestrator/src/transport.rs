@@ -95,11 +95,12 @@ pub async fn send_to_node(
     }
 }
 
-/// Keeps the node's fault settings at the latest the run decided, retrying until it takes them.
-pub async fn push_faults(client: NodeClient, mut faults: watch::Receiver<Faults>) {
+/// Keeps the node's fault settings for plan `plan` (the node may hold others' too) at the latest
+/// the run decided, retrying until it takes them.
+pub async fn push_faults(client: NodeClient, plan: String, mut faults: watch::Receiver<Faults>) {
     while faults.changed().await.is_ok() {
         loop {
-            let latest = *faults.borrow_and_update();
+            let latest = Faults { plan: Some(plan.clone()), ..faults.borrow_and_update().clone() };
             if client.put_faults(&latest).await.is_ok() {
                 break;
             }

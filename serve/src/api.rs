@@ -447,8 +447,12 @@ struct After {
 /// Live events over a WebSocket, one JSON `EventView` per text message.
 #[utoipa::path(get, path = "/v1/events", tag = "monitoring", params(After),
     responses((status = 101, description = "Switching to the WebSocket", body = EventView), Errors))]
-async fn events(State(s): State<AppState>, Query(after): Query<After>, ws: Option<WebSocketUpgrade>) -> Response {
-    let Some(ws) = ws else {
+async fn events(
+    State(s): State<AppState>,
+    Query(after): Query<After>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "GET /v1/events is a WebSocket: send an Upgrade request");
     };
     let bus = s.service.bus.clone();

@@ -49,7 +49,7 @@ impl Bus {
 
     /// The newest sequence number logged.
     pub fn last_seq(&self) -> u64 {
-        self.store.last_event_seq().unwrap_or(0)
+        self.store.last_event_seq().ok().flatten().unwrap_or(0)
     }
 
     /// Streams events after `after` to `socket` until the client leaves.

@@ -13,7 +13,7 @@ use dtest_core::protocol::DeliveryMode;
 use dtest_core::protocol::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use dtest_core::report::Report;
 use dtest_core::run::RunEvent;
-use dtest_core::scenario::{Resources, Scenario};
+use dtest_core::scenario::Scenario;
 use dtest_node::api::NodeInfo;
 use dtest_node::client::NodeClient;
 use dtest_orchestrator::journal::{Entry, Journal, JournalHandle, Setup};
@@ -237,8 +237,7 @@ impl Service {
             inner
                 .nodes
                 .iter_mut()
-                .filter(|(_, node)| node.breaker.try_acquire(now))
-                .map(|(id, node)| (id.clone(), node.client.clone()))
+                .filter_map(|(id, node)| node.breaker.try_acquire(now).then(|| (id.clone(), node.client.clone())))
                 .collect()
         };
         let answers = futures::future::join_all(targets.into_iter().map(|(id, client)| async move {
@@ -325,8 +324,8 @@ impl Service {
                 url: node.url.clone(),
                 breaker: match node.breaker.state(now) {
                     BreakerState::Closed => "closed",
-                    BreakerState::Open => "open",
-                    BreakerState::HalfOpen => "half_open",
+                    BreakerState::Open { .. } => "open",
+                    BreakerState::HalfOpen { .. } => "half_open",
                 }
                 .to_owned(),
                 last_heartbeat_ms: node.last_seen_ms,
@@ -359,7 +358,7 @@ impl Service {
     /// starts the run; answers once the nodes have the plan.
     pub async fn submit(self: &Arc<Self>, request: SubmitExecution) -> Result<String> {
         let text = serde_json::to_vec(&request.scenario).map_err(|e| Failure::BadRequest(e.to_string()))?;
-        let scenario = dtest_core::scenario::parse(&text).map_err(|e| Failure::Invalid(format!("scenario: {e}")))?;
+        let scenario = dtest_core::scenario::parse(&text).map_err(|e| Failure::Invalid(diagnostics(&e)))?;
         let seed = request.seed.unwrap_or(1);
         let stored = json!({ "kind": "scenario", "scenario": request.scenario, "seed": seed });
         self.start(scenario, seed, ExecutionKind::Scenario, request.nodes.as_deref(), stored).await
@@ -398,7 +397,7 @@ impl Service {
             "workload": { "tasks": [ { "name": "load", "count": nodes.len(), "kind": "load", "load": load } ] }
         });
         let text = scenario.to_string();
-        let parsed = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| Failure::Invalid(e.to_string()))?;
+        let parsed = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| Failure::Invalid(diagnostics(&e)))?;
         let stored = json!({ "kind": "load", "scenario": scenario, "seed": 1 });
         self.start(parsed, 1, ExecutionKind::Load, Some(&nodes), stored).await
     }
@@ -649,7 +648,7 @@ impl Service {
     async fn resume(self: &Arc<Self>, row: &ExecutionRow) -> std::result::Result<(), String> {
         let request: Value = serde_json::from_str(&row.request).map_err(|e| e.to_string())?;
         let text = request["scenario"].to_string();
-        let scenario = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+        let scenario = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| diagnostics(&e))?;
         let Some(setup) = &row.setup else {
             // The nodes never got the plan: nothing ran; start it now.
             let nodes = self.pick(None).map_err(|e| format!("{e:?}"))?;
@@ -766,7 +765,7 @@ impl Service {
                                        "load": { "target": "t", "pattern": profile.pattern } } ] }
         });
         dtest_core::scenario::parse(probe.to_string().as_bytes())
-            .map_err(|e| Failure::Invalid(e.to_string().replace("workload.tasks[0].load.pattern", "pattern")))?;
+            .map_err(|e| Failure::Invalid(diagnostics(&e).replace("workload.tasks[0].load.pattern", "pattern")))?;
         if self.store.profile(name)?.is_none() && self.store.profiles()?.len() >= PROFILES_MAX {
             return Err(Failure::Conflict(format!("{PROFILES_MAX} profiles are kept already")));
         }
@@ -972,6 +971,12 @@ async fn deliver(client: NodeClient, node: String, id: String, mode: DeliveryMod
         }
     }
     Delivery { id, node, delivered: false, duplicate: false, delivered_to: 0, attempts: attempts_max, error }
+}
+
+/// The scenario parser's complaints, one after another.
+fn diagnostics(diagnostics: &[dtest_core::scenario::Diagnostic]) -> String {
+    let all: Vec<String> = diagnostics.iter().map(|d| d.display_in("scenario").to_string()).collect();
+    all.join("; ")
 }
 
 fn check_body(body: &Value) -> Result<()> {

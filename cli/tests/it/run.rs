@@ -540,3 +540,105 @@ fn a_journaled_session_abandoned_mid_run_resumes_from_its_journal_and_runs_each_
         assert_eq!(runs.lines().count(), 1, "task instance {index} ran exactly once");
     }
 }
+
+/// A stand-in for `dtest serve`'s registry: records every `POST /v1/nodes` (its bearer token and
+/// body) until the test ends; its base URL.
+async fn registry() -> (String, tokio::sync::mpsc::Receiver<(String, Value)>) {
+    use axum::http::{HeaderMap, StatusCode, header};
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let record = move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+        let tx = tx.clone();
+        async move {
+            let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let _ = tx.send((auth, body)).await;
+            StatusCode::NO_CONTENT
+        }
+    };
+    let app = axum::Router::new().route("/v1/nodes", axum::routing::post(record));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+/// The next registration of the node named `name`, within `seconds`.
+async fn registration_of(
+    registrations: &mut tokio::sync::mpsc::Receiver<(String, Value)>,
+    name: &str,
+    seconds: u64,
+) -> (String, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let next = tokio::time::timeout_at(deadline, registrations.recv()).await;
+        let (auth, body) = next.ok().flatten().unwrap_or_else(|| panic!("{name} did not register"));
+        if body["name"] == name {
+            return (auth, body);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_given_an_orchestrator_registers_with_its_name_url_labels_and_token_and_again_later() {
+    use dtest_node::api::NodeRegistration;
+    let (service, mut registrations) = registry().await;
+    let scratch = Scratch::new("register");
+    let token = scratch.file("token", "node-token");
+    let service_token = scratch.file("service-token", "service-token");
+    let args = [
+        "--group",
+        "eu",
+        "--orchestrator",
+        &service,
+        "--label",
+        "zone=eu-1",
+        "--label",
+        "gpu.kind=a100",
+        "--orchestrator-token-file",
+        &service_token,
+    ]
+    .map(str::to_owned);
+    let start = move |token: String, args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Daemon::start(&token, &args)
+        })
+    };
+    let grouped = start(token.clone(), args.to_vec()).await.expect("the daemon starts");
+    let named = ["--name", "custom", "--orchestrator", &service].map(str::to_owned).to_vec();
+    let named = start(token.clone(), named).await.expect("the daemon starts");
+
+    let name = format!("eu-{}", grouped.port);
+    let (auth, body) = registration_of(&mut registrations, &name, 10).await;
+    assert_eq!(auth, "Bearer service-token");
+    let registration: NodeRegistration = serde_json::from_value(body).expect("a NodeRegistration");
+    assert_eq!(registration.url, grouped.url());
+    let labels: Vec<(&str, &str)> = registration.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(labels, [("gpu.kind", "a100"), ("zone", "eu-1")]);
+    assert_eq!(registration.info.group.as_deref(), Some("eu"));
+    assert_eq!(registration.info.plans, 0);
+
+    // Without --orchestrator-token-file the node's own token goes; without --group, --name names.
+    let (auth, body) = registration_of(&mut registrations, "custom", 10).await;
+    assert_eq!((auth.as_str(), body["url"].as_str()), ("Bearer node-token", Some(named.url().as_str())));
+
+    // And again within the interval (5 s), as a restarted service would need.
+    registration_of(&mut registrations, &name, 8).await;
+}
+
+#[test]
+fn a_node_registering_while_listening_everywhere_needs_advertise_and_labels_are_checked() {
+    let scratch = Scratch::new("register-bad");
+    let token = scratch.file("token", "node-token");
+    let everywhere = ["node", "--token-file", &token, "--listen", "0.0.0.0:0", "--orchestrator", "http://127.0.0.1:9"];
+    let output = dtest(&everywhere);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--advertise"), "{stderr}");
+    let output = dtest(&["node", "--token-file", &token, "--orchestrator", "http://127.0.0.1:9", "--label", "Zone=x"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`Zone`"));
+    let help = String::from_utf8_lossy(&dtest(&["node", "--help"]).stdout).into_owned();
+    for flag in ["--orchestrator", "--advertise", "--name", "--label", "--orchestrator-token-file"] {
+        assert!(help.contains(flag), "{flag} in {help}");
+    }
+}

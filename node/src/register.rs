@@ -1,0 +1,136 @@
+//! A node telling a `dtest serve` service that it exists: `POST {orchestrator}/v1/nodes` with a
+//! [`NodeRegistration`], at start and every [`REGISTER_INTERVAL`] after (the service upserts by
+//! name, so a restarted service learns of the node within one interval). Failures are logged
+//! once when they start and once when they end, and never stop the daemon.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::api::{NodeInfo, NodeRegistration};
+
+/// Time between two registrations.
+pub const REGISTER_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One registration attempt gives up after this long.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whom to register with, and as what.
+#[derive(Clone)]
+pub struct Registration {
+    /// The service's base URL (`http://host:port`).
+    pub orchestrator: String,
+    /// The token the service expects (`Authorization: Bearer TOKEN`).
+    pub token: String,
+    /// The node's name.
+    pub name: String,
+    /// The node's API as the service reaches it.
+    pub url: String,
+    /// The node's labels, already checked by [`crate::api::validate_labels`].
+    pub labels: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Registration {
+    // The token stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("orchestrator", &self.orchestrator)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name a node registers with unless told one: its group and port (`eu-7001`), or
+/// `node-PORT` without a group.
+pub fn default_name(group: Option<&str>, port: u16) -> String {
+    format!("{}-{port}", group.unwrap_or("node"))
+}
+
+/// Registers now and every [`REGISTER_INTERVAL`] with what `info` says the node is then, until
+/// `stop` resolves.
+pub async fn register_loop(
+    registration: Registration,
+    info: impl Fn() -> NodeInfo + Send,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let http = match reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build() {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("dtest node: cannot register with {}: {e}", registration.orchestrator);
+            return;
+        }
+    };
+    let endpoint = format!("{}/v1/nodes", registration.orchestrator.trim_end_matches('/'));
+    let mut failing = false;
+    let mut registered = false;
+    tokio::pin!(stop);
+    loop {
+        let body = NodeRegistration {
+            name: registration.name.clone(),
+            url: registration.url.clone(),
+            info: info(),
+            labels: registration.labels.clone(),
+        };
+        let request = http.post(&endpoint).bearer_auth(&registration.token).timeout(REGISTER_TIMEOUT).json(&body);
+        let outcome = tokio::select! {
+            sent = register_once(request) => sent,
+            () = &mut stop => return,
+        };
+        match outcome {
+            Ok(()) => {
+                if failing {
+                    eprintln!("dtest node: registered with {endpoint} again");
+                } else if !registered {
+                    eprintln!("dtest node: registered with {endpoint} as {}", registration.name);
+                }
+                (failing, registered) = (false, true);
+            }
+            Err(why) => {
+                if !failing {
+                    eprintln!("dtest node: cannot register with {endpoint} ({why}); retrying every 5 s");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REGISTER_INTERVAL) => {}
+            () = &mut stop => return,
+        }
+    }
+}
+
+/// One registration: a 2xx is success; anything else says why not.
+async fn register_once(request: reqwest::RequestBuilder) -> Result<(), String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = response.text().await.unwrap_or_default();
+    let why = serde_json::from_str::<crate::api::ApiError>(&text).map_or(text, |e| e.error);
+    Err(format!("{status}: {}", why.chars().take(200).collect::<String>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_the_group_or_node_and_the_port() {
+        assert_eq!(default_name(Some("eu"), 7001), "eu-7001");
+        assert_eq!(default_name(None, 7070), "node-7070");
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        let registration = Registration {
+            orchestrator: "http://service:7000".to_owned(),
+            token: "very-secret".to_owned(),
+            name: "eu-7001".to_owned(),
+            url: "http://10.0.0.1:7001".to_owned(),
+            labels: BTreeMap::new(),
+        };
+        assert!(!format!("{registration:?}").contains("very-secret"));
+    }
+}

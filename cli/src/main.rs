@@ -4,6 +4,7 @@ mod load;
 mod node;
 mod output;
 mod run;
+mod serve;
 mod sim;
 mod validate;
 
@@ -53,6 +54,8 @@ enum Command {
     Run(run::Args),
     /// Load one URL from this machine, no scenario file (like wrk or oha).
     Load(load::Args),
+    /// The orchestrator as a durable service: REST, WebSocket live events, OpenAPI.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Load(args) => load::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     exit.into()
 }

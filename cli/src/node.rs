@@ -138,7 +138,7 @@ pub fn run(args: &Args) -> Exit {
 }
 
 /// The token in `file`, trimmed; an empty file is an error.
-fn read_token(file: &std::path::Path) -> Result<String, String> {
+pub fn read_token(file: &std::path::Path) -> Result<String, String> {
     match std::fs::read_to_string(file) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
         Ok(_) => Err(format!("{}: the token file is empty", file.display())),
@@ -208,7 +208,7 @@ fn bad(message: &str) -> Exit {
 }
 
 /// SIGTERM, Ctrl-C, or the parent gone.
-async fn shutdown_signal(parent_pid: Option<i32>) {
+pub async fn shutdown_signal(parent_pid: Option<i32>) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

@@ -24,8 +24,11 @@ pub struct Outputs<'a> {
 /// held, 1 when not, 130 when the run was interrupted, 2 when a file cannot be written.
 pub fn finish(report: &Report, outputs: Outputs<'_>) -> Exit {
     let json = report.to_json();
-    let files =
-        [outputs.out.map(|p| (p, json.clone())), outputs.junit, outputs.html.map(|p| (p, dtest_orchestrator::html::page(report)))];
+    let files = [
+        outputs.out.map(|p| (p, json.clone())),
+        outputs.junit,
+        outputs.html.map(|p| (p, dtest_orchestrator::html::page(report))),
+    ];
     for (path, contents) in files.into_iter().flatten() {
         if let Err(e) = std::fs::write(path, contents) {
             eprintln!("error: cannot write {}: {e}", path.display());

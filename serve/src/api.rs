@@ -134,17 +134,16 @@ type Answer<T> = Result<T, Failure>;
 
 /// Every route but `/healthz`: a token (constant-time compared), its role, the rate limit.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     if !state.limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(client, state.access.rate_per_s) {
         return error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from this client; slow down");
     }
     let token = bearer(request.headers());
     let role = match token {
         Some(t) if equal(t.as_bytes(), state.access.operator.as_bytes()) => Role::Operator,
-        Some(t) if state.access.read_only.as_deref().is_some_and(|r| equal(t.as_bytes(), r.as_bytes())) => Role::ReadOnly,
+        Some(t) if state.access.read_only.as_deref().is_some_and(|r| equal(t.as_bytes(), r.as_bytes())) => {
+            Role::ReadOnly
+        }
         Some(_) => return error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token"),
         None => return error(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer TOKEN"),
     };
@@ -355,7 +354,11 @@ async fn profiles(State(s): State<AppState>) -> Answer<axum::Json<Vec<NamedProfi
 /// Creates or replaces a load profile: a named pattern `POST /v1/load` can use.
 #[utoipa::path(put, path = "/v1/load/profiles/{name}", tag = "load", params(("name" = String, Path, description = "The profile")),
     request_body = Profile, responses((status = 204, description = "Stored"), Errors))]
-async fn put_profile(State(s): State<AppState>, Path(name): Path<String>, Body(body): Body<Profile>) -> Answer<StatusCode> {
+async fn put_profile(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Body(body): Body<Profile>,
+) -> Answer<StatusCode> {
     s.service.put_profile(&name, body)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -470,7 +473,10 @@ struct Bearer;
 impl Modify for Bearer {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 

@@ -61,7 +61,13 @@ impl Bus {
             && after + 1 < first
         {
             let gap = serde_json::json!({ "after": after, "first_kept": first });
-            let note = EventView { seq: 0, time: crate::unix_ms(), kind: "backlog_truncated".to_owned(), execution: None, data: gap };
+            let note = EventView {
+                seq: 0,
+                time: crate::unix_ms(),
+                kind: "backlog_truncated".to_owned(),
+                execution: None,
+                data: gap,
+            };
             if send(&mut socket, &note).await.is_err() {
                 return;
             }
@@ -104,7 +110,13 @@ impl Bus {
             }
             for stored in page {
                 let data = serde_json::from_str(&stored.body).unwrap_or(Value::Null);
-                let event = EventView { seq: stored.seq, time: stored.time_ms, kind: stored.kind, execution: stored.execution, data };
+                let event = EventView {
+                    seq: stored.seq,
+                    time: stored.time_ms,
+                    kind: stored.kind,
+                    execution: stored.execution,
+                    data,
+                };
                 *last = stored.seq;
                 send(socket, &event).await?;
             }

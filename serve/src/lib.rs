@@ -77,7 +77,13 @@ pub async fn run(
     service.resume_all().await?;
     ready(address);
     let app = api::router(service, config.access).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // Stopping leaves the running executions to their nodes, journaled: the next start with the
+    // same `--data` resumes them, as after a crash. So there is nothing to wait for (open
+    // WebSockets would hold a graceful shutdown forever).
+    let served = tokio::select! {
+        served = axum::serve(listener, app) => served,
+        () = shutdown => Ok(()),
+    };
     probing.abort();
     served.map_err(|e| ServeError::Listen(address, e))
 }

@@ -121,7 +121,8 @@ impl Service {
     /// The service on `store`, with the registry, allocations, rules and profiles it held.
     pub fn open(store: Arc<Store>, config: ServiceConfig) -> std::result::Result<Arc<Service>, StoreError> {
         let bus = Arc::new(Bus::new(store.clone()));
-        let service = Arc::new(Service { config, store, bus, origin: Instant::now(), inner: Mutex::new(Inner::default()) });
+        let service =
+            Arc::new(Service { config, store, bus, origin: Instant::now(), inner: Mutex::new(Inner::default()) });
         {
             let mut inner = service.inner();
             for row in service.store.nodes()? {
@@ -344,12 +345,7 @@ impl Service {
             *nodes.entry(state_name(node.health.state()).to_owned()).or_default() += 1;
         }
         let (health, _) = cluster_figures(&inner);
-        ClusterView {
-            health,
-            nodes,
-            alerts_firing: firing(&inner),
-            executions_running: inner.running.len() as u64,
-        }
+        ClusterView { health, nodes, alerts_firing: firing(&inner), executions_running: inner.running.len() as u64 }
     }
 
     // ---- executions -------------------------------------------------------------------------
@@ -369,10 +365,8 @@ impl Service {
         let pattern = match (&request.pattern, &request.profile) {
             (Some(pattern), None) => pattern.clone(),
             (None, Some(name)) => {
-                let body = self
-                    .store
-                    .profile(name)?
-                    .ok_or_else(|| Failure::NotFound(format!("no load profile `{name}`")))?;
+                let body =
+                    self.store.profile(name)?.ok_or_else(|| Failure::NotFound(format!("no load profile `{name}`")))?;
                 serde_json::from_str::<Profile>(&body).map_err(|e| Failure::Invalid(e.to_string()))?.pattern
             }
             _ => return Err(Failure::Invalid("give `pattern` or `profile`, one of them".to_owned())),
@@ -425,7 +419,9 @@ impl Service {
                 .collect(),
         };
         if nodes.is_empty() {
-            return Err(Failure::Conflict("no node to run on: register nodes with `dtest node --orchestrator URL`".to_owned()));
+            return Err(Failure::Conflict(
+                "no node to run on: register nodes with `dtest node --orchestrator URL`".to_owned(),
+            ));
         }
         Ok(nodes)
     }
@@ -473,7 +469,13 @@ impl Service {
     }
 
     /// Takes the nodes' shares and starts the session.
-    async fn launch(self: &Arc<Self>, id: &str, scenario: Scenario, seed: u64, nodes: &[String]) -> std::result::Result<(), SessionError> {
+    async fn launch(
+        self: &Arc<Self>,
+        id: &str,
+        scenario: Scenario,
+        seed: u64,
+        nodes: &[String],
+    ) -> std::result::Result<(), SessionError> {
         let need = total_need(&scenario);
         let (urls, shares) = {
             let mut inner = self.inner();
@@ -583,7 +585,9 @@ impl Service {
                     RunEvent::TaskReassigned { task, from } => {
                         ("task_reassigned", json!({ "task": task.0, "from": name(from) }))
                     }
-                    RunEvent::AlertFired(record) => ("alert_fired", serde_json::to_value(&record).unwrap_or(Value::Null)),
+                    RunEvent::AlertFired(record) => {
+                        ("alert_fired", serde_json::to_value(&record).unwrap_or(Value::Null))
+                    }
                     RunEvent::AlertResolved(record) => {
                         ("alert_resolved", serde_json::to_value(&record).unwrap_or(Value::Null))
                     }
@@ -625,7 +629,8 @@ impl Service {
             }
             Err(e) => ("interrupted", None, json!({ "error": e.to_string() })),
         };
-        if let Err(e) = self.store.finish_execution(id, state, unix_ms(), report_json.as_deref(), &summary.to_string()) {
+        if let Err(e) = self.store.finish_execution(id, state, unix_ms(), report_json.as_deref(), &summary.to_string())
+        {
             eprintln!("dtest serve: execution {id} ended {state} but its report could not be stored: {e}");
         }
         self.bus.publish("execution_finished", Some(id), json!({ "state": state, "summary": summary }));
@@ -639,7 +644,11 @@ impl Service {
             if let Err(why) = self.resume(&row).await {
                 let summary = json!({ "error": format!("could not resume after a restart: {why}") });
                 self.store.finish_execution(&row.id, "interrupted", unix_ms(), None, &summary.to_string())?;
-                self.bus.publish("execution_finished", Some(&row.id), json!({ "state": "interrupted", "summary": summary }));
+                self.bus.publish(
+                    "execution_finished",
+                    Some(&row.id),
+                    json!({ "state": "interrupted", "summary": summary }),
+                );
             }
         }
         Ok(())
@@ -673,8 +682,11 @@ impl Service {
         }
         let journal = JournalHandle(Arc::new(StoreJournal { store: self.store.clone(), id: row.id.clone() }));
         let urls = setup.nodes.iter().map(|n| n.url.clone()).collect();
-        let mut config =
-            SessionConfig::new(scenario.clone(), NodeSource::Remote { urls, token: self.config.node_token.clone() }, row.seed);
+        let mut config = SessionConfig::new(
+            scenario.clone(),
+            NodeSource::Remote { urls, token: self.config.node_token.clone() },
+            row.seed,
+        );
         config.journal = Some(journal);
         config.id = Some(row.id.clone());
         let session = Session::resume(config, setup, entries).await.map_err(|e| e.to_string())?;
@@ -717,9 +729,10 @@ impl Service {
     /// `GET /v1/executions/{id}/report`: the report in `format` (`json`, `html`, `junit`).
     pub fn report(&self, id: &str, format: &str) -> Result<String> {
         let row = self.store.execution(id)?.ok_or_else(|| Failure::NotFound(format!("no execution `{id}`")))?;
-        let artifacts = self.store.report(id)?.ok_or_else(|| {
-            Failure::Conflict(format!("execution `{id}` is {}: it has no report yet", row.state))
-        })?;
+        let artifacts = self
+            .store
+            .report(id)?
+            .ok_or_else(|| Failure::Conflict(format!("execution `{id}` is {}: it has no report yet", row.state)))?;
         let artifacts: Value = serde_json::from_str(&artifacts).map_err(|e| Failure::Node(e.to_string()))?;
         artifacts[format]
             .as_str()
@@ -812,7 +825,12 @@ impl Service {
         let mut inner = self.inner();
         inner.alerts.acknowledge(id, now).map_err(|e| Failure::NotFound(format!("alert {id}: {e:?}")))?;
         if let Some(last) = inner.alert_history.iter().rev().find(|a| a.id == id).cloned() {
-            inner.alert_history.push_back(AlertView { state: "acknowledged".to_owned(), at_ms: unix_ms(), acknowledged: true, ..last });
+            inner.alert_history.push_back(AlertView {
+                state: "acknowledged".to_owned(),
+                at_ms: unix_ms(),
+                acknowledged: true,
+                ..last
+            });
             if inner.alert_history.len() > ALERT_HISTORY_MAX {
                 inner.alert_history.pop_front();
             }
@@ -882,8 +900,11 @@ impl Service {
                 let capacity = inner.ledger.capacity(id).cloned().unwrap_or_default();
                 let reserved = inner.ledger.reserved(id);
                 let free = inner.ledger.free(id).unwrap_or_default();
-                let cpu_share =
-                    if capacity.cpu_millis == 0 { 0.0 } else { reserved.cpu_millis as f64 / capacity.cpu_millis as f64 };
+                let cpu_share = if capacity.cpu_millis == 0 {
+                    0.0
+                } else {
+                    reserved.cpu_millis as f64 / capacity.cpu_millis as f64
+                };
                 NodeUtilization { node: id.clone(), capacity, reserved, free, cpu_share }
             })
             .collect();
@@ -962,7 +983,15 @@ async fn deliver(client: NodeClient, node: String, id: String, mode: DeliveryMod
             // The node refused it (a full inbox, a bad body): resending would not help.
             Err(dtest_node::client::ClientError::Refused(status, why)) if status < 500 => {
                 error = Some(format!("refused ({status}): {why}"));
-                return Delivery { id, node, delivered: false, duplicate: false, delivered_to: 0, attempts: attempt, error };
+                return Delivery {
+                    id,
+                    node,
+                    delivered: false,
+                    duplicate: false,
+                    delivered_to: 0,
+                    attempts: attempt,
+                    error,
+                };
             }
             Err(e) => error = Some(e.to_string()),
         }
@@ -1166,7 +1195,8 @@ struct StoreJournal {
 impl Journal for StoreJournal {
     fn setup(&self, setup: &Setup) -> std::result::Result<(), String> {
         let text = serde_json::to_string(setup).map_err(|e| e.to_string())?;
-        self.store.set_execution_started(&self.id, unix_ms(), &text).map_err(|e| e.to_string())
+        self.store.set_execution_started(&self.id, unix_ms(), &text).map_err(|e| e.to_string())?;
+        self.store.set_execution_state(&self.id, "running").map_err(|e| e.to_string())
     }
 
     fn record(&self, seq: u64, entry: &Entry) -> std::result::Result<(), String> {

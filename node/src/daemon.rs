@@ -1216,4 +1216,21 @@ mod tests {
         daemon.stop().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_full_inbox_refuses_and_only_the_latest_exactly_once_ids_are_remembered() {
+        let dir = scratch("inbox-bounds");
+        let mut inbox = Inbox::create(&dir);
+        assert_eq!(inbox.take("first", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(false));
+        for i in 0..MESSAGE_IDS_MAX {
+            inbox.remember(&format!("id-{i}"));
+        }
+        assert_eq!((inbox.recent.len(), inbox.seen.len()), (MESSAGE_IDS_MAX, MESSAGE_IDS_MAX));
+        assert_eq!(inbox.take("first", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(false), "forgotten, so new");
+        inbox.lines = INBOX_LINES_MAX;
+        let full = inbox.take("one-more", DeliveryMode::AtLeastOnce, b"{}\n");
+        assert!(matches!(&full, Err((StatusCode::CONFLICT, why)) if why.starts_with("inbox full")), "{full:?}");
+        assert_eq!(inbox.take("id-1", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(true), "a duplicate is no new line");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

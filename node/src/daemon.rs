@@ -148,6 +148,32 @@ impl Inbox {
         Inbox { path, file, lines: 0, recent: VecDeque::new(), seen: BTreeSet::new() }
     }
 
+    /// Appends `line`, the message `id`, unless it is an `exactly_once` one seen recently;
+    /// whether it was such a duplicate.
+    fn take(&mut self, id: &str, mode: DeliveryMode, line: &[u8]) -> Result<bool, Refusal> {
+        let dedup = mode == DeliveryMode::ExactlyOnce;
+        if dedup && self.seen.contains(id) {
+            return Ok(true);
+        }
+        if self.lines >= INBOX_LINES_MAX {
+            let why =
+                format!("inbox full: this node took {INBOX_LINES_MAX} messages already; restart it for a new inbox");
+            return Err((StatusCode::CONFLICT, why));
+        }
+        let appended = match &mut self.file {
+            Ok(file) => file.write_all(line).and_then(|()| file.flush()).map_err(|e| e.to_string()),
+            Err(why) => Err(why.clone()),
+        };
+        if let Err(why) = appended {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {why}", self.path.display())));
+        }
+        self.lines += 1;
+        if dedup {
+            self.remember(id);
+        }
+        Ok(false)
+    }
+
     fn remember(&mut self, id: &str) {
         self.recent.push_back(id.to_owned());
         self.seen.insert(id.to_owned());
@@ -289,6 +315,9 @@ fn router(node: Arc<Node>) -> Router {
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(ApiError { error: message.into() })).into_response()
 }
+
+/// Why a request is refused: its status and message.
+type Refusal = (StatusCode, String);
 
 /// The answer to a request naming a plan the node does not hold.
 fn needs_plan() -> Response {
@@ -500,51 +529,37 @@ async fn message(State(node): State<Arc<Node>>, body: Result<axum::Json<NodeMess
         Ok(axum::Json(message)) => message,
         Err(rejection) => return rejected(rejection),
     };
+    let line = match inbox_line(&message) {
+        Ok(line) => line,
+        Err((status, why)) => return error(status, why),
+    };
+    let delivered_to = running_commands(&node);
+    match node.inbox().take(&message.id, message.mode, &line) {
+        Ok(duplicate) => axum::Json(MessageReceipt { duplicate, delivered_to }).into_response(),
+        Err((status, why)) => error(status, why),
+    }
+}
+
+/// The inbox line of a message, once its names and size are checked.
+fn inbox_line(message: &NodeMessage) -> Result<Vec<u8>, Refusal> {
     if message.id.is_empty() || message.id.chars().count() > MESSAGE_NAME_MAX {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`id` must be 1 to {MESSAGE_NAME_MAX} characters"));
+        let why = format!("`id` must be 1 to {MESSAGE_NAME_MAX} characters");
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, why));
     }
     if message.from.chars().count() > MESSAGE_NAME_MAX {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("`from` must be at most {MESSAGE_NAME_MAX} characters"),
-        );
+        let why = format!("`from` must be at most {MESSAGE_NAME_MAX} characters");
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, why));
+    }
+    if serde_json::to_vec(&message.body).map_or(usize::MAX, |b| b.len()) > MESSAGE_BODY_MAX {
+        let why = format!("the message body is over {MESSAGE_BODY_MAX} bytes; send a reference to bigger data instead");
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, why));
     }
     let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let line = serde_json::json!({ "id": message.id, "from": message.from, "body": message.body, "at_ms": at_ms });
-    let Ok(mut line) = serde_json::to_vec(&line) else {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "the body cannot be serialized");
-    };
-    if serde_json::to_vec(&message.body).map_or(usize::MAX, |b| b.len()) > MESSAGE_BODY_MAX {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the message body is over {MESSAGE_BODY_MAX} bytes; send a reference to bigger data instead"),
-        );
-    }
+    let mut line =
+        serde_json::to_vec(&line).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, format!("the body: {e}")))?;
     line.push(b'\n');
-    let delivered_to = running_commands(&node);
-    let mut inbox = node.inbox();
-    let dedup = message.mode == DeliveryMode::ExactlyOnce;
-    if dedup && inbox.seen.contains(&message.id) {
-        return axum::Json(MessageReceipt { duplicate: true, delivered_to }).into_response();
-    }
-    if inbox.lines >= INBOX_LINES_MAX {
-        return error(
-            StatusCode::CONFLICT,
-            format!("inbox full: this node took {INBOX_LINES_MAX} messages already; restart it for a new inbox"),
-        );
-    }
-    let appended = match &mut inbox.file {
-        Ok(file) => file.write_all(&line).and_then(|()| file.flush()).map_err(|e| e.to_string()),
-        Err(why) => Err(why.clone()),
-    };
-    if let Err(why) = appended {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {why}", inbox.path.display()));
-    }
-    inbox.lines += 1;
-    if dedup {
-        inbox.remember(&message.id);
-    }
-    axum::Json(MessageReceipt { duplicate: false, delivered_to }).into_response()
+    Ok(line)
 }
 
 /// How many command tasks run now, in every plan.
@@ -1199,6 +1214,23 @@ mod tests {
         assert!(matches!(daemon.client.send_message(&unnamed).await, Err(ClientError::Refused(422, _))));
         assert!(inbox_of(&dir).is_empty(), "nothing was appended");
         daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_and_only_the_latest_exactly_once_ids_are_remembered() {
+        let dir = scratch("inbox-bounds");
+        let mut inbox = Inbox::create(&dir);
+        assert_eq!(inbox.take("first", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(false));
+        for i in 0..MESSAGE_IDS_MAX {
+            inbox.remember(&format!("id-{i}"));
+        }
+        assert_eq!((inbox.recent.len(), inbox.seen.len()), (MESSAGE_IDS_MAX, MESSAGE_IDS_MAX));
+        assert_eq!(inbox.take("first", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(false), "forgotten, so new");
+        inbox.lines = INBOX_LINES_MAX;
+        let full = inbox.take("one-more", DeliveryMode::AtLeastOnce, b"{}\n");
+        assert!(matches!(&full, Err((StatusCode::CONFLICT, why)) if why.starts_with("inbox full")), "{full:?}");
+        assert_eq!(inbox.take("id-1", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(true), "a duplicate is no new line");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

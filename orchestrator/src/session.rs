@@ -289,6 +289,8 @@ impl Session {
         let answers = futures::future::join_all(clients.iter().map(|c| c.put_plan(&plan))).await;
         for ((client, offer), answer) in clients.iter().zip(&offers).zip(answers) {
             if let Err(e) = answer {
+                // The nodes that took the plan hold it for nothing: best effort, let them go.
+                let _ = futures::future::join_all(clients.iter().map(|c| c.end_plan(&plan.id))).await;
                 return Err(SessionError::Node {
                     node: offer.name.clone(),
                     url: client.url().to_owned(),

@@ -10,6 +10,9 @@ use crate::api::{NodeInfo, NodeRegistration};
 
 /// Time between two registrations.
 pub const REGISTER_INTERVAL: Duration = Duration::from_secs(5);
+/// Until the first registration succeeds, the pause between attempts: a node started together
+/// with its service joins as soon as the service listens.
+pub const FIRST_REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// One registration attempt gives up after this long.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,13 +91,14 @@ pub async fn register_loop(
             }
             Err(why) => {
                 if !failing {
-                    eprintln!("dtest node: cannot register with {endpoint} ({why}); retrying every 5 s");
+                    eprintln!("dtest node: cannot register with {endpoint} ({why}); retrying");
                 }
                 failing = true;
             }
         }
+        let pause = if registered { REGISTER_INTERVAL } else { FIRST_REGISTER_RETRY };
         tokio::select! {
-            () = tokio::time::sleep(REGISTER_INTERVAL) => {}
+            () = tokio::time::sleep(pause) => {}
             () = &mut stop => return,
         }
     }

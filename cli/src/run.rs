@@ -93,7 +93,7 @@ pub fn run(args: &Args) -> Exit {
         nodes,
         seed: args.seed,
         node_exe: None,
-        shares: None,
+        shares: Vec::new(),
         journal: None,
         id: None,
     };

@@ -56,9 +56,10 @@ pub struct SessionConfig {
     pub seed: u64,
     /// The `dtest` binary local nodes run; this process's own executable when `None`.
     pub node_exe: Option<PathBuf>,
-    /// What each remote node offers this session, in `urls` order, instead of all it has: a
-    /// service that shares its nodes between executions gives each its share.
-    pub shares: Option<Vec<Resources>>,
+    /// What each remote node offers this session, in `urls` order, instead of all it has
+    /// (`None`, or no entry: all it has): a service that shares its nodes between executions
+    /// gives each its share.
+    pub shares: Vec<Option<Resources>>,
     /// Where the session records its setup and every input before acting on it, so that the
     /// run survives the crash of the process hosting it ([`Session::resume`]).
     pub journal: Option<JournalHandle>,
@@ -70,7 +71,16 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// A session of `scenario` on `nodes`, with no target TLS, no shares and no journal.
     pub fn new(scenario: Scenario, nodes: NodeSource, seed: u64) -> SessionConfig {
-        SessionConfig { scenario, tls: Vec::new(), nodes, seed, node_exe: None, shares: None, journal: None, id: None }
+        SessionConfig {
+            scenario,
+            tls: Vec::new(),
+            nodes,
+            seed,
+            node_exe: None,
+            shares: Vec::new(),
+            journal: None,
+            id: None,
+        }
     }
 }
 
@@ -266,7 +276,7 @@ impl Session {
                         });
                     }
                     let mut offer = offer(name, node_ref, info);
-                    if let Some(share) = shares.as_ref().and_then(|s| s.get(i)) {
+                    if let Some(Some(share)) = shares.get(i) {
                         offer.resources = share.clone();
                     }
                     offers.push(offer);

@@ -403,12 +403,15 @@ impl Service {
             Some(asked) => asked
                 .iter()
                 .map(|a| {
-                    inner
-                        .nodes
-                        .iter()
-                        .find(|(id, node)| *id == a || node.url == *a)
-                        .map(|(id, _)| id.clone())
-                        .ok_or_else(|| Failure::Invalid(format!("nodes: no registered node `{a}`")))
+                    let registered = inner.nodes.iter().find(|(id, node)| *id == a || node.url == *a);
+                    match registered {
+                        Some((id, _)) => Ok(id.clone()),
+                        // A node named by URL need not be registered: it runs with all it has.
+                        None if a.starts_with("http://") || a.starts_with("https://") => Ok(a.clone()),
+                        None => {
+                            Err(Failure::Invalid(format!("nodes: no registered node `{a}` (name one, or give a URL)")))
+                        }
+                    }
                 })
                 .collect::<Result<_>>()?,
             None => inner
@@ -482,9 +485,16 @@ impl Service {
             let mut urls = Vec::new();
             let mut shares = Vec::new();
             for node in nodes {
-                let share = inner.ledger.share(&share_id(id, node), node, &need).unwrap_or_default();
-                urls.push(inner.nodes.get(node).map(|n| n.url.clone()).unwrap_or_default());
-                shares.push(share);
+                match inner.nodes.get(node).map(|n| n.url.clone()) {
+                    Some(url) => {
+                        urls.push(url);
+                        shares.push(Some(inner.ledger.share(&share_id(id, node), node, &need).unwrap_or_default()));
+                    }
+                    None => {
+                        urls.push(node.clone());
+                        shares.push(None);
+                    }
+                }
             }
             (urls, shares)
         };
@@ -494,12 +504,12 @@ impl Service {
             NodeSource::Remote { urls, token: self.config.node_token.clone() },
             seed,
         );
-        config.shares = Some(shares);
+        config.shares = shares;
         config.journal = Some(journal);
         config.id = Some(id.to_owned());
         match Session::start(config).await {
             Ok(session) => {
-                self.watch(session, scenario, false);
+                self.watch(session, scenario, nodes.to_vec(), false);
                 Ok(())
             }
             Err(e) => {
@@ -511,16 +521,9 @@ impl Service {
 
     /// Follows a session to its end: its events to the bus, its progress to the status route,
     /// its report to the store.
-    fn watch(self: &Arc<Self>, mut session: Session, scenario: Scenario, resumed: bool) {
+    /// `nodes` are the registry's names (or URLs) of the session's nodes, by run index.
+    fn watch(self: &Arc<Self>, mut session: Session, scenario: Scenario, nodes: Vec<String>, resumed: bool) {
         let id = session.id().to_owned();
-        let urls_to_ids: Vec<String> = {
-            let inner = self.inner();
-            session
-                .node_names()
-                .iter()
-                .map(|name| inner.nodes.keys().find(|k| *k == name).cloned().unwrap_or_else(|| name.clone()))
-                .collect()
-        };
         self.inner().running.insert(
             id.clone(),
             Live { canceller: session.canceller(), progress: ProgressView::default(), cancelled: false },
@@ -528,12 +531,12 @@ impl Service {
         self.bus.publish(
             if resumed { "execution_resumed" } else { "execution_started" },
             Some(&id),
-            json!({ "name": scenario.name, "nodes": session.node_names() }),
+            json!({ "name": scenario.name, "nodes": nodes }),
         );
         let service = self.clone();
         tokio::spawn(async move {
             while let Some(event) = session.next_event().await {
-                service.on_event(&id, &urls_to_ids, event);
+                service.on_event(&id, &nodes, event);
             }
             let report = session.finish().await;
             service.finished(&id, &scenario, report);
@@ -671,15 +674,21 @@ impl Service {
             .into_iter()
             .map(|(_, text)| serde_json::from_str(&text).map_err(|e| format!("journal: {e}")))
             .collect::<std::result::Result<_, _>>()?;
-        {
+        let nodes: Vec<String> = {
             let mut inner = self.inner();
+            let mut nodes = Vec::new();
             for node in &setup.nodes {
                 let id = inner.nodes.iter().find(|(_, n)| n.url == node.url).map(|(id, _)| id.clone());
-                if let Some(id) = id {
-                    inner.ledger.restore(&share_id(&row.id, &id), &id, &node.resources);
+                match id {
+                    Some(id) => {
+                        inner.ledger.restore(&share_id(&row.id, &id), &id, &node.resources);
+                        nodes.push(id);
+                    }
+                    None => nodes.push(node.url.clone()),
                 }
             }
-        }
+            nodes
+        };
         let journal = JournalHandle(Arc::new(StoreJournal { store: self.store.clone(), id: row.id.clone() }));
         let urls = setup.nodes.iter().map(|n| n.url.clone()).collect();
         let mut config = SessionConfig::new(
@@ -690,7 +699,7 @@ impl Service {
         config.journal = Some(journal);
         config.id = Some(row.id.clone());
         let session = Session::resume(config, setup, entries).await.map_err(|e| e.to_string())?;
-        self.watch(session, scenario, true);
+        self.watch(session, scenario, nodes, true);
         Ok(())
     }
 

@@ -293,3 +293,61 @@ fn a_second_service_on_the_same_data_directory_is_refused_clearly() {
         assert!(error.to_string().contains("another"), "{error}");
     });
 }
+
+#[test]
+fn an_execution_that_cannot_be_resumed_is_marked_interrupted_never_left_running() {
+    use dtest_serve::store::{ExecutionKind, ExecutionRow, Store};
+
+    let data = std::env::temp_dir().join(format!("dtest-serve-api-unresumable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    {
+        // What a service that died mid-run left: a running execution whose scenario no longer
+        // parses (say, a newer dtest wrote it).
+        let store = Store::open(&data).expect("a store");
+        let row = ExecutionRow {
+            id: "gone-1".to_owned(),
+            name: "gone".to_owned(),
+            kind: ExecutionKind::Scenario,
+            state: "running".to_owned(),
+            created_ms: 1,
+            started_ms: Some(2),
+            finished_ms: None,
+            seed: 1,
+            request: r#"{"kind":"scenario","scenario":{"name":"gone","unknown_field":true},"seed":1}"#.to_owned(),
+            setup: Some(r#"{"id":"gone-1","nodes":[]}"#.to_owned()),
+            report: None,
+            summary: None,
+        };
+        store.insert_execution(&row).expect("insert");
+    }
+    runtime().block_on(async {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+        let config = dtest_serve::Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            access: Access { operator: OPERATOR.to_owned(), read_only: None, rate_per_s: 0 },
+            node_token: OPERATOR.to_owned(),
+            data: data.clone(),
+        };
+        tokio::spawn(dtest_serve::run(
+            config,
+            move |address| {
+                let _ = ready_tx.send(address);
+            },
+            std::future::pending(),
+        ));
+        let address = ready_rx.await.expect("the service listens");
+        let execution: Value = reqwest::Client::new()
+            .get(format!("http://{address}/v1/executions/gone-1"))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .expect("an answer")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(execution["state"], "interrupted", "{execution}");
+        let why = execution["summary"]["error"].as_str().unwrap_or("");
+        assert!(why.contains("could not resume") && why.contains("unknown_field"), "{execution}");
+    });
+    let _ = std::fs::remove_dir_all(&data);
+}

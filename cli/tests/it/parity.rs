@@ -61,7 +61,7 @@ async fn run_local(scenario: Scenario) -> (Report, Vec<RunEvent>, String) {
         nodes: NodeSource::Local(3),
         seed: 42,
         node_exe: Some(env!("CARGO_BIN_EXE_dtest").into()),
-        shares: None,
+        shares: Vec::new(),
         journal: None,
         id: None,
     };
@@ -120,7 +120,7 @@ fn kill_and_pause_faults_need_local_nodes_in_a_real_run() {
         nodes: NodeSource::Remote { urls: vec!["http://127.0.0.1:9".to_owned()], token: "t".to_owned() },
         seed: 42,
         node_exe: None,
-        shares: None,
+        shares: Vec::new(),
         journal: None,
         id: None,
     };

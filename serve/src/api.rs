@@ -182,10 +182,11 @@ impl Limiter {
         }
         let now = Instant::now();
         let burst = f64::from(rate_per_s) * 2.0;
-        if self.buckets.len() >= CLIENTS_MAX && !self.buckets.contains_key(&client) {
-            if let Some(idle) = self.buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(ip, _)| *ip) {
-                self.buckets.remove(&idle);
-            }
+        if self.buckets.len() >= CLIENTS_MAX
+            && !self.buckets.contains_key(&client)
+            && let Some(idle) = self.buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(ip, _)| *ip)
+        {
+            self.buckets.remove(&idle);
         }
         let (tokens, at) = self.buckets.entry(client).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * f64::from(rate_per_s)).min(burst);

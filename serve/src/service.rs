@@ -771,7 +771,7 @@ impl Service {
     pub fn put_profile(&self, name: &str, profile: Profile) -> Result<()> {
         check_name("name", name)?;
         let probe = json!({
-            "name": "profile", "duration_s": 3600,
+            "name": "profile", "description": "a load profile's check", "duration_s": 3600,
             "cluster": { "groups": [ { "name": "g", "count": 1 } ] },
             "targets": { "t": { "url": "http://127.0.0.1:1/" } },
             "workload": { "tasks": [ { "name": "load", "count": 1, "kind": "load",

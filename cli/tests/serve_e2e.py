@@ -385,13 +385,19 @@ def read_only_token_cannot_write(c):
     c.start(0)
     writes = [
         ("POST", "/v1/allocations", {"resources": {"cpu_millis": 100, "memory_mb": 10}}),
-        ("PUT", "/v1/load/profiles/x", {"pattern": {"kind": "constant", "rps": 1, "duration_s": 1}}),
+        ("PUT", "/v1/load/profiles/x", {"pattern": {"type": "constant", "rps": 1, "duration_s": 1}}),
         ("POST", "/v1/executions", {"scenario": scenario("ro", 1, ["true"])}),
     ]
     for method, route, body in writes:
         answer = requests.request(method, c.url + route, json=body, headers=c.headers(c.read_token), timeout=10)
         check(answer.status_code == 403, f"{method} {route} with the read-only token: {answer.status_code} {answer.text}")
         check(answer.json()["error"]["code"] == "forbidden", f"{method} {route}: {answer.text}")
+    # The same profile with the operator token is stored: the 403 was the role's, not the body's.
+    profile = writes[1][2]
+    answer = requests.put(c.url + "/v1/load/profiles/x", json=profile, headers=c.headers(), timeout=10)
+    check(answer.status_code == 204, f"PUT /v1/load/profiles/x with the operator token: {answer.status_code} {answer.text}")
+    listed = c.get("/v1/load/profiles", token=c.read_token).json()
+    check([p["name"] for p in listed] == ["x"], f"the read-only token reads the stored profile: {listed}")
     reads = ["/v1/nodes", "/v1/executions", "/v1/cluster", "/v1/alerts", "/v1/alerts/rules", "/v1/utilization",
              "/v1/connections", "/v1/load/profiles", "/openapi.json"]
     for route in reads:

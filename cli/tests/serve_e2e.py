@@ -130,11 +130,13 @@ class Cluster:
             self.wait_nodes(nodes)
 
     def wait_nodes(self, count):
+        # Answering a probe, not just registered: a node the service never reached is `healthy`
+        # for want of evidence, and would stay so if it died.
         def ready():
             listed = self.get("/v1/nodes").json()
-            healthy = [n for n in listed if n["state"] == "healthy"]
-            return len(healthy) == count and len(listed) == count
-        wait_for(f"{count} healthy nodes in GET /v1/nodes", ready, 30)
+            seen = [n for n in listed if n["state"] == "healthy" and n["last_seen_ms"]]
+            return len(seen) == count and len(listed) == count
+        wait_for(f"{count} healthy nodes, each seen by a probe, in GET /v1/nodes", ready, 30)
 
     # ---- HTTP ----
 
@@ -355,6 +357,11 @@ def node_sigkill_mid_execution(c):
     c.nodes[victim].wait(timeout=10)
     view = c.wait_succeeded(id, timeout_s=110)
     check_counts(view, 9)
+    check(view["summary"].get("reassignments", 0) >= 1, f"the killed node's work was reassigned: {view['summary']}")
+
+    def victim_dead():
+        return [n for n in c.get("/v1/nodes").json() if n["id"] == victim and n["state"] == "dead"]
+    wait_for(f"GET /v1/nodes to say {victim} is dead", victim_dead, 30)
 
 
 def serve_sigkill_and_restart(c):

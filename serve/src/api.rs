@@ -487,6 +487,7 @@ impl Modify for Bearer {
     paths(register, nodes, node, submit, executions, execution, cancel, report, metrics, start_load, stop_load,
           profiles, put_profile, cluster, alerts, rules, put_rules, acknowledge, allocate, deallocate, utilization,
           send_message, broadcast, connections, events),
+    components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Bearer),
     security(("bearer" = [])),
 )]

@@ -5,6 +5,7 @@ mod load;
 mod parity;
 mod run;
 mod schema;
+mod serve;
 mod sim;
 mod tls;
 mod validate;

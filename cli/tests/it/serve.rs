@@ -1,0 +1,60 @@
+//! `dtest serve` end to end: a real service and real nodes driven from Python the way a client
+//! would (requests, websockets, schemathesis), by `cli/tests/serve_e2e.py`, one case per test so
+//! that a failure names its case. Each case starts its own processes on free ports and kills them
+//! all, the nodes' commands included, before it returns.
+
+use std::process::Command;
+
+use crate::root;
+
+/// Runs one case of `serve_e2e.py` and fails with its output unless it passed.
+fn case(name: &str) {
+    let output = Command::new("python3")
+        .arg(root().join("cli/tests/serve_e2e.py"))
+        .args([env!("CARGO_BIN_EXE_dtest"), name])
+        .current_dir(root())
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "serve_e2e.py {name} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn submit_and_poll() {
+    case("submit_and_poll");
+}
+
+#[test]
+fn websocket_events_in_order_and_resume() {
+    case("websocket_events_in_order_and_resume");
+}
+
+#[test]
+fn node_sigkill_mid_execution() {
+    case("node_sigkill_mid_execution");
+}
+
+#[test]
+fn serve_sigkill_and_restart() {
+    case("serve_sigkill_and_restart");
+}
+
+#[test]
+fn read_only_token_cannot_write() {
+    case("read_only_token_cannot_write");
+}
+
+#[test]
+fn broadcast_reaches_running_commands() {
+    case("broadcast_reaches_running_commands");
+}
+
+#[test]
+fn schemathesis_against_live_openapi() {
+    case("schemathesis_against_live_openapi");
+}

@@ -275,7 +275,7 @@ def submit_and_poll(c):
             cases = root.findall(".//testcase")
             check(len(cases) == 9, f"JUnit holds 9 test cases, not {len(cases)}")
     answer = c.get(f"/v1/executions/{id}/report", params={"format": "pdf"})
-    check(answer.status_code == 422 and answer.json()["error"]["code"] == "invalid",
+    check(answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request",
           f"an unknown report format: {answer.status_code} {answer.text}")
 
 

@@ -128,6 +128,20 @@ fn rejected(rejection: JsonRejection) -> Response {
     error(status, code, rejection.body_text())
 }
 
+/// Query parameters whose every rejection is a typed error.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(error(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text())),
+        }
+    }
+}
+
 type Answer<T> = Result<T, Failure>;
 
 // ---- access ---------------------------------------------------------------------------------
@@ -273,17 +287,20 @@ async fn submit(State(s): State<AppState>, Body(body): Body<SubmitExecution>) ->
 #[into_params(parameter_in = Query)]
 struct Page {
     /// At most this many (default 100, at most 1000).
-    limit: Option<u32>,
+    #[param(minimum = 0)]
+    limit: Option<u64>,
     /// Skip this many.
-    offset: Option<u32>,
+    #[param(minimum = 0)]
+    offset: Option<u64>,
 }
 
 /// Executions, newest first, across restarts.
 #[utoipa::path(get, path = "/v1/executions", tag = "orchestration", params(Page),
     responses((status = 200, body = [ExecutionView]), Errors))]
-async fn executions(State(s): State<AppState>, Query(page): Query<Page>) -> Answer<axum::Json<Vec<ExecutionView>>> {
+async fn executions(State(s): State<AppState>, Params(page): Params<Page>) -> Answer<axum::Json<Vec<ExecutionView>>> {
     let limit = page.limit.unwrap_or(100).min(1000) as usize;
-    Ok(axum::Json(s.service.executions(limit, page.offset.unwrap_or(0) as usize)?))
+    let offset = usize::try_from(page.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+    Ok(axum::Json(s.service.executions(limit, offset)?))
 }
 
 /// An execution's state, task counts and live load figures.
@@ -304,8 +321,20 @@ async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Answer<Res
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct Format {
-    /// `json` (default), `html` or `junit`.
-    format: Option<String>,
+    /// The report's format (default `json`).
+    format: Option<ReportFormat>,
+}
+
+/// A report's format.
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ReportFormat {
+    /// The JSON report.
+    Json,
+    /// The self-contained HTML page.
+    Html,
+    /// JUnit XML.
+    Junit,
 }
 
 /// An execution's report: JSON, HTML or JUnit XML.
@@ -313,15 +342,13 @@ struct Format {
     params(("id" = String, Path, description = "The execution"), Format),
     responses((status = 200, description = "The report", content(
         (Object = "application/json"), (String = "text/html"), (String = "application/xml"))), Errors))]
-async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(format): Query<Format>) -> Answer<Response> {
-    let format = format.format.unwrap_or_else(|| "json".to_owned());
-    let content_type = match format.as_str() {
-        "json" => "application/json",
-        "html" => "text/html; charset=utf-8",
-        "junit" => "application/xml",
-        other => return Err(Failure::Invalid(format!("format: `{other}` is not json, html or junit"))),
+async fn report(State(s): State<AppState>, Path(id): Path<String>, Params(format): Params<Format>) -> Answer<Response> {
+    let (format, content_type) = match format.format.unwrap_or(ReportFormat::Json) {
+        ReportFormat::Json => ("json", "application/json"),
+        ReportFormat::Html => ("html", "text/html; charset=utf-8"),
+        ReportFormat::Junit => ("junit", "application/xml"),
     };
-    let body = s.service.report(&id, &format)?;
+    let body = s.service.report(&id, format)?;
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
@@ -453,7 +480,7 @@ struct After {
     responses((status = 101, description = "Switching to the WebSocket", body = EventView), Errors))]
 async fn events(
     State(s): State<AppState>,
-    Query(after): Query<After>,
+    Params(after): Params<After>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
@@ -487,7 +514,7 @@ impl Modify for Bearer {
     paths(register, nodes, node, submit, executions, execution, cancel, report, metrics, start_load, stop_load,
           profiles, put_profile, cluster, alerts, rules, put_rules, acknowledge, allocate, deallocate, utilization,
           send_message, broadcast, connections, events),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, ReportFormat, Mode)),
     modifiers(&Bearer),
     security(("bearer" = [])),
 )]

@@ -29,7 +29,8 @@ pub struct ErrorDetail {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterNode {
-    /// The node's name, unique in the registry (1 to 128 characters).
+    /// The node's name, unique in the registry (1 to 128 of `A-Za-z0-9-_.:`).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     pub name: String,
     /// Where the service reaches it: `http://host:port`.
     pub url: String,
@@ -358,17 +359,17 @@ pub struct NodeUtilization {
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// The node, by name.
+    #[schema(min_length = 1, max_length = 128)]
     pub node: String,
     /// Any JSON (at most 64 KiB).
-    #[schema(value_type = Object)]
     pub body: Value,
-    /// `fire_and_forget`, `at_least_once` or `exactly_once` (default).
+    /// How it is delivered (default `exactly_once`).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub mode: Option<DeliveryMode>,
+    pub mode: Option<Mode>,
     /// The message id (default: a fresh one); resending with the same id under `exactly_once`
     /// delivers it once.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     pub id: Option<String>,
 }
 
@@ -377,12 +378,33 @@ pub struct SendMessage {
 #[serde(deny_unknown_fields)]
 pub struct Broadcast {
     /// Any JSON (at most 64 KiB).
-    #[schema(value_type = Object)]
     pub body: Value,
-    /// The delivery mode (default `exactly_once`).
+    /// How it is delivered (default `exactly_once`).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub mode: Option<DeliveryMode>,
+    pub mode: Option<Mode>,
+}
+
+/// How a message is delivered: `fire_and_forget` (sent once), `at_least_once` (resent until the
+/// node takes it), `exactly_once` (resent, and the node keeps ids so it appends it once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Sent once.
+    FireAndForget,
+    /// Resent until taken; may be appended more than once.
+    AtLeastOnce,
+    /// Resent until taken; appended once.
+    ExactlyOnce,
+}
+
+impl From<Mode> for DeliveryMode {
+    fn from(mode: Mode) -> DeliveryMode {
+        match mode {
+            Mode::FireAndForget => DeliveryMode::FireAndForget,
+            Mode::AtLeastOnce => DeliveryMode::AtLeastOnce,
+            Mode::ExactlyOnce => DeliveryMode::ExactlyOnce,
+        }
+    }
 }
 
 /// What became of a message to one node.

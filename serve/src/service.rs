@@ -128,7 +128,9 @@ impl Service {
             for row in service.store.nodes()? {
                 let id = row.id;
                 if let Ok(registration) = serde_json::from_str::<RegisterNode>(&row.body) {
-                    let node = service.node_of(&registration, 0);
+                    let mut node = service.node_of(&registration, row.updated_ms);
+                    // Known from before a restart: alive until its probes say otherwise.
+                    node.health.heartbeat(0, NodeMetrics::default());
                     inner.ledger.set_capacity(&id, node.info.resources.clone());
                     inner.nodes.insert(id, node);
                 }
@@ -206,11 +208,14 @@ impl Service {
                 node.registered_ms = now_ms;
             }
             _ => {
-                let node = self.node_of(&registration, now_ms);
+                let mut node = self.node_of(&registration, now_ms);
+                // Registering is a sign of life: from here, probes that fail make it suspected,
+                // then dead, as missed heartbeats do.
+                node.health.heartbeat(self.now(), NodeMetrics::default());
                 inner.nodes.insert(id.clone(), node);
             }
         }
-        let view = view_of(&inner, &id).ok_or_else(|| Failure::NotFound(id.clone()))?;
+        let view = view_of(&inner, &id, self.now()).ok_or_else(|| Failure::NotFound(id.clone()))?;
         drop(inner);
         if new {
             self.bus.publish("node_joined", None, json!({ "node": id, "url": view.url }));
@@ -220,13 +225,14 @@ impl Service {
 
     /// `GET /v1/nodes`.
     pub fn nodes(&self) -> Vec<NodeView> {
+        let now = self.now();
         let inner = self.inner();
-        inner.nodes.keys().filter_map(|id| view_of(&inner, id)).collect()
+        inner.nodes.keys().filter_map(|id| view_of(&inner, id, now)).collect()
     }
 
     /// `GET /v1/nodes/{id}`.
     pub fn node(&self, id: &str) -> Result<NodeView> {
-        view_of(&self.inner(), id).ok_or_else(|| Failure::NotFound(format!("no node `{id}`")))
+        view_of(&self.inner(), id, self.now()).ok_or_else(|| Failure::NotFound(format!("no node `{id}`")))
     }
 
     /// Probes every node once (`GET /v1/info`), feeds its phi detector and breaker, and
@@ -945,7 +951,7 @@ impl Service {
             }
             None => fresh_message_id(),
         };
-        let mode = request.mode.unwrap_or(DeliveryMode::ExactlyOnce);
+        let mode = request.mode.map_or(DeliveryMode::ExactlyOnce, DeliveryMode::from);
         let client = self
             .inner()
             .nodes
@@ -960,7 +966,7 @@ impl Service {
     pub async fn broadcast(&self, request: Broadcast) -> Result<BroadcastResult> {
         check_body(&request.body)?;
         let id = fresh_message_id();
-        let mode = request.mode.unwrap_or(DeliveryMode::ExactlyOnce);
+        let mode = request.mode.map_or(DeliveryMode::ExactlyOnce, DeliveryMode::from);
         let nodes: Vec<(String, NodeClient)> =
             self.inner().nodes.iter().map(|(id, n)| (id.clone(), n.client.clone())).collect();
         let deliveries = futures::future::join_all(
@@ -1053,9 +1059,9 @@ fn state_name(state: HealthState) -> &'static str {
     }
 }
 
-fn view_of(inner: &Inner, id: &str) -> Option<NodeView> {
+fn view_of(inner: &Inner, id: &str, now: u64) -> Option<NodeView> {
     let node = inner.nodes.get(id)?;
-    let phi = node.health.detector().phi(0);
+    let phi = node.health.detector().phi(now);
     Some(NodeView {
         id: id.to_owned(),
         url: node.url.clone(),

@@ -459,6 +459,96 @@ def schemathesis_against_live_openapi(c):
     check(run.returncode == 0, f"schemathesis exited {run.returncode}")
 
 
+def two_executions_share_nodes_without_over_commit(c):
+    c.start(3)
+    ran = c.path("ran")
+    # Three tasks of 500 millicores on three nodes of 1000: each execution asks each node for
+    # half (its need over the nodes), so two fit side by side and a third does not.
+    def sharing(name):
+        argv = ["sh", "-c", f'echo "$DTEST_NODE" >> {ran}-{name}; sleep 4']
+        return scenario(name, 3, argv, distribution="round_robin")
+    a = c.submit(sharing("a"))
+    b = c.submit(sharing("b"))
+    utilization = c.get("/v1/utilization").json()
+    for node in utilization["nodes"]:
+        check(node["reserved"]["cpu_millis"] == node["capacity"]["cpu_millis"] == 1000,
+              f"two executions hold each node whole, and no more: {json.dumps(utilization, indent=1)}")
+    third = c.post("/v1/executions", {"scenario": sharing("c")})
+    check(third.status_code == 409 and third.json()["error"]["code"] == "conflict",
+          f"a third execution finds no room: {third.status_code} {third.text}")
+    for id in (a, b):
+        check_counts(c.wait_succeeded(id, timeout_s=60), 3)
+    for name in ("a", "b"):
+        check(sorted(lines(f"{ran}-{name}")) == sorted(c.nodes), f"execution {name} ran a task on every node")
+
+    def released():
+        nodes = c.get("/v1/utilization").json()["nodes"]
+        return all(n["reserved"]["cpu_millis"] == 0 for n in nodes)
+    wait_for("the executions' shares to be released", released, 10)
+
+
+class Target:
+    """A loopback HTTP server that answers every GET with 200, counting requests."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        target = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                target.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+async def events_of(c, id, timeout_s=60):
+    """Every kept event of execution `id`, read from the log's start, up to its end."""
+    url = c.url.replace("http://", "ws://", 1) + "/v1/events?after=0"
+    return [e for e in await read_until_finished(c, url, id, timeout_s) if e["execution"] == id]
+
+
+def load_with_a_profile_stops_early_and_keeps_its_measure(c):
+    c.start(2)
+    target = Target()
+    profile = {"pattern": {"type": "constant", "rps": 40, "duration_s": 60}, "description": "steady"}
+    answer = requests.put(c.url + "/v1/load/profiles/steady", json=profile, headers=c.headers(), timeout=10)
+    check(answer.status_code == 204, f"PUT the profile: {answer.status_code} {answer.text}")
+    answer = c.post("/v1/load", {"url": target.url, "profile": "steady"})
+    check(answer.status_code == 201, f"POST /v1/load: {answer.status_code} {answer.text}")
+    id = answer.json()["id"]
+
+    def measuring():
+        live = c.get(f"/v1/executions/{id}/metrics").json().get("live") or {}
+        return live.get("requests", 0) >= 40
+    wait_for("the running load's live figures to count requests", measuring, 30)
+    answer = c.post(f"/v1/load/{id}/stop", {})
+    check(answer.status_code == 202, f"stop: {answer.status_code} {answer.text}")
+    view = c.wait_state(id, timeout_s=30)
+    check(view["state"] == "cancelled", f"a stopped load ends cancelled: {json.dumps(view, indent=1)}")
+    metrics = c.get(f"/v1/executions/{id}/metrics").json()
+    totals = metrics.get("totals") or {}
+    check((totals.get("requests") or 0) >= 40, f"the partial measure is kept: {json.dumps(metrics, indent=1)}")
+    check(totals["requests"] <= target.requests, f"no more requests counted than the target saw ({target.requests})")
+    check(len(metrics["series"]) >= 1, f"per-second figures: {json.dumps(metrics, indent=1)}")
+    events = asyncio.run(events_of(c, id))
+    figures = [e for e in events if e["type"] == "load"]
+    check(len(figures) >= 1 and "rps" in figures[-1]["data"], f"the load's figures went out live: {[e['type'] for e in events]}")
+    target.server.shutdown()
+
+
 CASES = {f.__name__: f for f in [
     submit_and_poll,
     websocket_events_in_order_and_resume,
@@ -467,6 +557,8 @@ CASES = {f.__name__: f for f in [
     read_only_token_cannot_write,
     broadcast_reaches_running_commands,
     schemathesis_against_live_openapi,
+    two_executions_share_nodes_without_over_commit,
+    load_with_a_profile_stops_early_and_keeps_its_measure,
 ]}
 
 

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use dtest_core::health::alerts::{AlertRule, Alerts, Comparison, Severity, Transition};
 use dtest_core::health::{HealthConfig, HealthState, Metrics as NodeMetrics, NodeHealth, PhiConfig};
-use dtest_core::placement::ledger::{Ledger, total_need};
+use dtest_core::placement::ledger::{Ledger, share_of_need};
 use dtest_core::protocol::DeliveryMode;
 use dtest_core::protocol::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use dtest_core::report::Report;
 use dtest_core::run::RunEvent;
-use dtest_core::scenario::Scenario;
+use dtest_core::scenario::{Resources, Scenario};
 use dtest_node::api::NodeInfo;
 use dtest_node::client::NodeClient;
 use dtest_orchestrator::journal::{Entry, Journal, JournalHandle, Setup};
@@ -57,6 +57,20 @@ pub enum Failure {
     Storage(StoreError),
     /// 502: a node failed.
     Node(String),
+}
+
+impl Failure {
+    /// What went wrong, for people.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::BadRequest(m)
+            | Failure::NotFound(m)
+            | Failure::Conflict(m)
+            | Failure::Invalid(m)
+            | Failure::Node(m) => m.clone(),
+            Failure::Storage(e) => e.to_string(),
+        }
+    }
 }
 
 impl From<StoreError> for Failure {
@@ -447,6 +461,7 @@ impl Service {
             return Err(Failure::Conflict(format!("{RUNNING_MAX} executions run already")));
         }
         let nodes = self.pick(asked)?;
+        self.could_fit(&scenario, &nodes)?;
         let id = dtest_orchestrator::session::fresh_id(&scenario.name).map_err(Failure::Node)?;
         let row = ExecutionRow {
             id: id.clone(),
@@ -465,27 +480,36 @@ impl Service {
         self.store.insert_execution(&row)?;
         match self.launch(&id, scenario, seed, &nodes).await {
             Ok(()) => Ok(id),
-            Err(e) => {
-                let summary = json!({ "error": e.to_string() });
+            Err(failure) => {
+                let summary = json!({ "error": failure.message() });
                 self.store.finish_execution(&id, "failed", unix_ms(), None, &summary.to_string())?;
-                Err(match e {
-                    SessionError::Unreachable(_) | SessionError::Node { .. } => Failure::Conflict(e.to_string()),
-                    SessionError::NotRunnable(_) | SessionError::Cluster(_) => Failure::Invalid(e.to_string()),
-                    other => Failure::Node(other.to_string()),
-                })
+                Err(failure)
             }
         }
     }
 
+    /// Refuses (422) a scenario with a task that no chosen registered node could ever run, even
+    /// with nothing else on it.
+    fn could_fit(&self, scenario: &Scenario, nodes: &[String]) -> Result<()> {
+        let inner = self.inner();
+        let capacities: Vec<_> = nodes.iter().filter_map(|n| inner.ledger.capacity(n)).collect();
+        if capacities.len() < nodes.len() {
+            return Ok(()); // Nodes named by URL: their daemons say what they have at start.
+        }
+        for task in &scenario.workload.tasks {
+            if !capacities.iter().any(|c| c.covers(&task.requires)) {
+                return Err(Failure::Invalid(format!(
+                    "task `{}` needs more than any of its nodes has (cpu_millis {}, memory_mb {})",
+                    task.name, task.requires.cpu_millis, task.requires.memory_mb
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Takes the nodes' shares and starts the session.
-    async fn launch(
-        self: &Arc<Self>,
-        id: &str,
-        scenario: Scenario,
-        seed: u64,
-        nodes: &[String],
-    ) -> std::result::Result<(), SessionError> {
-        let need = total_need(&scenario);
+    async fn launch(self: &Arc<Self>, id: &str, scenario: Scenario, seed: u64, nodes: &[String]) -> Result<()> {
+        let need = share_of_need(&scenario, nodes.len());
         let (urls, shares) = {
             let mut inner = self.inner();
             let mut urls = Vec::new();
@@ -501,6 +525,19 @@ impl Service {
                         shares.push(None);
                     }
                 }
+            }
+            // Every task fits some node whole (checked first): what it lacks now is what other
+            // executions and allocations hold.
+            let unplaceable = scenario.workload.tasks.iter().find(|task| {
+                !shares.iter().any(|share| share.as_ref().is_none_or(|s: &Resources| s.covers(&task.requires)))
+            });
+            if let Some(task) = unplaceable {
+                inner.ledger.release_prefix(&share_prefix(id));
+                return Err(Failure::Conflict(format!(
+                    "task `{}` fits on none of the nodes' free resources now: other executions and allocations \
+                     hold them (see GET /v1/utilization)",
+                    task.name
+                )));
             }
             (urls, shares)
         };
@@ -520,7 +557,11 @@ impl Service {
             }
             Err(e) => {
                 self.inner().ledger.release_prefix(&share_prefix(id));
-                Err(e)
+                Err(match e {
+                    SessionError::Unreachable(_) | SessionError::Node { .. } => Failure::Conflict(e.to_string()),
+                    SessionError::NotRunnable(_) | SessionError::Cluster(_) => Failure::Invalid(e.to_string()),
+                    other => Failure::Node(other.to_string()),
+                })
             }
         }
     }
@@ -669,8 +710,8 @@ impl Service {
         let scenario = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| diagnostics(&e))?;
         let Some(setup) = &row.setup else {
             // The nodes never got the plan: nothing ran; start it now.
-            let nodes = self.pick(None).map_err(|e| format!("{e:?}"))?;
-            return self.launch(&row.id, scenario, row.seed, &nodes).await.map_err(|e| e.to_string());
+            let nodes = self.pick(None).map_err(|e| e.message())?;
+            return self.launch(&row.id, scenario, row.seed, &nodes).await.map_err(|e| e.message());
         };
         let setup: Setup = serde_json::from_str(setup).map_err(|e| e.to_string())?;
         let entries: Vec<Entry> = self

@@ -58,3 +58,13 @@ fn broadcast_reaches_running_commands() {
 fn schemathesis_against_live_openapi() {
     case("schemathesis_against_live_openapi");
 }
+
+#[test]
+fn two_executions_share_nodes_without_over_commit() {
+    case("two_executions_share_nodes_without_over_commit");
+}
+
+#[test]
+fn load_with_a_profile_stops_early_and_keeps_its_measure() {
+    case("load_with_a_profile_stops_early_and_keeps_its_measure");
+}

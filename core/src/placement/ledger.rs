@@ -2,10 +2,11 @@
 //! and for whom, so that allocations and executions that share nodes never over-commit one.
 //!
 //! `dtest serve` keeps one ledger for all its nodes. An allocation reserves a fixed amount on one
-//! node ([`Ledger::reserve`]). An execution takes, on each node it runs on, its *share*: what it
-//! could use there at most (its tasks' needs summed), capped by what is free
-//! ([`Ledger::share`]); its own placement then works within those shares, so two executions
-//! never place more on a node than it has.
+//! node ([`Ledger::reserve`]). An execution takes, on each of its `n` nodes, its *share*
+//! ([`Ledger::share`] of [`share_of_need`]): its tasks' needs summed, divided by `n`, but at
+//! least what its largest task needs (else that node could run none), capped by what is free.
+//! Its own placement then works within those shares, so two executions never place more on a
+//! node than it has, and one execution does not hold every node whole while using part of it.
 
 use std::collections::BTreeMap;
 
@@ -120,6 +121,14 @@ impl Ledger {
     }
 }
 
+/// What an execution of `scenario` on `nodes` nodes asks of each: its total need over `nodes`,
+/// but no less than its largest task's need.
+pub fn share_of_need(scenario: &crate::scenario::Scenario, nodes: usize) -> Resources {
+    let n = nodes.max(1) as u64;
+    let part = zip(&total_need(scenario), &Resources::default(), |total, _| total.div_ceil(n));
+    scenario.workload.tasks.iter().fold(part, |share, task| zip(&share, &task.requires, u64::max))
+}
+
 /// The sum of what every task instance of a scenario needs: what a run could use on one node at
 /// most.
 pub fn total_need(scenario: &crate::scenario::Scenario) -> Resources {
@@ -190,6 +199,20 @@ mod tests {
         ledger.release_prefix("exec/");
         assert_eq!(ledger.release("alloc-1").map(|(n, _)| n), Some("a".to_owned()));
         assert_eq!(ledger.free("a"), Some(cpu(1000)));
+    }
+
+    #[test]
+    fn an_execution_asks_each_node_its_part_but_room_for_its_largest_task() {
+        let text = r#"{ "name": "s", "description": "d", "duration_s": 60,
+            "cluster": { "groups": [ { "name": "g", "count": 3 } ] },
+            "workload": { "tasks": [
+                { "name": "small", "count": 6, "kind": "command", "requires": { "cpu_millis": 100, "memory_mb": 10 }, "command": { "argv": ["true"] } },
+                { "name": "big", "count": 1, "kind": "command", "requires": { "cpu_millis": 900, "memory_mb": 10 }, "command": { "argv": ["true"] } } ] } }"#;
+        let scenario = crate::scenario::parse(text.as_bytes()).expect("a scenario");
+        assert_eq!(total_need(&scenario).cpu_millis, 1500);
+        let share = share_of_need(&scenario, 3);
+        assert_eq!((share.cpu_millis, share.memory_mb), (900, 24), "the largest task's cpu; 70 MB over 3");
+        assert_eq!(share_of_need(&scenario, 1).cpu_millis, 1500);
     }
 
     #[test]

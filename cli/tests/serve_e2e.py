@@ -549,6 +549,30 @@ def load_with_a_profile_stops_early_and_keeps_its_measure(c):
     target.server.shutdown()
 
 
+def readme_service_commands_work_as_printed(c):
+    """The README's `dtest serve` walkthrough, run as printed (fixed ports 8700 and 7071)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("## The service", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(os.path.join(root, "scenarios"), c.path("scenarios"))
+    env = dict(os.environ, DTEST_E2E_TAG=c.tag, PATH=os.path.dirname(c.dtest) + os.pathsep + os.environ["PATH"])
+    # Into files, not pipes: the service and node it starts in the background keep them open.
+    with open(c.path("readme.out"), "w") as out, open(c.path("readme.err"), "w") as err:
+        code = subprocess.run(["bash", "-euo", "pipefail", "-c", block], stdout=out, stderr=err, timeout=120,
+                              env=env, cwd=c.dir).returncode
+    stdout, stderr = (open(c.path(f"readme.{x}")).read() for x in ("out", "err"))
+    print(stdout[-5000:])
+    print(stderr[-5000:])
+    check(code == 0, f"the README's commands exited {code}")
+    run = subprocess.CompletedProcess([], code, stdout, stderr)
+    check(re.search(r'\{"id":"sharded-tests-[0-9a-f]+"\}', run.stdout), "the submit printed the execution's id")
+    check('"state":"succeeded"' in run.stdout, "the execution succeeded")
+    check('"healthy":1' in run.stdout, "GET /v1/cluster counts the node healthy")
+    check('"code":"forbidden"' in run.stdout, "the read-only token's write was refused")
+
+
 CASES = {f.__name__: f for f in [
     submit_and_poll,
     websocket_events_in_order_and_resume,
@@ -559,6 +583,7 @@ CASES = {f.__name__: f for f in [
     schemathesis_against_live_openapi,
     two_executions_share_nodes_without_over_commit,
     load_with_a_profile_stops_early_and_keeps_its_measure,
+    readme_service_commands_work_as_printed,
 ]}
 
 

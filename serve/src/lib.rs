@@ -72,6 +72,7 @@ pub async fn run(
         loop {
             tick.tick().await;
             prober.probe().await;
+            prober.store_waiting_reports();
         }
     });
     service.resume_all().await?;

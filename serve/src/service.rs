@@ -102,6 +102,38 @@ struct Node {
     client: NodeClient,
 }
 
+/// Reports waiting in memory for a store that failed to take them.
+const UNSTORED_MAX: usize = 1_000;
+
+/// How an execution ended, as the store keeps it.
+#[derive(Clone, Debug)]
+struct Ended {
+    state: String,
+    finished_ms: u64,
+    report: Option<String>,
+    summary: String,
+}
+
+/// Abandons its session when dropped with it (see [`Session::abandon`]).
+struct Abandon(Option<Session>);
+
+impl Abandon {
+    async fn next_event(&mut self) -> Option<SessionEvent> {
+        match self.0.as_mut() {
+            Some(session) => session.next_event().await,
+            None => None,
+        }
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            session.abandon();
+        }
+    }
+}
+
 /// An execution running in this process.
 struct Live {
     canceller: Canceller,
@@ -129,6 +161,8 @@ struct Inner {
     rules: AlertRules,
     alert_history: VecDeque<AlertView>,
     next_allocation: u64,
+    /// Ended executions whose reports the store refused, by id.
+    unstored: BTreeMap<String, Ended>,
 }
 
 impl Service {
@@ -569,7 +603,7 @@ impl Service {
     /// Follows a session to its end: its events to the bus, its progress to the status route,
     /// its report to the store.
     /// `nodes` are the registry's names (or URLs) of the session's nodes, by run index.
-    fn watch(self: &Arc<Self>, mut session: Session, scenario: Scenario, nodes: Vec<String>, resumed: bool) {
+    fn watch(self: &Arc<Self>, session: Session, scenario: Scenario, nodes: Vec<String>, resumed: bool) {
         let id = session.id().to_owned();
         self.inner().running.insert(
             id.clone(),
@@ -582,11 +616,16 @@ impl Service {
         );
         let service = self.clone();
         tokio::spawn(async move {
-            while let Some(event) = session.next_event().await {
+            // Dropped unfinished (the service stops): the session is abandoned to its nodes, as
+            // a crash would leave it, never cancelled; the next start resumes it.
+            let mut guard = Abandon(Some(session));
+            while let Some(event) = guard.next_event().await {
                 service.on_event(&id, &nodes, event);
             }
-            let report = session.finish().await;
-            service.finished(&id, &scenario, report);
+            if let Some(session) = guard.0.take() {
+                let report = session.finish().await;
+                service.finished(&id, &scenario, report);
+            }
         });
     }
 
@@ -679,11 +718,46 @@ impl Service {
             }
             Err(e) => ("interrupted", None, json!({ "error": e.to_string() })),
         };
-        if let Err(e) = self.store.finish_execution(id, state, unix_ms(), report_json.as_deref(), &summary.to_string())
+        let ended = Ended {
+            state: state.to_owned(),
+            finished_ms: unix_ms(),
+            report: report_json,
+            summary: summary.to_string(),
+        };
+        if let Err(e) =
+            self.store.finish_execution(id, state, ended.finished_ms, ended.report.as_deref(), &ended.summary)
         {
-            eprintln!("dtest serve: execution {id} ended {state} but its report could not be stored: {e}");
+            // Kept in memory and served from there, and stored as soon as the store takes it
+            // (its journal stays until then, so a restart meanwhile finishes it again).
+            eprintln!(
+                "dtest serve: execution {id} ended {state}; its report waits in memory until it can be stored: {e}"
+            );
+            let mut inner = self.inner();
+            if inner.unstored.len() >= UNSTORED_MAX
+                && let Some(oldest) = inner.unstored.keys().next().cloned()
+            {
+                eprintln!("dtest serve: the report of execution {oldest} is dropped: {UNSTORED_MAX} wait already");
+                inner.unstored.remove(&oldest);
+            }
+            inner.unstored.insert(id.to_owned(), ended);
         }
         self.bus.publish("execution_finished", Some(id), json!({ "state": state, "summary": summary }));
+    }
+
+    /// Stores the reports that could not be stored when their executions ended.
+    pub fn store_waiting_reports(&self) {
+        let waiting: Vec<(String, Ended)> =
+            self.inner().unstored.iter().map(|(id, ended)| (id.clone(), ended.clone())).collect();
+        for (id, ended) in waiting {
+            if self
+                .store
+                .finish_execution(&id, &ended.state, ended.finished_ms, ended.report.as_deref(), &ended.summary)
+                .is_ok()
+            {
+                eprintln!("dtest serve: the report of execution {id} is stored");
+                self.inner().unstored.remove(&id);
+            }
+        }
     }
 
     /// Rebuilds every execution the store says was running when this service last stopped:
@@ -760,7 +834,14 @@ impl Service {
     /// `GET /v1/executions/{id}`.
     pub fn execution(&self, id: &str) -> Result<ExecutionView> {
         let row = self.store.execution(id)?.ok_or_else(|| Failure::NotFound(format!("no execution `{id}`")))?;
-        Ok(execution_view(&row.head(), self.inner().running.get(id)))
+        let mut head = row.head();
+        let inner = self.inner();
+        if let Some(ended) = inner.unstored.get(id) {
+            head.state = ended.state.clone();
+            head.finished_ms = Some(ended.finished_ms);
+            head.summary = Some(ended.summary.clone());
+        }
+        Ok(execution_view(&head, inner.running.get(id)))
     }
 
     /// `POST /v1/executions/{id}/cancel` and `POST /v1/load/{id}/stop`.
@@ -785,9 +866,9 @@ impl Service {
     /// `GET /v1/executions/{id}/report`: the report in `format` (`json`, `html`, `junit`).
     pub fn report(&self, id: &str, format: &str) -> Result<String> {
         let row = self.store.execution(id)?.ok_or_else(|| Failure::NotFound(format!("no execution `{id}`")))?;
-        let artifacts = self
-            .store
-            .report(id)?
+        let waiting = self.inner().unstored.get(id).and_then(|e| e.report.clone());
+        let artifacts = waiting
+            .or(self.store.report(id)?)
             .ok_or_else(|| Failure::Conflict(format!("execution `{id}` is {}: it has no report yet", row.state)))?;
         let artifacts: Value = serde_json::from_str(&artifacts).map_err(|e| Failure::Node(e.to_string()))?;
         artifacts[format]

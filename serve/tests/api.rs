@@ -351,3 +351,25 @@ fn an_execution_that_cannot_be_resumed_is_marked_interrupted_never_left_running(
     });
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn a_locked_database_is_a_clear_503_and_the_service_recovers_when_it_is_released() {
+    runtime().block_on(async {
+        let server = start("busy", 0).await;
+        let profile = json!({ "pattern": { "type": "constant", "rps": 5, "duration_s": 5 } });
+        // Another process holds the database's write lock.
+        let other = rusqlite::Connection::open(server.data.join("dtest.sqlite3")).expect("open the database");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("take the write lock");
+        let (status, answer) =
+            server.call(reqwest::Method::PUT, "/v1/load/profiles/p", Some(OPERATOR), Some(profile.clone())).await;
+        assert_eq!((status, code(&answer)), (503, "storage_busy"), "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap_or("").contains("locked"), "{answer}");
+        // Reads go on meanwhile.
+        let (status, _) = server.call(reqwest::Method::GET, "/v1/load/profiles", Some(OPERATOR), None).await;
+        assert_eq!(status, 200);
+        other.execute_batch("COMMIT").expect("release it");
+        let (status, answer) =
+            server.call(reqwest::Method::PUT, "/v1/load/profiles/p", Some(OPERATOR), Some(profile)).await;
+        assert_eq!(status, 204, "{answer}");
+    });
+}

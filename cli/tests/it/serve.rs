@@ -68,3 +68,8 @@ fn two_executions_share_nodes_without_over_commit() {
 fn load_with_a_profile_stops_early_and_keeps_its_measure() {
     case("load_with_a_profile_stops_early_and_keeps_its_measure");
 }
+
+#[test]
+fn readme_service_commands_work_as_printed() {
+    case("readme_service_commands_work_as_printed");
+}

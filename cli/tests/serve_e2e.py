@@ -437,6 +437,16 @@ def broadcast_reaches_running_commands(c):
     check(all(d["delivered_to"] == 1 for d in deliveries), f"each node had one command running: {deliveries}")
     view = c.wait_succeeded(id, timeout_s=60)
     check_counts(view, 3)
+    # One node, exactly once: a resend with the same id is recognised, not appended again.
+    message = {"node": "node-0", "body": {"hello": 1}, "mode": "exactly_once", "id": "once-1"}
+    first, again = c.post("/v1/messages", message).json(), c.post("/v1/messages", message).json()
+    check(first["delivered"] and not first["duplicate"], f"the first send is delivered: {first}")
+    check(again["delivered"] and again["duplicate"], f"the resend is a duplicate: {again}")
+    inbox = os.path.join(c.path("work-node-0"), ".dtest", "inbox.jsonl")
+    ids = [json.loads(line)["id"] for line in lines(inbox)]
+    check(ids.count("once-1") == 1, f"node-0's inbox holds the message once: {ids}")
+    missing = c.post("/v1/messages", dict(message, node="nobody"))
+    check(missing.status_code == 404, f"a message to an unknown node: {missing.status_code} {missing.text}")
 
 
 def schemathesis_against_live_openapi(c):

@@ -675,9 +675,11 @@ impl Service {
                         ("task_reassigned", json!({ "task": task.0, "from": name(from) }))
                     }
                     RunEvent::AlertFired(record) => {
+                        self.remember_alert(id, &record, "fired");
                         ("alert_fired", serde_json::to_value(&record).unwrap_or(Value::Null))
                     }
                     RunEvent::AlertResolved(record) => {
+                        self.remember_alert(id, &record, "resolved");
                         ("alert_resolved", serde_json::to_value(&record).unwrap_or(Value::Null))
                     }
                     RunEvent::FaultStarted { fault } => ("fault_started", json!({ "fault": fault })),
@@ -689,6 +691,27 @@ impl Service {
                 data["at_ms"] = json!(at_ms);
                 self.bus.publish(kind, Some(id), data);
             }
+        }
+    }
+
+    /// An execution's scenario alert goes into the service's alert history too, its subject
+    /// prefixed with the execution (`GET /v1/alerts` shows every alert, the service's and the
+    /// executions').
+    fn remember_alert(&self, execution: &str, record: &dtest_core::report::AlertRecord, state: &str) {
+        let view = AlertView {
+            id: record.id,
+            rule: record.rule.clone(),
+            subject: format!("{execution}/{}", record.subject),
+            severity: record.severity.name().to_owned(),
+            state: state.to_owned(),
+            at_ms: unix_ms(),
+            value: record.value,
+            acknowledged: false,
+        };
+        let mut inner = self.inner();
+        inner.alert_history.push_back(view);
+        if inner.alert_history.len() > ALERT_HISTORY_MAX {
+            inner.alert_history.pop_front();
         }
     }
 

@@ -41,7 +41,7 @@ pub struct Args {
     /// Run command tasks (arbitrary programs the orchestrator names). Off by default.
     #[arg(long)]
     allow_commands: bool,
-    /// Directory commands run in; messages for them are appended to `.dtest/inbox.jsonl` there,
+    /// Directory commands run in; messages for them are appended to `.dtest/inbox-PORT.jsonl` there,
     /// whose path they get in `DTEST_INBOX`.
     #[arg(long)]
     workdir: Option<PathBuf>,

@@ -442,8 +442,8 @@ def broadcast_reaches_running_commands(c):
     first, again = c.post("/v1/messages", message).json(), c.post("/v1/messages", message).json()
     check(first["delivered"] and not first["duplicate"], f"the first send is delivered: {first}")
     check(again["delivered"] and again["duplicate"], f"the resend is a duplicate: {again}")
-    inbox = os.path.join(c.path("work-node-0"), ".dtest", "inbox.jsonl")
-    ids = [json.loads(line)["id"] for line in lines(inbox)]
+    inboxes = os.path.join(c.path("work-node-0"), ".dtest")
+    ids = [json.loads(line)["id"] for name in os.listdir(inboxes) for line in lines(os.path.join(inboxes, name))]
     check(ids.count("once-1") == 1, f"node-0's inbox holds the message once: {ids}")
     missing = c.post("/v1/messages", dict(message, node="nobody"))
     check(missing.status_code == 404, f"a message to an unknown node: {missing.status_code} {missing.text}")

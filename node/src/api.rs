@@ -19,8 +19,8 @@
 //! a new one when the node is full evicts the oldest plan with no running work.
 //!
 //! Messages are appended, one JSON line each, to the node's inbox file
-//! (`<workdir>/.dtest/inbox.jsonl`, [`INBOX_FILE`]), whose absolute path every command task gets
-//! in `DTEST_INBOX`; a test shard waits for a signal by reading it.
+//! (`<workdir>/.dtest/inbox-<port>.jsonl`, [`inbox_file`]), whose absolute path every command
+//! task gets in `DTEST_INBOX`; a test shard waits for a signal by reading it.
 //!
 //! With `dtest node --orchestrator URL` the node registers itself, and again every few seconds:
 //! it sends `POST {URL}/v1/nodes` with a [`NodeRegistration`].
@@ -49,8 +49,11 @@ pub const WAIT_MAX_MS: u64 = 30_000;
 /// without running work, and is refused (409) when every plan has some.
 pub const PLANS_MAX: usize = 8;
 
-/// The inbox file, relative to the node's working directory.
-pub const INBOX_FILE: &str = ".dtest/inbox.jsonl";
+/// The inbox file of the daemon listening on `port`, relative to its working directory: one per
+/// daemon, so daemons that share a directory (`dtest run --local`) never share an inbox.
+pub fn inbox_file(port: u16) -> String {
+    format!(".dtest/inbox-{port}.jsonl")
+}
 
 /// A daemon life appends at most this many messages to its inbox; beyond, 409.
 pub const INBOX_LINES_MAX: u32 = 10_000;

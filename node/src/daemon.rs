@@ -29,9 +29,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{
-    ApiError, BODY_MAX, Exchange, ExchangeReply, Faults, INBOX_FILE, INBOX_LINES_MAX, MESSAGE_BODY_MAX,
-    MESSAGE_IDS_MAX, MESSAGE_NAME_MAX, MessageReceipt, NodeInfo, NodeMessage, PLANS_MAX, PREFIX, Plan, PlanWork,
-    Resources, WAIT_MAX_MS,
+    ApiError, BODY_MAX, Exchange, ExchangeReply, Faults, INBOX_LINES_MAX, MESSAGE_BODY_MAX, MESSAGE_IDS_MAX,
+    MESSAGE_NAME_MAX, MessageReceipt, NodeInfo, NodeMessage, PLANS_MAX, PREFIX, Plan, PlanWork, Resources, WAIT_MAX_MS,
 };
 use crate::register::{Registration, register_loop};
 use crate::{exec, load, system};
@@ -139,8 +138,9 @@ struct Inbox {
 impl Inbox {
     /// A fresh inbox under `workdir`: the file is created empty (a new daemon life starts a new
     /// inbox). A failure is kept and answered to whoever posts a message.
-    fn create(workdir: &std::path::Path) -> Inbox {
-        let path = std::path::absolute(workdir.join(INBOX_FILE)).unwrap_or_else(|_| workdir.join(INBOX_FILE));
+    fn create(workdir: &std::path::Path, port: u16) -> Inbox {
+        let file = crate::api::inbox_file(port);
+        let path = std::path::absolute(workdir.join(&file)).unwrap_or_else(|_| workdir.join(&file));
         let file =
             path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::File::create(&path)).map_err(
                 |e| format!("cannot write the inbox {}: {e}; give the node a writable --workdir", path.display()),
@@ -248,7 +248,7 @@ pub async fn serve(
             stopping: false,
             last_incarnation: 0,
         }),
-        inbox: Mutex::new(Inbox::create(&config.workdir)),
+        inbox: Mutex::new(Inbox::create(&config.workdir, listener.local_addr().map_or(0, |a| a.port()))),
         wake: Notify::new(),
         outbound_ready: Notify::new(),
         config,
@@ -1052,7 +1052,9 @@ mod tests {
 
     /// The lines of the daemon's inbox, parsed.
     fn inbox_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(dir.join(INBOX_FILE)).expect("the inbox exists");
+        let inboxes = std::fs::read_dir(dir.join(".dtest")).expect("the inbox directory");
+        let path = inboxes.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".jsonl"));
+        let text = std::fs::read_to_string(path.expect("an inbox")).expect("the inbox exists");
         text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
     }
 
@@ -1220,7 +1222,7 @@ mod tests {
     #[test]
     fn a_full_inbox_refuses_and_only_the_latest_exactly_once_ids_are_remembered() {
         let dir = scratch("inbox-bounds");
-        let mut inbox = Inbox::create(&dir);
+        let mut inbox = Inbox::create(&dir, 1);
         assert_eq!(inbox.take("first", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(false));
         for i in 0..MESSAGE_IDS_MAX {
             inbox.remember(&format!("id-{i}"));

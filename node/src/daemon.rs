@@ -135,6 +135,19 @@ struct Inbox {
     seen: BTreeSet<String>,
 }
 
+/// Appends `line` at the file's end, or nothing: a write that fails halfway is cut back off, so
+/// the next line does not start inside a broken one.
+fn append_whole(file: &mut std::fs::File, line: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let end = file.seek(SeekFrom::End(0))?;
+    let written = file.write_all(line).and_then(|()| file.flush());
+    if written.is_err() {
+        let _ = file.set_len(end);
+        let _ = file.seek(SeekFrom::Start(end));
+    }
+    written
+}
+
 impl Inbox {
     /// A fresh inbox under `workdir`: the file is created empty (a new daemon life starts a new
     /// inbox). A failure is kept and answered to whoever posts a message.
@@ -161,7 +174,7 @@ impl Inbox {
             return Err((StatusCode::CONFLICT, why));
         }
         let appended = match &mut self.file {
-            Ok(file) => file.write_all(line).and_then(|()| file.flush()).map_err(|e| e.to_string()),
+            Ok(file) => append_whole(file, line).map_err(|e| e.to_string()),
             Err(why) => Err(why.clone()),
         };
         if let Err(why) = appended {
@@ -405,7 +418,7 @@ fn evict_idle(state: &mut NodeState) -> bool {
     let oldest = state
         .lives
         .iter()
-        .filter(|(_, life)| life.work.is_empty())
+        .filter(|(_, life)| life.work.is_empty() && life.agent.is_idle())
         .min_by_key(|(_, life)| life.agent.incarnation())
         .map(|(id, _)| id.clone());
     oldest.is_some_and(|id| state.lives.remove(&id).is_some())

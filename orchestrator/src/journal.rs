@@ -102,6 +102,9 @@ pub struct SetupNode {
     pub index: u32,
     /// What it offered the run.
     pub resources: Resources,
+    /// Whether that was a share its host gave the session (else all the node has).
+    #[serde(default)]
+    pub shared: bool,
     /// Its capabilities.
     pub capabilities: Vec<String>,
     /// Its region.
@@ -111,9 +114,10 @@ pub struct SetupNode {
 }
 
 impl SetupNode {
-    pub(crate) fn of(url: &str, offer: &NodeOffer) -> SetupNode {
+    pub(crate) fn of(url: &str, offer: &NodeOffer, shared: bool) -> SetupNode {
         SetupNode {
             url: url.to_owned(),
+            shared,
             name: offer.name.clone(),
             group: offer.node_ref.group.0,
             index: offer.node_ref.index,

@@ -21,11 +21,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::journal::{Entry, JournalHandle, Setup, SetupNode};
 use crate::local::{self, LocalNode, TempDir};
-use crate::transport::{Input, poll_node, push_faults, send_to_node};
+use crate::transport::{Carrier, Input, poll_node, push_faults, send_to_node};
 
 /// Live events a consumer may fall behind by before the oldest are dropped (a live view's, not
 /// the report's: the report does not depend on them).
 const EVENTS_BUFFER: usize = 4_096;
+/// While the journal refuses inputs, how often the run tries again.
+const JOURNAL_RETRY: Duration = Duration::from_millis(250);
 /// How long a node has to answer `info` at the start.
 const INFO_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -290,7 +292,12 @@ impl Session {
         let options = RunOptions { mode: Mode::Run, seed, events: true, ..RunOptions::default() };
         let run = Run::new(&scenario, cluster, options)?;
         if let Some(journal) = &journal {
-            let nodes = urls.iter().zip(&offers).map(|(url, offer)| SetupNode::of(url, offer)).collect();
+            let nodes = urls
+                .iter()
+                .zip(&offers)
+                .enumerate()
+                .map(|(i, (url, offer))| SetupNode::of(url, offer, matches!(shares.get(i), Some(Some(_)))))
+                .collect();
             journal.0.setup(&Setup { id: id.clone(), nodes }).map_err(SessionError::Journal)?;
         }
         let plan = Arc::new(plan(&id, &scenario, &tls, seed));
@@ -318,6 +325,7 @@ impl Session {
             plan,
             clock,
             journal: journal.map(|j| (j, 0)),
+            journal_failing: false,
             events: mpsc::channel(1).0,
             events_dropped: 0,
             _dir: Some(dir),
@@ -351,6 +359,7 @@ impl Session {
             plan: Arc::new(plan(&setup.id, &scenario, &tls, seed)),
             clock: Clock::starting_at(replayed.now_ms),
             journal: journal.map(|j| (j, entries.len() as u64)),
+            journal_failing: false,
             events: mpsc::channel(1).0,
             events_dropped: 0,
             _dir: dir,
@@ -548,6 +557,8 @@ struct Driver {
     clock: Clock,
     /// The journal, and the number of the next entry.
     journal: Option<(JournalHandle, u64)>,
+    /// The journal refused the last input.
+    journal_failing: bool,
     events: mpsc::Sender<SessionEvent>,
     events_dropped: u64,
     /// The local nodes' token and logs, removed at the end.
@@ -559,34 +570,46 @@ impl Driver {
         self.clock.now_ms()
     }
 
-    /// Records an input in the journal, then hands it to the run. A journal that fails is given
-    /// up with a warning: the run goes on, but could not survive a crash of this process.
-    fn input(&mut self, entry: Entry) {
+    /// Records an input in the journal, then hands it to the run; whether it did. An input the
+    /// journal cannot record is not handed to the run either, so the journal stays the whole
+    /// truth of the run: a frame is lost as a dropped packet is (the protocol resends what must
+    /// arrive), a timeout stays due, and the caller retries a cancel. The run waits, with a
+    /// warning, until the journal takes inputs again.
+    fn input(&mut self, entry: Entry) -> bool {
         if let Some((journal, seq)) = &mut self.journal {
             match journal.0.record(*seq, &entry) {
                 Ok(()) => *seq += 1,
                 Err(e) => {
-                    self.journal = None;
-                    self.emit(SessionEvent::Warning(format!(
-                        "the journal failed ({e}): this execution goes on, but would not survive a restart"
-                    )));
+                    if !self.journal_failing {
+                        self.journal_failing = true;
+                        self.emit(SessionEvent::Warning(format!(
+                            "the journal cannot record the run's inputs ({e}); the run waits until it can"
+                        )));
+                    }
+                    return false;
                 }
+            }
+            if self.journal_failing {
+                self.journal_failing = false;
+                self.emit(SessionEvent::Warning("the journal records again; the run goes on".to_owned()));
             }
         }
         entry.apply(&mut self.run);
+        true
     }
 
     async fn drive(mut self, mut cancel: watch::Receiver<bool>, resumed_links: Vec<Option<Link>>) -> Report {
         let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
+        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut outgoing = Vec::new();
         let mut links = Vec::new();
         let mut carriers = Vec::new();
         for (i, client) in self.clients.iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             outgoing.push(tx);
-            carriers.push(tokio::spawn(poll_node(i, client.clone(), self.plan.clone(), self.clock, inputs_tx.clone())));
-            let plan = self.plan.clone();
-            carriers.push(tokio::spawn(send_to_node(i, client.clone(), plan, self.clock, rx, inputs_tx.clone())));
+            let carrier = Carrier { plan: self.plan.clone(), clock: self.clock, over: over.clone() };
+            carriers.push(tokio::spawn(poll_node(i, client.clone(), carrier.clone(), inputs_tx.clone())));
+            carriers.push(tokio::spawn(send_to_node(i, client.clone(), carrier, rx, inputs_tx.clone())));
             let (link_tx, link_rx) = watch::channel(Faults::default());
             // A resumed run puts back the links it had decided.
             if let Some(Some(link)) = resumed_links.get(i) {
@@ -598,25 +621,34 @@ impl Driver {
         drop(inputs_tx);
         let mut next_progress = 0;
         let mut cancelled = false;
+        // A cancel the journal could not record yet.
+        let mut cancel_pending = false;
         let mut carrying = true;
         while let Some(due_ms) = self.run.poll_timeout() {
-            let due = tokio::time::Instant::from_std(self.clock.instant(due_ms));
+            let mut due = tokio::time::Instant::from_std(self.clock.instant(due_ms));
+            if self.journal_failing {
+                // Not a busy loop while the store is down: try again in a while.
+                due = due.max(tokio::time::Instant::now() + JOURNAL_RETRY);
+            }
             tokio::select! {
                 input = inputs.recv(), if carrying => match input {
                     Some(Input::Frames(i, frames)) => {
                         self.input(Entry::Frames { at_ms: self.now_ms(), node: i as u32, frames });
                     }
-                    Some(Input::Undelivered(n)) => self.input(Entry::Undelivered { frames: n }),
+                    Some(Input::Undelivered(n)) => {
+                        self.input(Entry::Undelivered { frames: n });
+                    }
                     // Every carrier ended (they end only when this loop has): time alone goes on.
                     None => carrying = false,
                 },
                 () = tokio::time::sleep_until(due) => {}
                 changed = cancel.changed(), if !cancelled => {
                     cancelled = true;
-                    if changed.is_ok() && *cancel.borrow() {
-                        self.input(Entry::Cancel { at_ms: self.now_ms() });
-                    }
+                    cancel_pending = changed.is_ok() && *cancel.borrow();
                 }
+            }
+            if cancel_pending {
+                cancel_pending = !self.input(Entry::Cancel { at_ms: self.now_ms() });
             }
             let now = self.now_ms();
             if self.run.poll_timeout().is_some_and(|at| at <= now) {
@@ -646,6 +678,9 @@ impl Driver {
             }
         }
         let report = self.run.report();
+        // Over: from here no carrier gives a node the plan again (one that lost it has none of
+        // this run's work left to cancel).
+        over.store(true, std::sync::atomic::Ordering::Relaxed);
         self.leave(&mut inputs, &outgoing, &links).await;
         // The nodes are not this session's any more: nothing may poll them or give them its
         // plan again.

@@ -4,6 +4,7 @@
 //! protocol resends what must arrive.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dtest_core::protocol::{Frame, ToAgent, ToOrchestrator};
@@ -26,24 +27,39 @@ pub enum Input {
     Undelivered(u64),
 }
 
-/// The plan as sent now, saying how long the run has been going.
-fn plan_now(plan: &Plan, clock: Clock) -> Plan {
-    Plan { elapsed_ms: clock.now_ms(), ..plan.clone() }
+/// What a node's carriers share: the plan, the run's clock, and whether the run is over.
+#[derive(Clone)]
+pub struct Carrier {
+    /// The plan.
+    pub plan: Arc<Plan>,
+    /// The run's clock.
+    pub clock: Clock,
+    /// Set once the run is over: from then on a node that lacks the plan is not given it again.
+    pub over: Arc<AtomicBool>,
+}
+
+impl Carrier {
+    /// The plan as sent now, saying how long the run has been going; `None` once the run is over.
+    fn plan_now(&self) -> Option<Plan> {
+        (!self.over.load(Ordering::Relaxed)).then(|| Plan { elapsed_ms: self.clock.now_ms(), ..(*self.plan).clone() })
+    }
+
+    /// Gives the node the plan again, unless the run is over.
+    async fn give_plan(&self, client: &NodeClient) -> Result<(), ClientError> {
+        match self.plan_now() {
+            Some(plan) => client.put_plan(&plan).await,
+            None => Err(ClientError::NeedsPlan),
+        }
+    }
 }
 
 /// Keeps one long poll open to node `i`, forwarding its frames; gives it the plan when it lacks
 /// it (a restarted node: a new life that needs the plan again).
-pub async fn poll_node(
-    i: usize,
-    client: NodeClient,
-    plan: Arc<Plan>,
-    clock: Clock,
-    inputs: mpsc::UnboundedSender<Input>,
-) {
+pub async fn poll_node(i: usize, client: NodeClient, carrier: Carrier, inputs: mpsc::UnboundedSender<Input>) {
     // The session's end closes `inputs`: from then on this node is not ours to poll, nor to give
     // the plan to again.
     while !inputs.is_closed() {
-        let exchange = Exchange { plan: plan.id.clone(), frames: Vec::new(), wait_ms: POLL_WAIT_MS };
+        let exchange = Exchange { plan: carrier.plan.id.clone(), frames: Vec::new(), wait_ms: POLL_WAIT_MS };
         match client.exchange(&exchange).await {
             Ok(reply) => {
                 if !reply.frames.is_empty() && inputs.send(Input::Frames(i, reply.frames)).is_err() {
@@ -51,7 +67,7 @@ pub async fn poll_node(
                 }
             }
             Err(ClientError::NeedsPlan) => {
-                if client.put_plan(&plan_now(&plan, clock)).await.is_err() {
+                if carrier.give_plan(&client).await.is_err() {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
@@ -64,8 +80,7 @@ pub async fn poll_node(
 pub async fn send_to_node(
     i: usize,
     client: NodeClient,
-    plan: Arc<Plan>,
-    clock: Clock,
+    carrier: Carrier,
     mut frames: mpsc::UnboundedReceiver<Frame<ToAgent>>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
@@ -74,11 +89,11 @@ pub async fn send_to_node(
         while let Ok(frame) = frames.try_recv() {
             batch.push(frame);
         }
-        let exchange = Exchange { plan: plan.id.clone(), frames: batch, wait_ms: 0 };
+        let exchange = Exchange { plan: carrier.plan.id.clone(), frames: batch, wait_ms: 0 };
         let count = exchange.frames.len() as u64;
         let reply = match client.exchange(&exchange).await {
             Err(ClientError::NeedsPlan) if inputs.is_closed() => return,
-            Err(ClientError::NeedsPlan) => match client.put_plan(&plan_now(&plan, clock)).await {
+            Err(ClientError::NeedsPlan) => match carrier.give_plan(&client).await {
                 Ok(()) => client.exchange(&exchange).await,
                 Err(e) => Err(e),
             },

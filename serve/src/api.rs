@@ -144,6 +144,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
 
 type Answer<T> = Result<T, Failure>;
 
+/// Runs `work` on its own task: a client that goes away mid-request does not stop it halfway
+/// (an execution half started, its shares taken and never given back).
+async fn detached<T: Send + 'static>(work: impl Future<Output = Answer<T>> + Send + 'static) -> Answer<T> {
+    tokio::spawn(work).await.unwrap_or_else(|e| Err(Failure::Node(format!("the request's task ended: {e}"))))
+}
+
 // ---- access ---------------------------------------------------------------------------------
 
 /// Every route but `/healthz`: a token (constant-time compared), its role, the rate limit.
@@ -278,7 +284,8 @@ async fn node(State(s): State<AppState>, Path(id): Path<String>) -> Answer<axum:
 #[utoipa::path(post, path = "/v1/executions", tag = "orchestration", request_body = SubmitExecution,
     responses((status = 201, body = Created), Errors))]
 async fn submit(State(s): State<AppState>, Body(body): Body<SubmitExecution>) -> Answer<Response> {
-    let id = s.service.submit(body).await?;
+    let service = s.service.clone();
+    let id = detached(async move { service.submit(body).await }).await?;
     Ok((StatusCode::CREATED, axum::Json(Created { id })).into_response())
 }
 
@@ -362,7 +369,8 @@ async fn metrics(State(s): State<AppState>, Path(id): Path<String>) -> Answer<ax
 /// Starts a load test on nodes; an execution like any other.
 #[utoipa::path(post, path = "/v1/load", tag = "load", request_body = StartLoad, responses((status = 201, body = Created), Errors))]
 async fn start_load(State(s): State<AppState>, Body(body): Body<StartLoad>) -> Answer<Response> {
-    let id = s.service.start_load(body).await?;
+    let service = s.service.clone();
+    let id = detached(async move { service.start_load(body).await }).await?;
     Ok((StatusCode::CREATED, axum::Json(Created { id })).into_response())
 }
 

@@ -57,21 +57,6 @@ impl Bus {
         // Listen first, then read the log: an event published in between is in one or the other.
         let mut live = self.live.subscribe();
         let mut last = after;
-        if let Ok(Some(first)) = self.store.first_event_seq()
-            && after + 1 < first
-        {
-            let gap = serde_json::json!({ "after": after, "first_kept": first });
-            let note = EventView {
-                seq: 0,
-                time: crate::unix_ms(),
-                kind: "backlog_truncated".to_owned(),
-                execution: None,
-                data: gap,
-            };
-            if send(&mut socket, &note).await.is_err() {
-                return;
-            }
-        }
         if self.replay(&mut socket, &mut last).await.is_err() {
             return;
         }
@@ -101,8 +86,22 @@ impl Bus {
         }
     }
 
-    /// Sends what the log holds after `last`, moving `last` on.
+    /// Sends what the log holds after `last`, moving `last` on; first a `backlog_truncated` event
+    /// when the log no longer holds all of it.
     async fn replay(&self, socket: &mut WebSocket, last: &mut u64) -> Result<(), ()> {
+        if let Ok(Some(first)) = self.store.first_event_seq()
+            && last.saturating_add(1) < first
+        {
+            let gap = serde_json::json!({ "after": *last, "first_kept": first });
+            let note = EventView {
+                seq: 0,
+                time: crate::unix_ms(),
+                kind: "backlog_truncated".to_owned(),
+                execution: None,
+                data: gap,
+            };
+            send(socket, &note).await?;
+        }
         loop {
             let page = self.store.events_after(*last, PAGE).map_err(|_| ())?;
             if page.is_empty() {

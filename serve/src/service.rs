@@ -163,6 +163,8 @@ struct Inner {
     next_allocation: u64,
     /// Ended executions whose reports the store refused, by id.
     unstored: BTreeMap<String, Ended>,
+    /// Executions being started (counted against [`RUNNING_MAX`] with the running ones).
+    starting: usize,
 }
 
 impl Service {
@@ -480,6 +482,10 @@ impl Service {
                 "no node to run on: register nodes with `dtest node --orchestrator URL`".to_owned(),
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = nodes.iter().find(|n| !seen.insert(*n)) {
+            return Err(Failure::Invalid(format!("nodes: `{twice}` is named twice (by name or URL)")));
+        }
         Ok(nodes)
     }
 
@@ -491,11 +497,30 @@ impl Service {
         asked: Option<&[String]>,
         stored: Value,
     ) -> Result<String> {
-        if self.inner().running.len() >= RUNNING_MAX {
-            return Err(Failure::Conflict(format!("{RUNNING_MAX} executions run already")));
-        }
         let nodes = self.pick(asked)?;
         self.could_fit(&scenario, &nodes)?;
+        {
+            let mut inner = self.inner();
+            if inner.running.len() + inner.starting >= RUNNING_MAX {
+                return Err(Failure::Conflict(format!("{RUNNING_MAX} executions run already")));
+            }
+            inner.starting += 1;
+        }
+        let started = self.start_counted(scenario, seed, kind, &nodes, stored).await;
+        self.inner().starting -= 1;
+        started
+    }
+
+    async fn start_counted(
+        self: &Arc<Self>,
+        scenario: Scenario,
+        seed: u64,
+        kind: ExecutionKind,
+        nodes: &[String],
+        mut stored: Value,
+    ) -> Result<String> {
+        // The nodes as chosen, so that an execution started again after a restart runs there.
+        stored["nodes"] = json!(nodes);
         let id = dtest_orchestrator::session::fresh_id(&scenario.name).map_err(Failure::Node)?;
         let row = ExecutionRow {
             id: id.clone(),
@@ -512,7 +537,7 @@ impl Service {
             summary: None,
         };
         self.store.insert_execution(&row)?;
-        match self.launch(&id, scenario, seed, &nodes).await {
+        match self.launch(&id, scenario, seed, nodes).await {
             Ok(()) => Ok(id),
             Err(failure) => {
                 let summary = json!({ "error": failure.message() });
@@ -525,6 +550,13 @@ impl Service {
     /// Refuses (422) a scenario with a task that no chosen registered node could ever run, even
     /// with nothing else on it.
     fn could_fit(&self, scenario: &Scenario, nodes: &[String]) -> Result<()> {
+        if let Some(target) = scenario.targets.iter().find(|t| t.tls.ca_file.is_some()) {
+            return Err(Failure::Invalid(format!(
+                "targets.{}.tls.ca_file: the service reads no files named by a submitted scenario; \
+                 trust the target's CA on the service's machine, or set `insecure` for a test target",
+                target.name
+            )));
+        }
         let inner = self.inner();
         let capacities: Vec<_> = nodes.iter().filter_map(|n| inner.ledger.capacity(n)).collect();
         if capacities.len() < nodes.len() {
@@ -581,6 +613,7 @@ impl Service {
             NodeSource::Remote { urls, token: self.config.node_token.clone() },
             seed,
         );
+        config.tls = target_tls(&scenario);
         config.shares = shares;
         config.journal = Some(journal);
         config.id = Some(id.to_owned());
@@ -723,7 +756,8 @@ impl Service {
         };
         let (state, report_json, summary) = match report {
             Ok(report) => {
-                let state = if cancelled {
+                // A cancel that came after the run ended changed nothing: the report says.
+                let state = if report.interrupted && cancelled {
                     "cancelled"
                 } else if report.interrupted {
                     "interrupted"
@@ -806,8 +840,9 @@ impl Service {
         let text = request["scenario"].to_string();
         let scenario = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| diagnostics(&e))?;
         let Some(setup) = &row.setup else {
-            // The nodes never got the plan: nothing ran; start it now.
-            let nodes = self.pick(None).map_err(|e| e.message())?;
+            // The nodes never got the plan: nothing ran; start it now, on the nodes it chose.
+            let chosen: Option<Vec<String>> = serde_json::from_value(request["nodes"].clone()).ok();
+            let nodes = self.pick(chosen.as_deref()).map_err(|e| e.message())?;
             return self.launch(&row.id, scenario, row.seed, &nodes).await.map_err(|e| e.message());
         };
         let setup: Setup = serde_json::from_str(setup).map_err(|e| e.to_string())?;
@@ -825,7 +860,10 @@ impl Service {
                 let id = inner.nodes.iter().find(|(_, n)| n.url == node.url).map(|(id, _)| id.clone());
                 match id {
                     Some(id) => {
-                        inner.ledger.restore(&share_id(&row.id, &id), &id, &node.resources);
+                        // Only what was a share: a node named by URL ran with all it has.
+                        if node.shared {
+                            inner.ledger.restore(&share_id(&row.id, &id), &id, &node.resources);
+                        }
                         nodes.push(id);
                     }
                     None => nodes.push(node.url.clone()),
@@ -840,10 +878,22 @@ impl Service {
             NodeSource::Remote { urls, token: self.config.node_token.clone() },
             row.seed,
         );
+        config.tls = target_tls(&scenario);
         config.journal = Some(journal);
         config.id = Some(row.id.clone());
-        let session = Session::resume(config, setup, entries).await.map_err(|e| e.to_string())?;
+        let cancelled = entries.iter().any(|e| matches!(e, Entry::Cancel { .. }));
+        let session = match Session::resume(config, setup, entries).await {
+            Ok(session) => session,
+            Err(e) => {
+                self.inner().ledger.release_prefix(&share_prefix(&row.id));
+                return Err(e.to_string());
+            }
+        };
         self.watch(session, scenario, nodes, true);
+        // A cancel before the crash is in the journal: the execution ends cancelled, as asked.
+        if cancelled && let Some(live) = self.inner().running.get_mut(&row.id) {
+            live.cancelled = true;
+        }
         Ok(())
     }
 
@@ -1344,6 +1394,12 @@ fn execution_view(row: &ExecutionHead, live: Option<&Live>) -> ExecutionView {
         progress: live.map(|l| l.progress.clone()),
         summary: row.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
     }
+}
+
+/// Each target's TLS settings as a submitted scenario may give them: `insecure` only (a
+/// `ca_file` is refused at submission).
+fn target_tls(scenario: &Scenario) -> Vec<dtest_node::tls::TlsOptions> {
+    scenario.targets.iter().map(|t| dtest_node::tls::TlsOptions { ca_pem: None, insecure: t.tls.insecure }).collect()
 }
 
 /// A session's journal in the store.

@@ -642,3 +642,62 @@ fn a_node_registering_while_listening_everywhere_needs_advertise_and_labels_are_
         assert!(help.contains(flag), "{flag} in {help}");
     }
 }
+
+/// A journal that refuses every third input (a store that is busy now and then): the session
+/// hands the run only what the journal took, warns, and the run still ends with every task run
+/// once, as over a lossy network.
+#[test]
+fn a_session_whose_journal_fails_now_and_then_holds_inputs_back_and_still_finishes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use dtest_orchestrator::journal::{Entry, Journal, JournalHandle, MemoryJournal, Setup};
+    use dtest_orchestrator::{NodeSource, Session, SessionConfig, SessionEvent};
+
+    struct Flaky {
+        inner: MemoryJournal,
+        calls: AtomicU64,
+    }
+
+    impl Journal for Flaky {
+        fn setup(&self, setup: &Setup) -> Result<(), String> {
+            self.inner.setup(setup)
+        }
+
+        fn record(&self, seq: u64, entry: &Entry) -> Result<(), String> {
+            if self.calls.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
+                return Err("database is locked".to_owned());
+            }
+            self.inner.record(seq, entry)
+        }
+    }
+
+    let scratch = Scratch::new("flaky-journal");
+    let token = scratch.file("token", "flaky-token");
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&token, &["--allow-commands"])).collect();
+    let scenario = dtest_core::scenario::parse(sleepy_scenario(6, 0.5, "[]").as_bytes()).expect("a valid scenario");
+    let journal = Arc::new(Flaky { inner: MemoryJournal::default(), calls: AtomicU64::new(0) });
+    let mut config = SessionConfig::new(
+        scenario,
+        NodeSource::Remote { urls: daemons.iter().map(Daemon::url).collect(), token: "flaky-token".to_owned() },
+        3,
+    );
+    config.journal = Some(JournalHandle(journal.clone()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let (report, warnings) = runtime.block_on(async {
+        let mut session = Session::start(config).await.expect("the session starts");
+        let mut warnings = Vec::new();
+        while let Some(event) = session.next_event().await {
+            if let SessionEvent::Warning(warning) = event {
+                warnings.push(warning);
+            }
+        }
+        (session.finish().await.expect("a report"), warnings)
+    });
+    let report = serde_json::to_value(&report).expect("json");
+    assert_nothing_lost_or_doubled(&report);
+    assert!(warnings.iter().any(|w| w.contains("cannot record")), "the refusals were said: {warnings:?}");
+    // The memory journal refuses an entry out of order, so a session that moved on past a refused
+    // entry would have stalled its run: the entries are the run's inputs, whole and in order.
+    assert!(journal.inner.entries.lock().expect("entries").len() > 10);
+}

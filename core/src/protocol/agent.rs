@@ -384,6 +384,14 @@ impl Agent {
         self.leaving && self.outbox.in_flight() == 0 && self.finished.values().all(|f| f.sent)
     }
 
+    /// Whether the agent holds nothing its orchestrator still needs: no attempt running and no
+    /// result waiting for the orchestrator to accept it. Only such an agent may be forgotten (a
+    /// node holding several plans evicts only idle ones, so a restarted orchestrator finds its
+    /// results where it left them).
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.finished.is_empty()
+    }
+
     /// When [`Agent::tick`] next has something to do.
     pub fn next_tick_ms(&self) -> u64 {
         let deadline = self.running.values().map(|r| r.deadline_ms).min();
@@ -533,8 +541,11 @@ mod tests {
     fn results_are_resent_until_accepted_and_then_forgotten() {
         let mut a = agent();
         drain(&mut a);
+        assert!(a.is_idle(), "a fresh agent holds nothing");
         a.handle(1, assign(1, 7, 1));
+        assert!(!a.is_idle(), "an attempt runs");
         a.work_finished(100, TaskId(7), Attempt(1), Outcome::Passed);
+        assert!(!a.is_idle(), "its result waits to be accepted");
         let (_, frames) = drain(&mut a);
         let sent = finished(&frames);
         assert_eq!(sent.len(), 1);
@@ -550,6 +561,7 @@ mod tests {
         a.tick(10_000);
         let (_, frames) = drain(&mut a);
         assert!(finished(&frames).is_empty());
+        assert!(a.is_idle(), "accepted: nothing is owed any more");
         a.handle(10_001, assign(3, 7, 1)); // a late copy of the old assignment
         assert_eq!(drain(&mut a).0, [], "an accepted attempt is not run again");
     }

@@ -237,11 +237,8 @@ impl Service {
         {
             return Err(Failure::Invalid("url: expected http://host:port".to_owned()));
         }
-        if registration.labels.len() > 32
-            || registration.labels.iter().any(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 128)
-        {
-            return Err(Failure::Invalid("labels: at most 32, keys 1 to 63 characters, values at most 128".to_owned()));
-        }
+        // The node's own rules for its labels: one set of checks on both ends.
+        dtest_node::api::validate_labels(&registration.labels).map_err(|e| Failure::Invalid(format!("labels: {e}")))?;
         let now_ms = unix_ms();
         let mut inner = self.inner();
         let id = registration.name.clone();

@@ -25,6 +25,8 @@ missing=()
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+# xxd makes the tokens in the README's `dtest serve` walkthrough, which a test runs as printed.
+command -v xxd >/dev/null 2>&1 || missing+=(xxd)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

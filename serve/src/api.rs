@@ -202,11 +202,21 @@ impl Limiter {
         }
         let now = Instant::now();
         let burst = f64::from(rate_per_s) * 2.0;
-        if self.buckets.len() >= CLIENTS_MAX
-            && !self.buckets.contains_key(&client)
-            && let Some(idle) = self.buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(ip, _)| *ip)
-        {
-            self.buckets.remove(&idle);
+        // An IPv6 client is its /64: one host holds all of it, and must not get a bucket per address.
+        let client = match client {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())
+            }
+            other => other,
+        };
+        if self.buckets.len() >= CLIENTS_MAX && !self.buckets.contains_key(&client) {
+            // A bucket refills whole in two seconds: a client idle longer is the same as a new
+            // one, so forget them all.
+            self.buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() < 2.0);
+            if self.buckets.len() >= CLIENTS_MAX {
+                // Every one of them is busy: this client waits for room.
+                return false;
+            }
         }
         let (tokens, at) = self.buckets.entry(client).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * f64::from(rate_per_s)).min(burst);
@@ -531,4 +541,21 @@ struct ApiDoc;
 /// The OpenAPI 3.1 document of the API, as JSON.
 pub fn document() -> String {
     ApiDoc::openapi().to_json().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_bucket_holds_twice_the_rate() {
+        let mut limiter = Limiter::default();
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("address");
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("address");
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().expect("address");
+        assert!(limiter.admit(a, 1) && limiter.admit(same_64, 1), "a burst of two");
+        assert!(!limiter.admit(same_64, 1) && !limiter.admit(a, 1), "the /64's bucket is empty");
+        assert!(limiter.admit(other_64, 1), "another /64 has its own");
+        assert!(limiter.admit(IpAddr::from([127, 0, 0, 1]), 0), "0 is no limit");
+    }
 }

@@ -537,8 +537,8 @@ impl Service {
         match self.launch(&id, scenario, seed, nodes).await {
             Ok(()) => Ok(id),
             Err(failure) => {
-                let summary = json!({ "error": failure.message() });
-                self.store.finish_execution(&id, "failed", unix_ms(), None, &summary.to_string())?;
+                let summary = json!({ "error": failure.message() }).to_string();
+                self.ended(&id, Ended { state: "failed".to_owned(), finished_ms: unix_ms(), report: None, summary });
                 Err(failure)
             }
         }
@@ -778,24 +778,30 @@ impl Service {
             report: report_json,
             summary: summary.to_string(),
         };
-        if let Err(e) =
-            self.store.finish_execution(id, state, ended.finished_ms, ended.report.as_deref(), &ended.summary)
-        {
-            // Kept in memory and served from there, and stored as soon as the store takes it
-            // (its journal stays until then, so a restart meanwhile finishes it again).
+        self.ended(id, ended);
+        self.bus.publish("execution_finished", Some(id), json!({ "state": state, "summary": summary }));
+    }
+
+    /// Records how an execution ended. What the store refuses is kept in memory, served from
+    /// there, and stored as soon as the store takes it (its journal stays until then, so a restart
+    /// meanwhile finishes it again).
+    fn ended(&self, id: &str, ended: Ended) {
+        let stored =
+            self.store.finish_execution(id, &ended.state, ended.finished_ms, ended.report.as_deref(), &ended.summary);
+        if let Err(e) = stored {
             eprintln!(
-                "dtest serve: execution {id} ended {state}; its report waits in memory until it can be stored: {e}"
+                "dtest serve: execution {id} ended {}; that waits in memory until it can be stored: {e}",
+                ended.state
             );
             let mut inner = self.inner();
             if inner.unstored.len() >= UNSTORED_MAX
-                && let Some(oldest) = inner.unstored.keys().next().cloned()
+                && let Some(oldest) = inner.unstored.iter().min_by_key(|(_, e)| e.finished_ms).map(|(id, _)| id.clone())
             {
-                eprintln!("dtest serve: the report of execution {oldest} is dropped: {UNSTORED_MAX} wait already");
+                eprintln!("dtest serve: how execution {oldest} ended is dropped: {UNSTORED_MAX} wait already");
                 inner.unstored.remove(&oldest);
             }
             inner.unstored.insert(id.to_owned(), ended);
         }
-        self.bus.publish("execution_finished", Some(id), json!({ "state": state, "summary": summary }));
     }
 
     /// Stores the reports that could not be stored when their executions ended.

@@ -1,5 +1,5 @@
 //! The durable store of `dtest serve`: executions, their input journals, the live-event log and
-//! small key/value tables (nodes, load profiles, allocations, settings, alert acks), all in one
+//! small key/value tables (nodes, load profiles, allocations, settings), all in one
 //! SQLite database, `DIR/dtest.sqlite3`.
 //!
 //! [`Store`] is synchronous: async callers wrap a call in `tokio::task::spawn_blocking`, or make a
@@ -100,7 +100,6 @@ CREATE TABLE nodes (id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL, updated_ms
 CREATE TABLE profiles (name TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL) STRICT;
 CREATE TABLE allocations (id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL) STRICT;
 CREATE TABLE settings (key TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL) STRICT;
-CREATE TABLE alert_acks (id TEXT PRIMARY KEY NOT NULL, at_ms INTEGER NOT NULL) STRICT;
 ";
 
 /// The columns of [`ExecutionRow`], in its field order.
@@ -434,8 +433,6 @@ const PROFILES: KvTable = KvTable { name: "profiles", key: "name", values: &["bo
 const ALLOCATIONS: KvTable = KvTable { name: "allocations", key: "id", values: &["body"] };
 /// Settings such as alert rules.
 const SETTINGS: KvTable = KvTable { name: "settings", key: "key", values: &["body"] };
-/// Acknowledged alerts.
-const ALERT_ACKS: KvTable = KvTable { name: "alert_acks", key: "id", values: &["at_ms"] };
 
 impl KvTable {
     /// Inserts or replaces a row: `?1` is the key, then the values.
@@ -501,6 +498,7 @@ impl Store {
     }
 
     /// A store in memory, gone when dropped: for tests.
+    #[cfg(test)]
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let dir = PathBuf::from(":memory:");
         let tuning = Tuning::DEFAULT;
@@ -518,11 +516,6 @@ impl Store {
         configure(&conn, tuning, dir)?;
         migrate(&mut conn, dir)?;
         Ok(Store { conn: Mutex::new(conn), dir: dir.to_path_buf(), tuning, _lock: Some(lock) })
-    }
-
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The connection, also after a caller panicked holding it: every write is one transaction
@@ -694,12 +687,6 @@ impl Store {
             let rows = statement.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
-    }
-
-    /// Drops the journal of execution `id` (its row and report stay).
-    pub fn drop_journal(&self, id: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("DELETE FROM journal WHERE execution = ?1", [id]))?;
-        Ok(())
     }
 
     // The live-event log.
@@ -877,26 +864,6 @@ impl Store {
     /// Removes setting `key`; whether it was set.
     pub fn delete_setting(&self, key: &str) -> Result<bool, StoreError> {
         self.kv_delete(&SETTINGS, key)
-    }
-
-    /// Records that alert `id` was acknowledged at `at_ms`.
-    pub fn put_alert_ack(&self, id: &str, at_ms: u64) -> Result<(), StoreError> {
-        self.kv_put(&ALERT_ACKS, &[&id, &at_ms])
-    }
-
-    /// When alert `id` was acknowledged, if it was.
-    pub fn alert_ack(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        self.kv_get(&ALERT_ACKS, id, |r| r.get(1))
-    }
-
-    /// Every acknowledged alert as (id, `at_ms`), by id.
-    pub fn alert_acks(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.kv_list(&ALERT_ACKS, |r| Ok((r.get(0)?, r.get(1)?)))
-    }
-
-    /// Forgets that alert `id` was acknowledged; whether it was.
-    pub fn delete_alert_ack(&self, id: &str) -> Result<bool, StoreError> {
-        self.kv_delete(&ALERT_ACKS, id)
     }
 }
 
@@ -1143,7 +1110,7 @@ mod tests {
     }
 
     #[test]
-    fn journal_appends_reads_in_order_and_drops() {
+    fn journal_appends_reads_in_order_and_finishing_drops_it() {
         let store = Store::open_in_memory().unwrap();
         store.insert_execution(&execution("e1", 1)).unwrap();
         store.insert_execution(&execution("e2", 2)).unwrap();
@@ -1156,8 +1123,6 @@ mod tests {
 
         let expected: Vec<(u64, String)> = (0..3).map(|seq| (seq, format!("in{seq}"))).collect();
         assert_eq!(store.journal("e1").unwrap(), expected);
-        store.drop_journal("e1").unwrap();
-        assert_eq!(store.journal("e1").unwrap(), []);
         assert_eq!(store.journal("e2").unwrap(), [(0, "other".to_owned())]);
 
         store.finish_execution("e2", "failed", 3, Some("{}"), "{}").unwrap();
@@ -1256,13 +1221,6 @@ mod tests {
             assert!(!delete(&store, "a").unwrap());
             assert_eq!(list(&store).unwrap().len(), 1);
         }
-
-        store.put_alert_ack("alert1", 42).unwrap();
-        store.put_alert_ack("alert1", 43).unwrap();
-        assert_eq!(store.alert_ack("alert1").unwrap(), Some(43));
-        assert_eq!(store.alert_acks().unwrap(), [("alert1".to_owned(), 43)]);
-        assert!(store.delete_alert_ack("alert1").unwrap());
-        assert_eq!(store.alert_ack("alert1").unwrap(), None);
     }
 
     #[test]
@@ -1377,7 +1335,6 @@ mod tests {
             .execute_batch(
                 "PRAGMA ignore_check_constraints = ON;
                  INSERT INTO profiles VALUES ('utf8', CAST(x'ff00fe' AS TEXT));
-                 INSERT INTO alert_acks VALUES ('negative', -5);
                  INSERT INTO nodes VALUES ('negative', '{}', -1);
                  INSERT INTO executions (id, name, kind, state, created_ms, seed, request)
                      VALUES ('negative', 'n', 'scenario', 'pending', -1, 0, '{}');
@@ -1389,8 +1346,6 @@ mod tests {
         let errors = [
             store.profile("utf8").unwrap_err(),
             store.profiles().unwrap_err(),
-            store.alert_ack("negative").unwrap_err(),
-            store.alert_acks().unwrap_err(),
             store.node("negative").unwrap_err(),
             store.execution("negative").unwrap_err(),
             store.execution("kind").unwrap_err(),

@@ -302,6 +302,7 @@ impl Service {
         .await;
         let now = self.now();
         let mut changes = Vec::new();
+        let mut resized = Vec::new();
         let mut inner = self.inner();
         for (id, answer, round_trip_ms) in answers {
             let Some(node) = inner.nodes.get_mut(&id) else { continue };
@@ -312,6 +313,9 @@ impl Service {
                     node.last_seen_ms = Some(unix_ms());
                     node.round_trip_ms = Some(round_trip_ms);
                     node.health.heartbeat(now, NodeMetrics::default());
+                    if node.info.resources != info.resources {
+                        resized.push((id.clone(), info.resources.clone()));
+                    }
                     node.info = info;
                 }
                 Err(_) => {
@@ -319,6 +323,10 @@ impl Service {
                     node.failures += 1;
                 }
             }
+        }
+        // A node that now says it has other resources: the ledger follows (what it promised stays).
+        for (id, resources) in resized {
+            inner.ledger.set_capacity(&id, resources);
         }
         let mut observations = Vec::new();
         for (id, node) in &mut inner.nodes {

@@ -88,6 +88,16 @@ pub struct ServiceConfig {
     pub node_token: String,
 }
 
+impl Inner {
+    /// Adds an alert event to the history, forgetting the oldest beyond [`ALERT_HISTORY_MAX`].
+    fn remember(&mut self, view: AlertView) {
+        self.alert_history.push_back(view);
+        if self.alert_history.len() > ALERT_HISTORY_MAX {
+            self.alert_history.pop_front();
+        }
+    }
+}
+
 /// A registered node.
 struct Node {
     url: String,
@@ -352,10 +362,7 @@ impl Service {
         let mut fired = Vec::new();
         for event in alert_events {
             let view = alert_view(&event, unix_ms(), false);
-            inner.alert_history.push_back(view.clone());
-            if inner.alert_history.len() > ALERT_HISTORY_MAX {
-                inner.alert_history.pop_front();
-            }
+            inner.remember(view.clone());
             fired.push(view);
         }
         drop(inner);
@@ -414,8 +421,7 @@ impl Service {
     /// `POST /v1/executions`: checks the scenario, picks the nodes, takes each one's share and
     /// starts the run; answers once the nodes have the plan.
     pub async fn submit(self: &Arc<Self>, request: SubmitExecution) -> Result<String> {
-        let text = serde_json::to_vec(&request.scenario).map_err(|e| Failure::BadRequest(e.to_string()))?;
-        let scenario = dtest_core::scenario::parse(&text).map_err(|e| Failure::Invalid(diagnostics(&e)))?;
+        let scenario = scenario_of(&request.scenario).map_err(Failure::Invalid)?;
         let seed = request.seed.unwrap_or(1);
         let stored = json!({ "kind": "scenario", "scenario": request.scenario, "seed": seed });
         self.start(scenario, seed, ExecutionKind::Scenario, request.nodes.as_deref(), stored).await
@@ -451,8 +457,7 @@ impl Service {
             "targets": { "target": { "url": request.url } },
             "workload": { "tasks": [ { "name": "load", "count": nodes.len(), "kind": "load", "load": load } ] }
         });
-        let text = scenario.to_string();
-        let parsed = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| Failure::Invalid(diagnostics(&e)))?;
+        let parsed = scenario_of(&scenario).map_err(Failure::Invalid)?;
         let stored = json!({ "kind": "load", "scenario": scenario, "seed": 1 });
         self.start(parsed, 1, ExecutionKind::Load, Some(&nodes), stored).await
     }
@@ -746,11 +751,7 @@ impl Service {
             value: record.value,
             acknowledged: false,
         };
-        let mut inner = self.inner();
-        inner.alert_history.push_back(view);
-        if inner.alert_history.len() > ALERT_HISTORY_MAX {
-            inner.alert_history.pop_front();
-        }
+        self.inner().remember(view);
     }
 
     fn finished(&self, id: &str, scenario: &Scenario, report: std::result::Result<Report, SessionError>) {
@@ -848,8 +849,7 @@ impl Service {
 
     async fn resume(self: &Arc<Self>, row: &ExecutionRow) -> std::result::Result<(), String> {
         let request: Value = serde_json::from_str(&row.request).map_err(|e| e.to_string())?;
-        let text = request["scenario"].to_string();
-        let scenario = dtest_core::scenario::parse(text.as_bytes()).map_err(|e| diagnostics(&e))?;
+        let scenario = scenario_of(&request["scenario"])?;
         let Some(setup) = &row.setup else {
             // The nodes never got the plan: nothing ran; start it now, on the nodes it chose.
             let chosen: Option<Vec<String>> = serde_json::from_value(request["nodes"].clone()).ok();
@@ -998,8 +998,7 @@ impl Service {
             "workload": { "tasks": [ { "name": "load", "count": 1, "kind": "load",
                                        "load": { "target": "t", "pattern": profile.pattern } } ] }
         });
-        dtest_core::scenario::parse(probe.to_string().as_bytes())
-            .map_err(|e| Failure::Invalid(diagnostics(&e).replace("workload.tasks[0].load.pattern", "pattern")))?;
+        scenario_of(&probe).map_err(|e| Failure::Invalid(e.replace("workload.tasks[0].load.pattern", "pattern")))?;
         if self.store.profile(name)?.is_none() && self.store.profiles()?.len() >= PROFILES_MAX {
             return Err(Failure::Conflict(format!("{PROFILES_MAX} profiles are kept already")));
         }
@@ -1046,15 +1045,12 @@ impl Service {
         let mut inner = self.inner();
         inner.alerts.acknowledge(id, now).map_err(|e| Failure::NotFound(format!("alert {id}: {e:?}")))?;
         if let Some(last) = inner.alert_history.iter().rev().find(|a| a.id == id).cloned() {
-            inner.alert_history.push_back(AlertView {
+            inner.remember(AlertView {
                 state: "acknowledged".to_owned(),
                 at_ms: unix_ms(),
                 acknowledged: true,
                 ..last
             });
-            if inner.alert_history.len() > ALERT_HISTORY_MAX {
-                inner.alert_history.pop_front();
-            }
         }
         Ok(())
     }
@@ -1223,10 +1219,12 @@ async fn deliver(client: NodeClient, node: String, id: String, mode: DeliveryMod
     Delivery { id, node, delivered: false, duplicate: false, delivered_to: 0, attempts: attempts_max, error }
 }
 
-/// The scenario parser's complaints, one after another.
-fn diagnostics(diagnostics: &[dtest_core::scenario::Diagnostic]) -> String {
-    let all: Vec<String> = diagnostics.iter().map(|d| d.display_in("scenario").to_string()).collect();
-    all.join("; ")
+/// A scenario given as JSON, checked by the scenario parser; its complaints, one after another.
+fn scenario_of(json: &Value) -> std::result::Result<Scenario, String> {
+    dtest_core::scenario::parse(json.to_string().as_bytes()).map_err(|diagnostics| {
+        let all: Vec<String> = diagnostics.iter().map(|d| d.display_in("scenario").to_string()).collect();
+        all.join("; ")
+    })
 }
 
 fn check_body(body: &Value) -> Result<()> {

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use dtest_core::report::Report;
 use dtest_core::scenario::{Distribution, Scenario};
-use dtest_sim::sweep::sweep;
+use dtest_sim::compare::{StrategyRow, compare};
+use dtest_sim::sweep::{parse_seeds, sweep};
 use dtest_sim::{SimOptions, simulate};
 
 use crate::Exit;
@@ -64,7 +65,7 @@ pub fn run(args: &Args) -> Exit {
             return Exit::BadInput;
         }
     };
-    let options = SimOptions { seed: args.seed, distribution, swarm: args.swarm, break_fencing: false, events: false };
+    let options = SimOptions { seed: args.seed, distribution, swarm: args.swarm, ..SimOptions::default() };
     if let Some(range) = &args.seeds {
         return run_sweep(args, &scenario, range, &options);
     }
@@ -110,7 +111,7 @@ fn replay_command(args: &Args) -> String {
 }
 
 fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions) -> Exit {
-    let Some(seeds) = parse_range(range) else {
+    let Some(seeds) = parse_seeds(range) else {
         eprintln!("error: --seeds expects A..B with A < B, like 0..1000; found {range:?}");
         return Exit::BadInput;
     };
@@ -168,65 +169,38 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
     if result.failing().next().is_some() { Exit::Failed } else { Exit::Ok }
 }
 
-/// `A..B` with A < B.
-fn parse_range(text: &str) -> Option<std::ops::Range<u64>> {
-    let (a, b) = text.split_once("..")?;
-    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a < b).then_some(a..b)
-}
-
 /// `--strategy all`: every distribution strategy on the same seed, one row each.
 fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) -> Exit {
-    let mut rows: Vec<(String, Report)> = Vec::new();
-    for distribution in Distribution::ALL {
-        let options = SimOptions { distribution: Some(distribution), ..options.clone() };
-        match simulate(scenario, &options) {
-            Ok(report) => rows.push((report.strategy.distribution.clone(), report)),
-            Err(e) => {
-                eprintln!("{}: {e}", args.file.display());
-                return Exit::BadInput;
-            }
+    let reports = match compare(scenario, options, &Distribution::ALL) {
+        Ok(reports) => reports,
+        Err(e) => {
+            eprintln!("{}: {e}", args.file.display());
+            return Exit::BadInput;
         }
-    }
+    };
     let printed = if args.json {
-        let table: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(name, r)| {
-                serde_json::json!({
-                    "strategy": name,
-                    "passed": r.passed(),
-                    "makespan_s": r.makespan_s,
-                    "utilization_mean": r.utilization.mean,
-                    "utilization_max": r.utilization.max,
-                    "busy_spread": r.utilization.busy_spread,
-                    "adaptive": r.strategy.adaptive,
-                    "reassignments": r.reassignments,
-                    "failure_detection_max_ms": r.failure_detection_ms.map(|d| d.max),
-                    "latency_p99_ms": r.latency_ms.map(|l| l.p99),
-                })
-            })
-            .collect();
-        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&table).unwrap_or_default()))
+        let rows: Vec<StrategyRow> = reports.iter().map(StrategyRow::of).collect();
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&rows).unwrap_or_default()))
     } else {
-        print_stdout(&strategy_table(scenario, args.seed, &rows))
+        print_stdout(&strategy_table(scenario, args.seed, &reports))
     };
     if printed != Exit::Ok {
         return printed;
     }
-    if rows.iter().all(|(_, r)| r.passed()) { Exit::Ok } else { Exit::Failed }
+    if reports.iter().all(Report::passed) { Exit::Ok } else { Exit::Failed }
 }
 
-fn strategy_table(scenario: &Scenario, seed: u64, rows: &[(String, Report)]) -> String {
+fn strategy_table(scenario: &Scenario, seed: u64, rows: &[Report]) -> String {
     let mut out = format!("dtest sim {} --seed {seed} --strategy all\n", scenario.name);
     out.push_str(&format!(
         "  {:<13} {:>10} {:>10} {:>9} {:>7} {:>9} {:>10} {:>10}  {}\n",
         "strategy", "makespan", "util mean", "util max", "spread", "reassign", "detect max", "p99", "result"
     ));
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
-    for (name, r) in rows {
+    for r in rows {
         out.push_str(&format!(
             "  {:<13} {:>10} {:>9.0}% {:>8.0}% {:>7.2} {:>9} {:>10} {:>10}  {}\n",
-            name,
+            r.strategy.distribution,
             or_dash(r.makespan_s.map(|s| format!("{s:.1} s"))),
             r.utilization.mean * 100.0,
             r.utilization.max * 100.0,
@@ -238,7 +212,7 @@ fn strategy_table(scenario: &Scenario, seed: u64, rows: &[(String, Report)]) -> 
         ));
     }
     out.push_str("  spread: how unevenly the nodes were busy (coefficient of variation of busy time; 0 is even)\n");
-    if let Some(a) = rows.iter().find_map(|(_, r)| r.strategy.adaptive) {
+    if let Some(a) = rows.iter().find_map(|r| r.strategy.adaptive) {
         out.push_str(&format!(
             "  adaptive placed {} tasks avoiding failures, {} rebalancing, {} packing (2+ queued per node), {} spreading\n",
             a.avoid_failures, a.rebalance, a.pack, a.spread

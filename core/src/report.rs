@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
@@ -11,7 +12,7 @@ use crate::measure::{Measure, SeriesPoint, StatusCounts, encode};
 use crate::scenario::{Scenario, Work, WorkloadMode};
 
 /// The report of one run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
@@ -103,7 +104,7 @@ pub struct Report {
 }
 
 /// An alert that fired during a run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct AlertRecord {
     /// The alert's id within the run: the same for its firing and its resolution.
     pub id: u64,
@@ -122,7 +123,7 @@ pub struct AlertRecord {
 }
 
 /// How often `adaptive` placement chose each way, and so why it placed as it did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct AdaptiveChoices {
     /// Recent attempts failed often (20% or more): `weighted`, health weighing four times.
     pub avoid_failures: u64,
@@ -141,7 +142,7 @@ impl From<[u64; 4]> for AdaptiveChoices {
 }
 
 /// The counted result of one task of a real run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct TaskResult {
     /// The task entry's name.
     pub task: String,
@@ -164,7 +165,7 @@ pub struct TaskResult {
 }
 
 /// Which command made a report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// `dtest sim`: simulated time, no wall-clock figure.
@@ -188,7 +189,7 @@ impl Mode {
 }
 
 /// How one task instance of a real run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskOutcome {
     /// An attempt passed.
@@ -217,7 +218,7 @@ impl TaskOutcome {
 }
 
 /// The strategies a run used.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct StrategyUsed {
     /// Distribution strategy.
     pub distribution: String,
@@ -235,7 +236,7 @@ impl StrategyUsed {
 }
 
 /// Task counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Tasks {
     /// Task instances in the scenario.
     pub submitted: u64,
@@ -252,7 +253,7 @@ pub struct Tasks {
 }
 
 /// Node counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Nodes {
     /// Nodes in the scenario.
     pub total: u64,
@@ -263,7 +264,7 @@ pub struct Nodes {
 }
 
 /// Median and maximum.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Spread {
     /// Median.
     pub p50: u64,
@@ -272,7 +273,7 @@ pub struct Spread {
 }
 
 /// Message counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Messages {
     /// Frames sent.
     pub sent: u64,
@@ -281,7 +282,7 @@ pub struct Messages {
 }
 
 /// Node utilisation (dominant share) over the run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Utilization {
     /// Mean over samples of the mean over nodes.
     pub mean: f64,
@@ -294,7 +295,7 @@ pub struct Utilization {
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,
@@ -307,7 +308,7 @@ pub struct Percentiles {
 }
 
 /// One checked expectation.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Expectation {
     /// Its name in the scenario's `expect`.
     pub name: String,
@@ -320,7 +321,7 @@ pub struct Expectation {
 }
 
 /// One invariant violation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Violation {
     /// When, in milliseconds from the run's start (simulated in `sim`, wall-clock in `run`).
     pub at_ms: u64,

@@ -27,11 +27,14 @@ compile_error!(
     "dtest-sim needs `--cfg madsim` (set in .cargo/config.toml); is RUSTFLAGS set? it replaces the config's flags"
 );
 
+pub mod compare;
 mod post;
 pub mod sweep;
 mod world;
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dtest_core::report::Report;
 use dtest_core::run::RunEvent;
@@ -51,19 +54,68 @@ pub struct SimOptions {
     pub break_fencing: bool,
     /// Keep the run's live events ([`simulate_traced`] sets it).
     pub events: bool,
+    /// Where a caller watches a running simulation and stops it; options that share one watch
+    /// (a sweep's seeds) all stop together.
+    pub watch: Option<Watch>,
 }
+
+/// A running simulation seen from outside: how far its simulated clock has got, and a stop flag
+/// it reads at every turn of the run. Stopping ends it at its next turn with
+/// [`SimError::Stopped`]; a stopped simulation reports nothing, since a report of half a run
+/// would judge expectations meant for the whole.
+#[derive(Clone, Debug, Default)]
+pub struct Watch(Arc<WatchState>);
+
+#[derive(Debug, Default)]
+struct WatchState {
+    now_ms: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Watch {
+    /// The simulated time the run has reached, in ms (of the latest run, in a sweep).
+    pub fn now_ms(&self) -> u64 {
+        self.0.now_ms.load(Ordering::Relaxed)
+    }
+
+    /// Asks every simulation watched by this to stop.
+    pub fn stop(&self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Watch::stop`] was called.
+    pub fn stopped(&self) -> bool {
+        self.0.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_now(&self, now_ms: u64) {
+        self.0.now_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
+
+/// Options are equal when they run the same simulation; the watch does not change what runs.
+impl PartialEq for Watch {
+    fn eq(&self, _: &Watch) -> bool {
+        true
+    }
+}
+
+impl Eq for Watch {}
 
 /// Why a scenario cannot be simulated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimError {
     /// Something simulation needs is missing from the scenario.
     Missing(String),
+    /// Its [`Watch`] stopped it.
+    Stopped,
 }
 
 impl fmt::Display for SimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SimError::Missing(what) => write!(f, "{what}"),
+            SimError::Stopped => write!(f, "stopped before its end"),
         }
     }
 }
@@ -108,6 +160,9 @@ fn simulate_inner(scenario: &Scenario, options: &SimOptions) -> Result<(Report, 
     let scenario = swarm.as_ref().unwrap_or(scenario);
     let shared = world::run(scenario, options)?;
     let mut world = shared.world();
+    if world.stopped {
+        return Err(SimError::Stopped);
+    }
     let report = world.run.report();
     let counts =
         Counts { messages: report.messages.sent, letters: world.post.delivered(), events: world.run.events_seen() };

@@ -9,7 +9,7 @@ use dtest_core::scenario::{ClogDirection, Fault, FaultKind, GroupId, NodeRef, No
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
-use crate::{SimError, SimOptions, simulate};
+use crate::{SimError, SimOptions, Watch, simulate};
 
 /// Faults of a swarm seed happen in the first part of the run only, so that the rest shows
 /// whether everything recovers (liveness).
@@ -61,8 +61,16 @@ impl Sweep {
     }
 }
 
+/// Seeds `A..B` (A up to B-1), as `--seeds` takes them; `None` unless A < B.
+pub fn parse_seeds(text: &str) -> Option<std::ops::Range<u64>> {
+    let (a, b) = text.split_once("..")?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a < b).then_some(a..b)
+}
+
 /// Runs `seeds` on `threads` threads; `options.seed` is replaced by each seed (and with
-/// `options.swarm` each seed runs its own fault mix). `progress` is called after each seed.
+/// `options.swarm` each seed runs its own fault mix). `progress` is called after each seed. A
+/// stopped [`SimOptions::watch`] ends the sweep with [`SimError::Stopped`].
 pub fn sweep(
     scenario: &Scenario,
     seeds: std::ops::Range<u64>,
@@ -71,6 +79,7 @@ pub fn sweep(
     progress: &(dyn Fn(&SeedOutcome) + Sync),
 ) -> Result<Sweep, SimError> {
     crate::world::simulable(scenario)?;
+    let stopped = || options.watch.as_ref().is_some_and(Watch::stopped);
     let next = AtomicU64::new(seeds.start);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -78,7 +87,7 @@ pub fn sweep(
             scope.spawn(|| {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= seeds.end {
+                    if seed >= seeds.end || stopped() {
                         break;
                     }
                     let outcome = run_seed(scenario, &SimOptions { seed, ..options.clone() });
@@ -88,6 +97,9 @@ pub fn sweep(
             });
         }
     });
+    if stopped() {
+        return Err(SimError::Stopped);
+    }
     let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
     outcomes.sort_by_key(|o| o.seed);
     Ok(Sweep { outcomes })

@@ -25,7 +25,7 @@ use madsim::task::NodeId;
 use madsim::time::{Instant, sleep};
 
 use crate::post::{Letter, Mailbox, PostOffice};
-use crate::{SimError, SimOptions};
+use crate::{SimError, SimOptions, Watch};
 use dtest_core::faults::{Direction, Verdict};
 
 /// A link's own latency, drawn uniformly per message (madsim's default link), in milliseconds;
@@ -42,6 +42,8 @@ pub(crate) struct World {
     pub post: PostOffice,
     /// The madsim node of each scenario node.
     pub ids: Vec<NodeId>,
+    /// Whether the run's watch stopped it before its end.
+    pub stopped: bool,
 }
 
 pub(crate) struct Shared {
@@ -52,6 +54,7 @@ pub(crate) struct Shared {
     pub start: Instant,
     pub node_refs: Vec<NodeRef>,
     pub seed: u64,
+    pub watch: Option<Watch>,
 }
 
 impl Shared {
@@ -75,12 +78,14 @@ impl Shared {
                 incarnations: vec![0; nodes],
                 post: PostOffice::new(nodes),
                 ids: Vec::new(),
+                stopped: false,
             }),
             entries,
             node_refs: scenario.nodes().collect(),
             scenario: scenario.clone(),
             start: Instant::now(),
             seed: options.seed,
+            watch: options.watch.clone(),
         })
     }
 
@@ -310,6 +315,14 @@ async fn orchestrator_main(shared: Arc<Shared>, over: Mailbox<u64>) {
     let mut next_sweep_ms = 0;
     loop {
         let now = shared.now_ms();
+        if let Some(watch) = &shared.watch {
+            watch.set_now(now);
+            if watch.stopped() {
+                shared.world().stopped = true;
+                over.put(now);
+                return;
+            }
+        }
         let mut actions = Vec::new();
         {
             let mut world = shared.world();

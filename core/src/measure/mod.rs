@@ -51,7 +51,7 @@ impl Status {
 }
 
 /// Requests by how they ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusCounts {
     /// 1xx responses.
@@ -429,7 +429,7 @@ pub struct LiveLoad {
 }
 
 /// One second of a report's series.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SeriesPoint {
     /// Seconds from the start of the run (or of the load, for `dtest load`).
     pub t_s: u64,

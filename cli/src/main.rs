@@ -1,6 +1,7 @@
 //! `dtest`: the command-line entry point; maps every outcome to the documented exit codes.
 
 mod load;
+mod mcp;
 mod node;
 mod output;
 mod run;
@@ -56,6 +57,8 @@ enum Command {
     Load(load::Args),
     /// The orchestrator as a durable service: REST, WebSocket live events, OpenAPI.
     Serve(serve::Args),
+    /// dtest as Model Context Protocol tools for AI assistants (stdio, or Streamable HTTP).
+    Mcp(mcp::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Mcp(args) => mcp::run(&args),
     };
     exit.into()
 }

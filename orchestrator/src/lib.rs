@@ -13,11 +13,13 @@
 //! - [`transport`]: frames over the node API.
 //! - [`junit`]: the report as JUnit XML.
 //! - [`html`]: the report as one self-contained HTML page.
+//! - [`scenario_file`]: scenario files, read bounded and parsed.
 
 pub mod html;
 pub mod journal;
 pub mod junit;
 pub mod local;
+pub mod scenario_file;
 pub mod session;
 pub mod transport;
 

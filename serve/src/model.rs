@@ -6,17 +6,21 @@ use std::collections::BTreeMap;
 use dtest_core::protocol::DeliveryMode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// A JSON object, as the MCP tools' schemas say it (the OpenAPI document says `Object`).
+type Object = serde_json::Map<String, Value>;
+use schemars::JsonSchema;
 use utoipa::ToSchema;
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ErrorDetail {
     /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
     /// `too_large`, `invalid`, `rate_limited`, `storage_full`, `storage_busy`, ...
@@ -26,7 +30,7 @@ pub struct ErrorDetail {
 }
 
 /// A node announcing itself (what `dtest node --orchestrator URL` sends).
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterNode {
     /// The node's name, unique in the registry (1 to 128 of `A-Za-z0-9-_.:`).
@@ -36,6 +40,7 @@ pub struct RegisterNode {
     pub url: String,
     /// What it is and offers (the node API's `GET /v1/info`).
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub info: dtest_node::api::NodeInfo,
     /// Labels, `key: value`.
     #[serde(default)]
@@ -43,7 +48,7 @@ pub struct RegisterNode {
 }
 
 /// A node as the service sees it.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct NodeView {
     /// Its name.
     pub id: String,
@@ -67,9 +72,11 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     /// What it has.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub resources: dtest_core::scenario::Resources,
     /// What allocations and executions hold on it.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub reserved: dtest_core::scenario::Resources,
     /// Whether it runs command tasks.
     pub allow_commands: bool,
@@ -80,11 +87,12 @@ pub struct NodeView {
 }
 
 /// A test execution to run.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitExecution {
     /// The scenario, as a scenario file holds it.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub scenario: Value,
     /// The seed of the orchestrator's own choices (default 1).
     #[serde(default)]
@@ -95,7 +103,7 @@ pub struct SubmitExecution {
 }
 
 /// A load test to start: one URL, one pattern, spread over nodes.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartLoad {
     /// The URL to load.
@@ -103,6 +111,7 @@ pub struct StartLoad {
     /// The load pattern, as a scenario's `load.pattern` (give this or `profile`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
+    #[schemars(with = "Option<Object>")]
     pub pattern: Option<Value>,
     /// A profile's name (see `PUT /v1/load/profiles/{name}`).
     #[serde(default)]
@@ -121,15 +130,40 @@ pub struct StartLoad {
     pub nodes: Option<Vec<String>>,
 }
 
+impl StartLoad {
+    /// The scenario this load runs as, with `pattern` (this request's, or its profile's) on
+    /// `nodes` nodes: one load task instance per node, each running the whole pattern.
+    pub fn scenario(&self, pattern: Value, nodes: usize) -> Value {
+        let mut load = serde_json::json!({ "target": "target", "pattern": pattern });
+        if let Some(method) = &self.method {
+            load["method"] = serde_json::json!(method);
+        }
+        if let Some(connections) = self.connections {
+            load["connections"] = serde_json::json!(connections);
+        }
+        if let Some(timeout_ms) = self.timeout_ms {
+            load["timeout_ms"] = serde_json::json!(timeout_ms);
+        }
+        serde_json::json!({
+            "name": "load",
+            "description": format!("load on {}", self.url),
+            "duration_s": 3600,
+            "cluster": { "groups": [ { "name": "load", "count": nodes } ] },
+            "targets": { "target": { "url": self.url } },
+            "workload": { "tasks": [ { "name": "load", "count": nodes, "kind": "load", "load": load } ] }
+        })
+    }
+}
+
 /// What a new execution is called.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Created {
     /// Its id.
     pub id: String,
 }
 
 /// An execution's state and figures.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ExecutionView {
     /// Its id.
     pub id: String,
@@ -151,11 +185,12 @@ pub struct ExecutionView {
     pub progress: Option<ProgressView>,
     /// Once it ended: its task counts and outcome, from the report.
     #[schema(value_type = Option<Object>)]
+    #[schemars(with = "Option<Object>")]
     pub summary: Option<Value>,
 }
 
 /// Where a running execution stands.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ProgressView {
     /// Run milliseconds.
     pub at_ms: u64,
@@ -174,7 +209,7 @@ pub struct ProgressView {
 }
 
 /// A running load's figures, merged across nodes.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct LoadFigures {
     /// Requests in the last full second.
     pub rps: u64,
@@ -189,7 +224,7 @@ pub struct LoadFigures {
 }
 
 /// An execution's load figures: per second and totals, merged across nodes.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Metrics {
     /// The execution.
     pub id: String,
@@ -199,18 +234,21 @@ pub struct Metrics {
     pub live: Option<LoadFigures>,
     /// Once it ended: the report's load totals (`requests`, `errors`, `rps`, `latency_ms`, ...).
     #[schema(value_type = Option<Object>)]
+    #[schemars(with = "Option<Object>")]
     pub totals: Option<Value>,
     /// Once it ended: one point per second.
     #[schema(value_type = Vec<Object>)]
+    #[schemars(with = "Vec<Object>")]
     pub series: Vec<Value>,
 }
 
 /// A named load pattern.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// The pattern, as a scenario's `load.pattern`.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub pattern: Value,
     /// What it is for.
     #[serde(default)]
@@ -218,7 +256,7 @@ pub struct Profile {
 }
 
 /// A profile with its name.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct NamedProfile {
     /// Its name.
     pub name: String,
@@ -227,7 +265,7 @@ pub struct NamedProfile {
 }
 
 /// The cluster at a glance.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ClusterView {
     /// The cluster's health score, 0 to 100 (the mean of its nodes').
     pub health: u8,
@@ -241,7 +279,7 @@ pub struct ClusterView {
 
 /// An alert rule on the service's own metrics: per node `score`, `phi`, `round_trip_ms`;
 /// for the cluster `health` and `nodes_dead`.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRuleBody {
     /// Its name.
@@ -261,7 +299,7 @@ pub struct AlertRuleBody {
 }
 
 /// The service's alert rules.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRules {
     /// The rules (at most 100).
@@ -269,7 +307,7 @@ pub struct AlertRules {
 }
 
 /// An alert event.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct AlertView {
     /// The alert's id.
     pub id: u64,
@@ -290,7 +328,7 @@ pub struct AlertView {
 }
 
 /// Alerts firing, and what happened lately.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct AlertsView {
     /// Firing now.
     pub firing: Vec<AlertView>,
@@ -299,11 +337,12 @@ pub struct AlertsView {
 }
 
 /// Resources to reserve.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Allocate {
     /// How much.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub resources: dtest_core::scenario::Resources,
     /// On this node (default: the node where it fits best).
     #[serde(default)]
@@ -314,7 +353,7 @@ pub struct Allocate {
 }
 
 /// A reservation.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Allocation {
     /// Its id.
     pub id: String,
@@ -322,13 +361,14 @@ pub struct Allocation {
     pub node: String,
     /// How much.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub resources: dtest_core::scenario::Resources,
     /// Who it is for.
     pub holder: Option<String>,
 }
 
 /// What each node has, holds and has free.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct UtilizationView {
     /// Per node.
     pub nodes: Vec<NodeUtilization>,
@@ -337,25 +377,28 @@ pub struct UtilizationView {
 }
 
 /// One node's resources.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct NodeUtilization {
     /// The node.
     pub node: String,
     /// What it has.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub capacity: dtest_core::scenario::Resources,
     /// What is reserved.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub reserved: dtest_core::scenario::Resources,
     /// What is free.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub free: dtest_core::scenario::Resources,
     /// Reserved CPU over capacity, 0 to 1.
     pub cpu_share: f64,
 }
 
 /// A message for one node and the commands running there.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// The node, by name.
@@ -374,7 +417,7 @@ pub struct SendMessage {
 }
 
 /// A message for every node.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Broadcast {
     /// Any JSON (at most 64 KiB).
@@ -386,7 +429,7 @@ pub struct Broadcast {
 
 /// How a message is delivered: `fire_and_forget` (sent once), `at_least_once` (resent until the
 /// node takes it), `exactly_once` (resent, and the node keeps ids so it appends it once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Sent once.
@@ -408,7 +451,7 @@ impl From<Mode> for DeliveryMode {
 }
 
 /// What became of a message to one node.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Delivery {
     /// The message id.
     pub id: String,
@@ -427,7 +470,7 @@ pub struct Delivery {
 }
 
 /// What became of a broadcast.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct BroadcastResult {
     /// The message id.
     pub id: String,
@@ -436,7 +479,7 @@ pub struct BroadcastResult {
 }
 
 /// The service's link to one node.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Connection {
     /// The node.
     pub node: String,
@@ -453,7 +496,7 @@ pub struct Connection {
 }
 
 /// One live event, as `GET /v1/events` sends it.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct EventView {
     /// Its sequence number: increasing, never reused, across restarts.
     pub seq: u64,
@@ -468,5 +511,6 @@ pub struct EventView {
     pub execution: Option<String>,
     /// The rest, by type.
     #[schema(value_type = Object)]
+    #[schemars(with = "Object")]
     pub data: Value,
 }

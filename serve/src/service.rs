@@ -439,24 +439,7 @@ impl Service {
             _ => return Err(Failure::Invalid("give `pattern` or `profile`, one of them".to_owned())),
         };
         let nodes = self.pick(request.nodes.as_deref())?;
-        let mut load = json!({ "target": "target", "pattern": pattern });
-        if let Some(method) = &request.method {
-            load["method"] = json!(method);
-        }
-        if let Some(connections) = request.connections {
-            load["connections"] = json!(connections);
-        }
-        if let Some(timeout_ms) = request.timeout_ms {
-            load["timeout_ms"] = json!(timeout_ms);
-        }
-        let scenario = json!({
-            "name": "load",
-            "description": format!("load on {}", request.url),
-            "duration_s": 3600,
-            "cluster": { "groups": [ { "name": "load", "count": nodes.len() } ] },
-            "targets": { "target": { "url": request.url } },
-            "workload": { "tasks": [ { "name": "load", "count": nodes.len(), "kind": "load", "load": load } ] }
-        });
+        let scenario = request.scenario(pattern, nodes.len());
         let parsed = scenario_of(&scenario).map_err(Failure::Invalid)?;
         let stored = json!({ "kind": "load", "scenario": scenario, "seed": 1 });
         self.start(parsed, 1, ExecutionKind::Load, Some(&nodes), stored).await

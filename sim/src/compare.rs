@@ -51,14 +51,20 @@ impl StrategyRow {
     }
 }
 
-/// Simulates `scenario` with `options` once per strategy of `strategies`, in that order.
+/// Simulates `scenario` with `options` once per strategy of `strategies`, in that order;
+/// `progress` is called after each.
 pub fn compare(
     scenario: &Scenario,
     options: &SimOptions,
     strategies: &[Distribution],
+    progress: &dyn Fn(&Report),
 ) -> Result<Vec<Report>, SimError> {
     strategies
         .iter()
-        .map(|&distribution| simulate(scenario, &SimOptions { distribution: Some(distribution), ..options.clone() }))
+        .map(|&distribution| {
+            let report = simulate(scenario, &SimOptions { distribution: Some(distribution), ..options.clone() })?;
+            progress(&report);
+            Ok(report)
+        })
         .collect()
 }

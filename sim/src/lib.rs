@@ -137,6 +137,12 @@ pub struct Counts {
 /// A run's live events with their simulated times, in order.
 pub type Events = Vec<(u64, RunEvent)>;
 
+/// Checks that `scenario` has what simulation needs (resources on every group, a `sim` section
+/// on every command task and load target).
+pub fn check_simulable(scenario: &Scenario) -> Result<(), SimError> {
+    world::simulable(scenario)
+}
+
 /// Simulates `scenario` with `options` and reports what happened.
 pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, SimError> {
     simulate_counted(scenario, options).map(|(report, _)| report)

@@ -442,6 +442,18 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// The highest rate the pattern asks for, in requests per second.
+    pub fn peak_rps(&self) -> f64 {
+        match *self {
+            Pattern::Constant { rps, .. } => rps,
+            Pattern::Ramp { from_rps, to_rps, .. } => from_rps.max(to_rps),
+            Pattern::Spike { base_rps, spike_rps, .. } => base_rps.max(spike_rps),
+            Pattern::Wave { base_rps, amplitude_rps, .. } => base_rps + amplitude_rps,
+            Pattern::Random { max_rps, .. } => max_rps,
+            Pattern::Burst { base_rps, burst_rps, .. } => base_rps.max(burst_rps),
+        }
+    }
+
     /// How long the pattern runs.
     pub fn duration_ms(&self) -> u64 {
         match *self {

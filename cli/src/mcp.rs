@@ -1,0 +1,131 @@
+//! `dtest mcp`: dtest as Model Context Protocol tools for AI assistants, on stdio or, with
+//! `--http`, as Streamable HTTP at `/mcp` (loopback by default, bearer token, Origin checked).
+//! It embeds an orchestrator (with `--local N` node daemons) unless `--orchestrator URL` names a
+//! running `dtest serve`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use dtest_mcp::{Config, Guard, HttpConfig, Upstream};
+
+use crate::Exit;
+use crate::node::read_token;
+
+/// `dtest mcp` flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Serve Streamable HTTP at ADDR/mcp instead of stdio (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// With --http: a file holding the bearer token every request must carry.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    token_file: Option<PathBuf>,
+    /// With --http: a browser origin allowed besides this machine's own (repeatable), like
+    /// `https://app.example.com:443`.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "http")]
+    allow_origins: Vec<String>,
+    /// Drive this running `dtest serve` instead of an embedded orchestrator.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["local", "data"])]
+    orchestrator: Option<String>,
+    /// With --orchestrator: a file holding its operator token.
+    #[arg(long, value_name = "FILE", requires = "orchestrator")]
+    orchestrator_token_file: Option<PathBuf>,
+    /// Start N local node daemons (group `local`) for the embedded orchestrator.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(dtest_mcp::LOCAL_MAX)))]
+    local: u32,
+    /// Let the local nodes run command tasks (nodes elsewhere decide by their own flag).
+    #[arg(long)]
+    allow_commands: bool,
+    /// The embedded orchestrator's data directory (a temporary one, removed at exit, by default).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Hosts load may be sent to (repeatable): `loopback`, a host name or address,
+    /// `*.example.com`, or `*`. Default: loopback only.
+    #[arg(long = "allow-target", value_name = "PATTERN")]
+    allow_targets: Vec<String>,
+    /// The highest total rate one load may ask for, requests per second.
+    #[arg(long, default_value_t = 1_000.0, value_parser = rate)]
+    max_rps: f64,
+    /// The longest one load may last, seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    max_duration: u64,
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0 => Ok(rate),
+        _ => Err(format!("expects a rate above 0 and at most 10000000, found {text:?}")),
+    }
+}
+
+pub fn run(args: &Args) -> Exit {
+    let upstream = match &args.orchestrator {
+        Some(url) => {
+            let Some(file) = &args.orchestrator_token_file else {
+                return bad("--orchestrator needs --orchestrator-token-file (its operator token)");
+            };
+            match read_token(file) {
+                Ok(token) => Upstream::Remote { url: url.clone(), token },
+                Err(e) => return bad(&format!("--orchestrator-token-file {e}")),
+            }
+        }
+        None => Upstream::Embedded { local: args.local, allow_commands: args.allow_commands, data: args.data.clone() },
+    };
+    let node_exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return bad(&format!("cannot find this executable: {e}")),
+    };
+    let mut guard = Guard { max_rps: args.max_rps, max_duration_s: args.max_duration, ..Guard::default() };
+    if !args.allow_targets.is_empty() {
+        guard.allow_targets = args.allow_targets.clone();
+    }
+    let config = Config { upstream, guard, node_exe };
+    let http = match (args.http, &args.token_file) {
+        (None, _) => None,
+        (Some(_), None) => return bad("--http needs --token-file: every request must carry its token"),
+        (Some(listen), Some(file)) => match read_token(file) {
+            Ok(token) => Some(HttpConfig { listen, token, allowed_origins: args.allow_origins.clone() }),
+            Err(e) => return bad(&format!("--token-file {e}")),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return bad(&format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        let shutdown = async {
+            tokio::select! {
+                () = crate::node::shutdown_signal(None) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        match http {
+            None => dtest_mcp::serve_stdio(config, shutdown).await,
+            Some(http) => {
+                let ready = |address: SocketAddr| {
+                    if !address.ip().is_loopback() {
+                        eprintln!("dtest mcp: listening on {address}, beyond this machine; only the token guards it");
+                    }
+                    // The first line of stdout is the address, for scripts and tests.
+                    println!("dtest mcp listening on http://{address}/mcp");
+                    let _ = std::io::stdout().flush();
+                };
+                dtest_mcp::serve_http(config, http, ready, shutdown).await
+            }
+        }
+    });
+    // Simulations run on threads of their own, and the embedded orchestrator's executions are
+    // journaled: nothing to wait for.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => Exit::Ok,
+        Err(e) => bad(&e.to_string()),
+    }
+}
+
+fn bad(message: &str) -> Exit {
+    eprintln!("error: {message}");
+    Exit::BadInput
+}

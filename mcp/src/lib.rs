@@ -1,0 +1,95 @@
+//! `dtest mcp`: the whole of dtest as Model Context Protocol tools, for AI assistants.
+//!
+//! An assistant writes a scenario and checks it (`validate_scenario`), simulates it on one seed,
+//! across seeds or across strategies (`run_simulation`, `sweep_seeds`, `compare_strategies`),
+//! runs it on real nodes and watches it (`submit_test_execution`, `get_execution_status`,
+//! `get_report`), aims load (`start_load_test`, within the guardrails), and reads the cluster's
+//! health, resources and connections: the seed system's five groups of methods, by their names.
+//!
+//! Simulations run in this process, on threads of their own. Everything about real nodes goes
+//! to a `dtest serve` over its REST API: the one given by `--orchestrator URL`, or one embedded
+//! in this process on a loopback port with a token of its own, with `--local N` node daemons
+//! registered to it. So a tool behaves the same against either, and the service's rules (its
+//! validation, its limits, its journal) are the rules here.
+//!
+//! Modules:
+//! - `tools`: the tools, their schemas and what each does.
+//! - `jobs`: simulations running in the background, their progress and their stop.
+//! - `upstream`: the `dtest serve` the tools drive, embedded or remote, and local nodes.
+//! - `guard`: what load an assistant may aim, and where.
+//! - `resources`: reports, shipped scenarios and the scenario schema as resources; the prompt.
+//! - `http`: the Streamable HTTP transport's door: token, Host and Origin.
+
+mod guard;
+mod http;
+mod jobs;
+mod resources;
+mod tools;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use guard::Guard;
+pub use http::HttpConfig;
+use rmcp::ServiceExt;
+pub use upstream::{LOCAL_MAX, Upstream};
+
+/// How to run `dtest mcp`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The orchestrator the execution tools drive.
+    pub upstream: Upstream,
+    /// What load may be aimed where.
+    pub guard: Guard,
+    /// The `dtest` executable, for local node daemons.
+    pub node_exe: PathBuf,
+}
+
+/// Why `dtest mcp` could not start or went on no longer.
+#[derive(Debug)]
+pub struct McpError(pub String);
+
+impl std::fmt::Display for McpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for McpError {}
+
+/// Serves MCP on stdin and stdout until the client closes them or `shutdown` completes.
+pub async fn serve_stdio(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), McpError> {
+    let host = upstream::Host::start(&config).await?;
+    let server = tools::Dtest::new(Arc::new(host), Arc::default(), Arc::new(config.guard));
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| McpError(format!("the MCP session did not start: {e}")))?;
+    let cancel = running.cancellation_token();
+    let done = tokio::select! {
+        done = running.waiting() => done.map(|_| ()).map_err(|e| McpError(e.to_string())),
+        () = shutdown => {
+            cancel.cancel();
+            Ok(())
+        }
+    };
+    done
+}
+
+/// Serves MCP as Streamable HTTP at `/mcp` until `shutdown` completes; `ready` is called with
+/// the address once it listens.
+pub async fn serve_http(
+    config: Config,
+    http: HttpConfig,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), McpError> {
+    let server =
+        tools::Dtest::new(Arc::new(upstream::Host::start(&config).await?), Arc::default(), Arc::new(config.guard));
+    http::serve(http, move || server.clone(), ready, shutdown).await
+}

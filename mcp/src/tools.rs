@@ -1,0 +1,1247 @@
+//! The tools: the seed system's methods by their names, and the simulator's. Each has an input
+//! schema (from the argument type, its doc comments as field docs), an object-rooted output
+//! schema (from the answer type), and annotations. Every answer is `structuredContent` with a
+//! JSON text copy; every failure a tool error (`isError`) whose message starts with the field
+//! at fault, so an assistant can correct its call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtest_core::report::Report;
+use dtest_core::scenario::{Distribution, Scenario};
+use dtest_serve::model::{
+    AlertRuleBody, AlertView, Allocate, Allocation, Broadcast, BroadcastResult, ClusterView, Connection, Delivery,
+    Metrics, NamedProfile, NodeView, RegisterNode, SendMessage, StartLoad, UtilizationView,
+};
+use dtest_sim::SimOptions;
+use dtest_sim::compare::StrategyRow;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::guard::Guard;
+use crate::jobs::{Ended, Job, Jobs, RUNNING_MAX, Work};
+use crate::resources;
+use crate::upstream::Host;
+
+/// The longest a tool waits for work before answering with its id, s: under the 60 s most
+/// clients give a call.
+const WAIT_MAX_S: u32 = 50;
+
+/// How long a simulation tool waits by default, s.
+const WAIT_DEFAULT_S: u32 = 30;
+
+/// How often a waiting tool looks at its work and reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// A JSON object.
+pub type Object = serde_json::Map<String, Value>;
+
+/// Why a tool call failed; the message names the field at fault first.
+#[derive(Clone, Debug)]
+pub struct ToolError(String);
+
+impl ToolError {
+    /// The argument `field` is wrong.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> ToolError {
+        ToolError(format!("{field}: {message}"))
+    }
+
+    /// The orchestrator could not be asked.
+    pub fn upstream(message: impl Into<String>) -> ToolError {
+        ToolError(message.into())
+    }
+
+    /// The orchestrator refused, with HTTP `status`.
+    pub fn refused(status: u16, message: String) -> ToolError {
+        ToolError(format!("{message} (the orchestrator answered {status})"))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a tool answers: its structured content, and resource links to add.
+struct Answer {
+    value: Value,
+    links: Vec<String>,
+}
+
+impl Answer {
+    fn of(value: impl Serialize) -> Result<Answer, ToolError> {
+        let value = serde_json::to_value(value).map_err(|e| ToolError(e.to_string()))?;
+        Ok(Answer { value, links: Vec::new() })
+    }
+
+    fn with_report_link(mut self, id: &str) -> Answer {
+        self.links.push(resources::report_uri(id));
+        self
+    }
+}
+
+// ---- arguments ------------------------------------------------------------------------------
+
+/// A scenario: the JSON object itself, or a file.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ScenarioOnly {
+    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
+    scenario: Option<Object>,
+    /// A scenario file on the server's machine, instead of `scenario`.
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RunSimulation {
+    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
+    scenario: Option<Object>,
+    /// A scenario file on the server's machine, instead of `scenario`.
+    path: Option<String>,
+    /// The seed; the same seed gives the same report, byte for byte. Default 42.
+    seed: Option<u64>,
+    /// Overrides the scenario's distribution strategy.
+    strategy: Option<Distribution>,
+    /// Replace the scenario's faults with a mix drawn from the seed; the run is then judged by
+    /// the invariants alone.
+    swarm: Option<bool>,
+    /// Seconds to wait for the end before answering with the id to poll (0 to 50, default 30).
+    #[schemars(range(max = 50))]
+    wait_s: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SweepSeeds {
+    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
+    scenario: Option<Object>,
+    /// A scenario file on the server's machine, instead of `scenario`.
+    path: Option<String>,
+    /// Seeds `A..B`: A up to B-1, like `0..1000`.
+    seeds: String,
+    /// Each seed draws its own fault mix (swarm testing), judged by the invariants alone.
+    swarm: Option<bool>,
+    /// Overrides the scenario's distribution strategy.
+    strategy: Option<Distribution>,
+    /// Seconds to wait for the end before answering with the id to poll (0 to 50, default 30).
+    #[schemars(range(max = 50))]
+    wait_s: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CompareStrategies {
+    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
+    scenario: Option<Object>,
+    /// A scenario file on the server's machine, instead of `scenario`.
+    path: Option<String>,
+    /// The seed every strategy runs on. Default 42.
+    seed: Option<u64>,
+    /// The strategies to compare; all seven when not given.
+    strategies: Option<Vec<Distribution>>,
+    /// Seconds to wait for the end before answering with the id to poll (0 to 50, default 30).
+    #[schemars(range(max = 50))]
+    wait_s: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SubmitExecution {
+    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
+    scenario: Option<Object>,
+    /// A scenario file on the server's machine, instead of `scenario`.
+    path: Option<String>,
+    /// Seed of the run's random choices (placement ties, `random` distribution).
+    seed: Option<u64>,
+    /// Run on these registered nodes only (by name); all of them by default.
+    nodes: Option<Vec<String>>,
+    /// Seconds to wait for the end, with progress, before answering (0 to 50, default 0). A
+    /// cancelled call cancels the execution.
+    #[schemars(range(max = 50))]
+    wait_s: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ExecutionStatus {
+    /// The execution: an id from `submit_test_execution`, `start_load_test`, or a simulation
+    /// tool (`sim-N`).
+    id: String,
+    /// Seconds to wait for it to end, with progress (live rps and p99 for load), before
+    /// answering (0 to 50, default 0). A cancelled call stops waiting, not the execution.
+    #[schemars(range(max = 50))]
+    wait_s: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ById {
+    /// The id.
+    id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GetReport {
+    /// The execution or simulation.
+    id: String,
+    /// `json` (default), `html` (one self-contained page) or `junit` (XML).
+    format: Option<Format>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    #[default]
+    Json,
+    Html,
+    Junit,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ConfigureProfile {
+    /// The profile's name.
+    name: String,
+    /// The load pattern (`{"type": "constant", "rps": 50, "duration_s": 30}`; the scenario
+    /// format's patterns).
+    pattern: Object,
+    /// What it is for.
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NodeHealth {
+    /// One node, by name; every node when not given.
+    id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ConfigureAlerts {
+    /// The new rule set, replacing the current one; unchanged when not given.
+    rules: Option<Vec<AlertRuleBody>>,
+    /// Acknowledge this firing alert (by its id).
+    acknowledge: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Nothing {}
+
+// ---- answers --------------------------------------------------------------------------------
+
+#[derive(Serialize, JsonSchema)]
+struct Validated {
+    /// Always true: an invalid scenario is a tool error listing its problems.
+    valid: bool,
+    /// The scenario's name.
+    name: String,
+    /// Nodes in all groups.
+    nodes: u64,
+    /// Task instances.
+    tasks: u64,
+    /// Faults scheduled.
+    faults: usize,
+    /// Length, seconds.
+    duration_s: f64,
+}
+
+/// A simulation, an execution or a sweep: where it stands.
+#[derive(Serialize, JsonSchema)]
+struct Status {
+    /// Its id.
+    id: String,
+    /// `simulation`, `sweep`, `comparison`, `test` or `load`.
+    kind: String,
+    /// The scenario's name.
+    name: String,
+    /// `pending`, `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
+    state: String,
+    /// When it started, ms since the Unix epoch.
+    started_ms: Option<u64>,
+    /// When it ended.
+    finished_ms: Option<u64>,
+    /// How far it got (simulated ms or seeds done, and the total; tasks and live load for
+    /// executions).
+    progress: Option<Object>,
+    /// Its outcome in brief, once it has one.
+    summary: Option<Object>,
+    /// The resource holding its report.
+    report_uri: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Simulated {
+    /// The simulation's id (`sim-N`), for the status and report tools.
+    id: String,
+    /// `running` if it outlasted `wait_s`; then `succeeded`, `failed` or `cancelled`.
+    state: String,
+    /// Whether every expectation and invariant held, once it ended.
+    passed: Option<bool>,
+    /// The report, once it ended (the format `dtest sim --json` prints).
+    report: Option<Report>,
+    /// The resource holding its report.
+    report_uri: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Swept {
+    /// The sweep's id (`sim-N`).
+    id: String,
+    /// `running` if it outlasted `wait_s`; then `succeeded` (every seed passed), `failed` or
+    /// `cancelled`.
+    state: String,
+    /// Seeds in the sweep.
+    seeds: u64,
+    /// Seeds done.
+    done: u64,
+    /// Seeds that passed, once it ended.
+    passed: u64,
+    /// Seeds that failed, once it ended.
+    failed: u64,
+    /// Every failing seed, with why and the command that replays it.
+    failing: Vec<FailingSeed>,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct FailingSeed {
+    /// The seed.
+    seed: u64,
+    /// The first violation or failed expectation.
+    reason: String,
+    /// The command line that replays it.
+    replay: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Compared {
+    /// The comparison's id (`sim-N`).
+    id: String,
+    /// `running` if it outlasted `wait_s`; then `succeeded` (every strategy passed), `failed`
+    /// or `cancelled`.
+    state: String,
+    /// The seed every strategy ran on.
+    seed: u64,
+    /// One row per strategy, in the order asked, once it ended.
+    rows: Vec<StrategyRow>,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct ReportAnswer {
+    /// The execution or simulation.
+    id: String,
+    /// The format.
+    format: Format,
+    /// The report: an object for `json`, the document's text otherwise.
+    report: Value,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Nodes {
+    /// The nodes, by name.
+    nodes: Vec<NodeView>,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Profiles {
+    /// Every stored load profile.
+    profiles: Vec<NamedProfile>,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Alerts {
+    /// The rules in force.
+    rules: Vec<AlertRuleBody>,
+    /// Alerts firing now.
+    firing: Vec<AlertView>,
+    /// Alerts that fired, newest last.
+    history: Vec<AlertView>,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Released {
+    /// The allocation.
+    id: String,
+    /// Always true.
+    released: bool,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Connections {
+    /// Per node: its circuit breaker, last heartbeat and round trip.
+    connections: Vec<Connection>,
+}
+
+// ---- the tool list --------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Reads only.
+    Read,
+    /// Changes state; `destructive` if it ends or replaces something; `idempotent` if a repeat
+    /// changes nothing more.
+    Write { destructive: bool, idempotent: bool },
+}
+
+fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
+    name: &'static str,
+    description: &'static str,
+    kind: Kind,
+) -> Tool {
+    let annotations = match kind {
+        Kind::Read => ToolAnnotations::new().read_only(true).destructive(false).idempotent(true),
+        Kind::Write { destructive, idempotent } => {
+            ToolAnnotations::new().read_only(false).destructive(destructive).idempotent(idempotent)
+        }
+    };
+    Tool::new(name, description, Arc::new(Object::new()))
+        .with_input_schema::<I>()
+        .with_output_schema::<O>()
+        .with_annotations(annotations)
+}
+
+/// Every tool.
+fn tools() -> Vec<Tool> {
+    let write = |destructive, idempotent| Kind::Write { destructive, idempotent };
+    vec![
+        tool::<ScenarioOnly, Validated>(
+            "validate_scenario",
+            "Check a scenario against the format and its limits; an invalid one is an error listing every problem by its field.",
+            Kind::Read,
+        ),
+        tool::<RunSimulation, Simulated>(
+            "run_simulation",
+            "Simulate a scenario deterministically on one seed (nodes, faults, tasks, load, checkers) and return its report. Long simulations answer with an id after wait_s; poll get_execution_status. Progress: simulated ms.",
+            Kind::Read,
+        ),
+        tool::<SweepSeeds, Swept>(
+            "sweep_seeds",
+            "Simulate a range of seeds (optionally each with its own fault mix: swarm) and return the failing seeds with the commands that replay them. Progress: seeds done.",
+            Kind::Read,
+        ),
+        tool::<CompareStrategies, Compared>(
+            "compare_strategies",
+            "Simulate one seed under each distribution strategy and return one row per strategy (makespan, utilization, spread, reassignments, detection, p99).",
+            Kind::Read,
+        ),
+        tool::<SubmitExecution, Status>(
+            "submit_test_execution",
+            "Run a scenario for real on the registered nodes; answers with the execution's id at once (or after wait_s).",
+            write(false, false),
+        ),
+        tool::<ExecutionStatus, Status>(
+            "get_execution_status",
+            "Where an execution or simulation stands: state, progress, live load figures; can wait for its end with progress.",
+            Kind::Read,
+        ),
+        tool::<ById, Status>(
+            "cancel_execution",
+            "Stop an execution or simulation everywhere it runs; what was measured is kept.",
+            write(true, true),
+        ),
+        tool::<GetReport, ReportAnswer>(
+            "get_report",
+            "The report of an ended execution or simulation, as JSON, HTML or JUnit, with a link to its resource.",
+            Kind::Read,
+        ),
+        tool::<RegisterNode, NodeView>(
+            "register_node",
+            "Register a node daemon with the orchestrator by its URL; registering again updates it.",
+            write(false, true),
+        ),
+        tool::<StartLoad, Status>(
+            "start_load_test",
+            "Send load at a URL from the nodes (a pattern or a stored profile), within this server's allowed targets and budgets; answers with the execution's id.",
+            write(false, false),
+        ),
+        tool::<ById, Status>(
+            "stop_load_test",
+            "End a load test early; the measure so far is kept in its report.",
+            write(true, true),
+        ),
+        tool::<ById, Metrics>(
+            "get_metrics",
+            "A load test's figures per second and in total, merged across nodes (HdrHistograms).",
+            Kind::Read,
+        ),
+        tool::<ConfigureProfile, Profiles>(
+            "configure_profile",
+            "Store a named load pattern for start_load_test (replacing one of the same name).",
+            write(true, true),
+        ),
+        tool::<NodeHealth, Nodes>(
+            "get_node_health",
+            "Nodes' state, health score and failure-detector view.",
+            Kind::Read,
+        ),
+        tool::<Nothing, ClusterView>(
+            "get_cluster_status",
+            "The cluster's health score, nodes by state, and alerts firing.",
+            Kind::Read,
+        ),
+        tool::<ConfigureAlerts, Alerts>(
+            "configure_alerts",
+            "Replace the alert rules and/or acknowledge an alert; answers with the rules, the firing alerts and the history.",
+            write(true, true),
+        ),
+        tool::<Allocate, Allocation>(
+            "allocate_resources",
+            "Reserve CPU, memory and disk on a node (one named, or the best fit).",
+            write(false, false),
+        ),
+        tool::<ById, Released>("deallocate_resources", "Release a reservation.", write(true, true)),
+        tool::<Nothing, UtilizationView>(
+            "get_utilization",
+            "Per node: capacity, reserved and in use; every reservation.",
+            Kind::Read,
+        ),
+        tool::<SendMessage, Delivery>(
+            "send_message",
+            "Deliver a JSON message to one node's running commands (at-most-once, at-least-once or exactly-once).",
+            write(false, false),
+        ),
+        tool::<Broadcast, BroadcastResult>(
+            "broadcast_message",
+            "Deliver a JSON message to every node.",
+            write(false, false),
+        ),
+        tool::<Nothing, Connections>(
+            "get_connection_status",
+            "Per node: circuit breaker, last heartbeat, round trip.",
+            Kind::Read,
+        ),
+    ]
+}
+
+// ---- the server -----------------------------------------------------------------------------
+
+/// The MCP server: one per session, all sharing the orchestrator and the jobs.
+#[derive(Clone)]
+pub struct Dtest {
+    host: Arc<Host>,
+    jobs: Arc<Jobs>,
+    guard: Arc<Guard>,
+    tools: Arc<Vec<Tool>>,
+}
+
+impl Dtest {
+    pub fn new(host: Arc<Host>, jobs: Arc<Jobs>, guard: Arc<Guard>) -> Dtest {
+        Dtest { host, jobs, guard, tools: Arc::new(tools()) }
+    }
+
+    async fn call(
+        &self,
+        name: &str,
+        arguments: Option<Object>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Answer, ToolError> {
+        let arguments = Value::Object(arguments.unwrap_or_default());
+        match name {
+            "validate_scenario" => self.validate(args(arguments)?),
+            "run_simulation" => self.run_simulation(args(arguments)?, context).await,
+            "sweep_seeds" => self.sweep_seeds(args(arguments)?, context).await,
+            "compare_strategies" => self.compare_strategies(args(arguments)?, context).await,
+            "submit_test_execution" => self.submit(args(arguments)?, context).await,
+            "get_execution_status" => {
+                let ExecutionStatus { id, wait_s } = args(arguments)?;
+                self.status(&id, wait(wait_s, 0)?, false, context).await
+            }
+            "cancel_execution" => self.cancel(&args::<ById>(arguments)?.id, "cancel").await,
+            "stop_load_test" => self.cancel(&args::<ById>(arguments)?.id, "stop").await,
+            "get_report" => self.report(args(arguments)?).await,
+            "register_node" => {
+                let node: RegisterNode = args(arguments)?;
+                Answer::of(self.api().post("/v1/nodes", &to_value(&node)).await?)
+            }
+            "start_load_test" => self.start_load(args(arguments)?, context).await,
+            "get_metrics" => {
+                let id = args::<ById>(arguments)?.id;
+                Answer::of(self.api().get(&format!("/v1/executions/{}/metrics", segment(&id, "id")?)).await?)
+            }
+            "configure_profile" => self.configure_profile(args(arguments)?).await,
+            "get_node_health" => {
+                let NodeHealth { id } = args(arguments)?;
+                let nodes = match id {
+                    Some(id) => {
+                        Value::Array(vec![self.api().get(&format!("/v1/nodes/{}", segment(&id, "id")?)).await?])
+                    }
+                    None => self.api().get("/v1/nodes").await?,
+                };
+                Answer::of(json!({ "nodes": nodes }))
+            }
+            "get_cluster_status" => {
+                args::<Nothing>(arguments)?;
+                Answer::of(self.api().get("/v1/cluster").await?)
+            }
+            "configure_alerts" => self.configure_alerts(args(arguments)?).await,
+            "allocate_resources" => {
+                let request: Allocate = args(arguments)?;
+                Answer::of(self.api().post("/v1/allocations", &to_value(&request)).await?)
+            }
+            "deallocate_resources" => {
+                let id = args::<ById>(arguments)?.id;
+                self.api().delete(&format!("/v1/allocations/{}", segment(&id, "id")?)).await?;
+                Answer::of(Released { id, released: true })
+            }
+            "get_utilization" => {
+                args::<Nothing>(arguments)?;
+                Answer::of(self.api().get("/v1/utilization").await?)
+            }
+            "send_message" => {
+                let message: SendMessage = args(arguments)?;
+                Answer::of(self.api().post("/v1/messages", &to_value(&message)).await?)
+            }
+            "broadcast_message" => {
+                let message: Broadcast = args(arguments)?;
+                Answer::of(self.api().post("/v1/messages/broadcast", &to_value(&message)).await?)
+            }
+            "get_connection_status" => {
+                args::<Nothing>(arguments)?;
+                Answer::of(json!({ "connections": self.api().get("/v1/connections").await? }))
+            }
+            _ => Err(ToolError::invalid("name", format!("no tool `{name}`"))),
+        }
+    }
+
+    fn api(&self) -> &crate::upstream::Api {
+        &self.host.api
+    }
+
+    fn validate(&self, input: ScenarioOnly) -> Result<Answer, ToolError> {
+        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        Answer::of(Validated {
+            valid: true,
+            name: scenario.name.clone(),
+            nodes: scenario.nodes_total(),
+            tasks: scenario.tasks_total(),
+            faults: scenario.faults.len(),
+            duration_s: scenario.duration_ms as f64 / 1e3,
+        })
+    }
+
+    fn start_job(&self, scenario: Scenario, options: SimOptions, work: Work) -> Result<Arc<Job>, ToolError> {
+        self.jobs.start(scenario, options, work).ok_or_else(|| {
+            ToolError(format!(
+                "{RUNNING_MAX} simulations are running, this server's most; wait for one (get_execution_status) or cancel one"
+            ))
+        })
+    }
+
+    async fn run_simulation(
+        &self,
+        input: RunSimulation,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Answer, ToolError> {
+        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
+        let options = SimOptions {
+            seed: input.seed.unwrap_or(42),
+            distribution: input.strategy,
+            swarm: input.swarm.unwrap_or(false),
+            ..SimOptions::default()
+        };
+        simulable(&scenario)?;
+        let job = self.start_job(scenario, options, Work::Simulation)?;
+        self.wait_job(&job, wait_s, context).await;
+        Ok(simulated(&job)?.with_report_link(&job.id))
+    }
+
+    async fn sweep_seeds(&self, input: SweepSeeds, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
+        let label = input.path.clone().unwrap_or_else(|| "SCENARIO.json".to_owned());
+        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
+        let seeds = dtest_sim::sweep::parse_seeds(&input.seeds).ok_or_else(|| {
+            ToolError::invalid("seeds", format!("expects A..B with A < B, like 0..1000; found {:?}", input.seeds))
+        })?;
+        let swarm = input.swarm.unwrap_or(false);
+        let mut replay = format!("dtest sim {label}");
+        if swarm {
+            replay.push_str(" --swarm");
+        }
+        if let Some(strategy) = input.strategy {
+            replay.push_str(&format!(" --strategy {}", to_value(&strategy).as_str().unwrap_or_default()));
+        }
+        let options = SimOptions { distribution: input.strategy, swarm, ..SimOptions::default() };
+        simulable(&scenario)?;
+        let job = self.start_job(scenario, options, Work::Sweep { seeds, replay })?;
+        self.wait_job(&job, wait_s, context).await;
+        Ok(swept(&job)?.with_report_link(&job.id))
+    }
+
+    async fn compare_strategies(
+        &self,
+        input: CompareStrategies,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Answer, ToolError> {
+        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
+        let strategies = input.strategies.unwrap_or_else(|| Distribution::ALL.to_vec());
+        if strategies.is_empty() {
+            return Err(ToolError::invalid("strategies", "is empty; leave it out to compare all seven"));
+        }
+        let options = SimOptions { seed: input.seed.unwrap_or(42), ..SimOptions::default() };
+        simulable(&scenario)?;
+        let job = self.start_job(scenario, options, Work::Comparison { strategies })?;
+        self.wait_job(&job, wait_s, context).await;
+        Ok(compared(&job, input.seed.unwrap_or(42))?.with_report_link(&job.id))
+    }
+
+    /// Waits up to `wait_s` for `job`, reporting progress; a cancelled call stops the job.
+    async fn wait_job(&self, job: &Job, wait_s: u32, context: &RequestContext<RoleServer>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.into());
+        let mut last = None;
+        loop {
+            let progress = job.progress();
+            if last != Some(progress) {
+                last = Some(progress);
+                let message = match job.work {
+                    Work::Simulation => format!(
+                        "{}: simulated {:.1} s of {:.1} s",
+                        job.id,
+                        progress as f64 / 1e3,
+                        job.total() as f64 / 1e3
+                    ),
+                    Work::Sweep { .. } => format!("{}: {progress} of {} seeds done", job.id, job.total()),
+                    Work::Comparison { .. } => format!("{}: {progress} of {} strategies done", job.id, job.total()),
+                };
+                notify(context, progress as f64, Some(job.total() as f64), message).await;
+            }
+            tokio::select! {
+                () = job.finished() => return,
+                () = context.ct.cancelled() => {
+                    job.watch.stop();
+                    return;
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+                () = tokio::time::sleep(PROGRESS_EVERY) => {}
+            }
+        }
+    }
+
+    async fn submit(&self, input: SubmitExecution, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
+        let (scenario, json) = scenario_of(input.scenario, input.path)?;
+        let wait_s = wait(input.wait_s, 0)?;
+        self.guard.check_scenario(&scenario, "scenario")?;
+        let body = json!({ "scenario": json, "seed": input.seed, "nodes": input.nodes });
+        let created = self.api().post("/v1/executions", &body).await?;
+        let id = created["id"]
+            .as_str()
+            .ok_or_else(|| ToolError::upstream("the orchestrator gave no execution id"))?
+            .to_owned();
+        self.status(&id, wait_s, true, context).await
+    }
+
+    async fn start_load(&self, input: StartLoad, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
+        self.guard.check_url(&input.url, "url")?;
+        let (pattern, field) = match (&input.pattern, &input.profile) {
+            (Some(pattern), None) => (pattern.clone(), "pattern"),
+            (None, Some(name)) => {
+                let profiles: Vec<NamedProfile> = from_value(self.api().get("/v1/load/profiles").await?)?;
+                let profile = profiles
+                    .into_iter()
+                    .find(|p| &p.name == name)
+                    .ok_or_else(|| ToolError::invalid("profile", format!("no load profile `{name}`")))?;
+                (profile.profile.pattern, "profile")
+            }
+            _ => return Err(ToolError::invalid("pattern", "give `pattern` or `profile`, one of them")),
+        };
+        let nodes = match &input.nodes {
+            Some(nodes) => nodes.len(),
+            None => self.api().get("/v1/nodes").await?.as_array().map_or(0, Vec::len),
+        };
+        let scenario = input.scenario(pattern, nodes.max(1));
+        let parsed = parse(&scenario, field)?;
+        for task in &parsed.workload.tasks {
+            if let dtest_core::scenario::Work::Load(load) = &task.work {
+                self.guard.check_pattern(&load.pattern, u64::from(task.count), field)?;
+            }
+        }
+        let created = self.api().post("/v1/load", &to_value(&input)).await?;
+        let id = created["id"]
+            .as_str()
+            .ok_or_else(|| ToolError::upstream("the orchestrator gave no execution id"))?
+            .to_owned();
+        self.status(&id, 0, true, context).await
+    }
+
+    async fn configure_profile(&self, input: ConfigureProfile) -> Result<Answer, ToolError> {
+        let probe = StartLoad {
+            url: "http://127.0.0.1/".to_owned(),
+            pattern: None,
+            profile: None,
+            method: None,
+            connections: None,
+            timeout_ms: None,
+            nodes: None,
+        };
+        let parsed = parse(&probe.scenario(Value::Object(input.pattern.clone()), 1), "pattern")?;
+        for task in &parsed.workload.tasks {
+            if let dtest_core::scenario::Work::Load(load) = &task.work {
+                self.guard.check_pattern(&load.pattern, 1, "pattern")?;
+            }
+        }
+        let body = json!({ "pattern": input.pattern, "description": input.description });
+        self.api().put(&format!("/v1/load/profiles/{}", segment(&input.name, "name")?), &body).await?;
+        Answer::of(Profiles { profiles: from_value(self.api().get("/v1/load/profiles").await?)? })
+    }
+
+    async fn configure_alerts(&self, input: ConfigureAlerts) -> Result<Answer, ToolError> {
+        if let Some(rules) = input.rules {
+            self.api().put("/v1/alerts/rules", &json!({ "rules": rules })).await?;
+        }
+        if let Some(id) = input.acknowledge {
+            self.api().post(&format!("/v1/alerts/{id}/ack"), &json!({})).await?;
+        }
+        let rules = self.api().get("/v1/alerts/rules").await?;
+        let alerts = self.api().get("/v1/alerts").await?;
+        Answer::of(json!({ "rules": rules["rules"], "firing": alerts["firing"], "history": alerts["history"] }))
+    }
+
+    /// Where `id` stands, after waiting up to `wait_s` for its end with progress. With
+    /// `owned`, the call started the execution, and a cancelled call cancels it.
+    async fn status(
+        &self,
+        id: &str,
+        wait_s: u32,
+        owned: bool,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Answer, ToolError> {
+        if let Some(job) = self.jobs.get(id) {
+            if wait_s > 0 {
+                tokio::select! {
+                    () = job.finished() => {}
+                    () = context.ct.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(wait_s.into())) => {}
+                }
+            }
+            return Ok(Answer::of(job_status(&job))?.with_report_link(id));
+        }
+        let path = format!("/v1/executions/{}", segment(id, "id")?);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.into());
+        loop {
+            let view = self.api().get(&path).await?;
+            let state = view["state"].as_str().unwrap_or_default().to_owned();
+            let ended = !matches!(state.as_str(), "pending" | "running");
+            if ended || tokio::time::Instant::now() >= deadline {
+                return Ok(Answer::of(execution_status(view, id))?.with_report_link(id));
+            }
+            let progress = &view["progress"];
+            let (done, total) = (progress["tasks_done"].as_f64().unwrap_or(0.0), progress["tasks"].as_f64());
+            let mut message = format!("{id}: {state}, {done} of {} tasks done", total.unwrap_or(0.0));
+            if let Some(load) = progress.get("load").filter(|l| !l.is_null()) {
+                message.push_str(&format!(
+                    "; {:.0} rps, p99 {} ms",
+                    load["rps"].as_f64().unwrap_or(0.0),
+                    load["p99_ms"].as_f64().map_or("-".to_owned(), |p| format!("{p:.1}"))
+                ));
+            }
+            notify(context, done, total, message).await;
+            tokio::select! {
+                () = context.ct.cancelled() => {
+                    if owned {
+                        let _ = self.api().post(&format!("{path}/cancel"), &json!({})).await;
+                    }
+                    return Err(ToolError(format!("{id}: the call was cancelled")));
+                }
+                () = tokio::time::sleep(PROGRESS_EVERY.max(Duration::from_secs(1))) => {}
+            }
+        }
+    }
+
+    async fn cancel(&self, id: &str, verb: &str) -> Result<Answer, ToolError> {
+        if let Some(job) = self.jobs.get(id) {
+            job.watch.stop();
+            // A simulation stops at its next turn, within milliseconds.
+            let _ = tokio::time::timeout(Duration::from_secs(5), job.finished()).await;
+            return Ok(Answer::of(job_status(&job))?.with_report_link(id));
+        }
+        let path = match verb {
+            "stop" => format!("/v1/load/{}/stop", segment(id, "id")?),
+            _ => format!("/v1/executions/{}/cancel", segment(id, "id")?),
+        };
+        let view = self.api().post(&path, &json!({})).await?;
+        Ok(Answer::of(execution_status(view, id))?.with_report_link(id))
+    }
+
+    async fn report(&self, input: GetReport) -> Result<Answer, ToolError> {
+        let format = input.format.unwrap_or_default();
+        let report = match self.jobs.get(&input.id) {
+            Some(job) => job_report(&job, format)?,
+            None => {
+                let name = to_value(&format);
+                let path = format!(
+                    "/v1/executions/{}/report?format={}",
+                    segment(&input.id, "id")?,
+                    name.as_str().unwrap_or("json")
+                );
+                let text = self.api().get_text(&path).await?;
+                match format {
+                    Format::Json => serde_json::from_str(&text).map_err(|e| ToolError::upstream(e.to_string()))?,
+                    _ => Value::String(text),
+                }
+            }
+        };
+        Ok(Answer::of(ReportAnswer { id: input.id.clone(), format, report })?.with_report_link(&input.id))
+    }
+
+    /// The JSON report of `id`, for its resource.
+    pub(crate) async fn report_json(&self, id: &str) -> Result<String, ToolError> {
+        match self.jobs.get(id) {
+            Some(job) => Ok(serde_json::to_string_pretty(&job_report(&job, Format::Json)?).unwrap_or_default()),
+            None => self.api().get_text(&format!("/v1/executions/{}/report?format=json", segment(id, "id")?)).await,
+        }
+    }
+}
+
+// ---- answers of jobs ------------------------------------------------------------------------
+
+fn job_status(job: &Job) -> Status {
+    let kind = match job.work {
+        Work::Simulation => "simulation",
+        Work::Sweep { .. } => "sweep",
+        Work::Comparison { .. } => "comparison",
+    };
+    let ended = job.ended();
+    let mut progress = Object::new();
+    progress.insert("done".to_owned(), json!(job.progress()));
+    progress.insert("total".to_owned(), json!(job.total()));
+    let summary = ended.as_ref().map(|(ended, _)| {
+        let mut summary = Object::new();
+        match ended {
+            Ended::Report(report) => {
+                summary.insert("passed".to_owned(), json!(report.passed()));
+                summary.insert("tasks".to_owned(), json!(report.tasks));
+                summary.insert("failure".to_owned(), json!(report.failure()));
+            }
+            Ended::Sweep(outcomes) => {
+                let failed = outcomes.iter().filter(|o| !o.passed).count();
+                summary.insert("passed".to_owned(), json!(outcomes.len() - failed));
+                summary.insert("failed".to_owned(), json!(failed));
+            }
+            Ended::Comparison(reports) => {
+                summary.insert("strategies".to_owned(), json!(reports.len()));
+                summary.insert("passed".to_owned(), json!(reports.iter().filter(|r| r.passed()).count()));
+            }
+            Ended::Cancelled => {
+                summary.insert("cancelled".to_owned(), json!(true));
+            }
+            Ended::Error(e) => {
+                summary.insert("error".to_owned(), json!(e));
+            }
+        }
+        summary
+    });
+    Status {
+        id: job.id.clone(),
+        kind: kind.to_owned(),
+        name: job.name.clone(),
+        state: job.state().to_owned(),
+        started_ms: Some(job.started_ms),
+        finished_ms: ended.map(|(_, at)| at),
+        progress: Some(progress),
+        summary,
+        report_uri: resources::report_uri(&job.id),
+    }
+}
+
+fn execution_status(view: Value, id: &str) -> Status {
+    let text = |key: &str| view[key].as_str().unwrap_or_default().to_owned();
+    Status {
+        id: id.to_owned(),
+        kind: text("kind"),
+        name: text("name"),
+        state: text("state"),
+        started_ms: view["started_ms"].as_u64(),
+        finished_ms: view["finished_ms"].as_u64(),
+        progress: view["progress"].as_object().cloned(),
+        summary: view["summary"].as_object().cloned(),
+        report_uri: resources::report_uri(id),
+    }
+}
+
+/// The tool error of a job that could not run: the scenario cannot be simulated.
+fn failed(job: &Job) -> Result<(), ToolError> {
+    match job.ended() {
+        Some((Ended::Error(e), _)) => Err(ToolError::invalid("scenario", e)),
+        _ => Ok(()),
+    }
+}
+
+fn simulated(job: &Job) -> Result<Answer, ToolError> {
+    failed(job)?;
+    let report = match job.ended() {
+        Some((Ended::Report(report), _)) => Some(*report),
+        _ => None,
+    };
+    Answer::of(Simulated {
+        id: job.id.clone(),
+        state: job.state().to_owned(),
+        passed: report.as_ref().map(Report::passed),
+        report,
+        report_uri: resources::report_uri(&job.id),
+    })
+}
+
+fn swept(job: &Job) -> Result<Answer, ToolError> {
+    failed(job)?;
+    let Work::Sweep { seeds, replay } = &job.work else { return Err(ToolError(format!("{} is not a sweep", job.id))) };
+    let outcomes = match job.ended() {
+        Some((Ended::Sweep(outcomes), _)) => outcomes,
+        _ => Vec::new(),
+    };
+    let failing: Vec<FailingSeed> = outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| FailingSeed {
+            seed: o.seed,
+            reason: o.reason.clone().unwrap_or_else(|| "failed".to_owned()),
+            replay: format!("{replay} --seed {}", o.seed),
+        })
+        .collect();
+    Answer::of(Swept {
+        id: job.id.clone(),
+        state: job.state().to_owned(),
+        seeds: seeds.end - seeds.start,
+        done: job.progress(),
+        passed: (outcomes.len() - failing.len()) as u64,
+        failed: failing.len() as u64,
+        failing,
+    })
+}
+
+fn compared(job: &Job, seed: u64) -> Result<Answer, ToolError> {
+    failed(job)?;
+    let rows = match job.ended() {
+        Some((Ended::Comparison(reports), _)) => reports.iter().map(StrategyRow::of).collect(),
+        _ => Vec::new(),
+    };
+    Answer::of(Compared { id: job.id.clone(), state: job.state().to_owned(), seed, rows })
+}
+
+/// A job's report: a simulation's own; for a sweep or comparison, its answer.
+fn job_report(job: &Job, format: Format) -> Result<Value, ToolError> {
+    let Some((ended, _)) = job.ended() else {
+        return Err(ToolError::invalid("id", format!("{} is still running: it has no report yet", job.id)));
+    };
+    let report = match ended {
+        Ended::Report(report) => report,
+        Ended::Cancelled => {
+            return Err(ToolError::invalid("id", format!("{} was cancelled: it has no report", job.id)));
+        }
+        Ended::Error(e) => return Err(ToolError::invalid("id", format!("{} could not run: {e}", job.id))),
+        Ended::Sweep(_) | Ended::Comparison(_) => {
+            if !matches!(format, Format::Json) {
+                return Err(ToolError::invalid("format", "a sweep or comparison has its report in JSON only"));
+            }
+            let answer = if matches!(job.work, Work::Sweep { .. }) { swept(job)? } else { compared(job, 0)? };
+            return Ok(answer.value);
+        }
+    };
+    Ok(match format {
+        Format::Json => to_value(&*report),
+        Format::Html => Value::String(dtest_orchestrator::html::page(&report)),
+        Format::Junit => {
+            return Err(ToolError::invalid("format", "a simulation's report is JSON or HTML; JUnit is for real runs"));
+        }
+    })
+}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+/// Deserializes arguments, naming the field of the first problem.
+fn args<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
+    serde_path_to_error::deserialize(arguments).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // "missing field `x`" and "unknown field `x`" name their field already.
+        if path == "." { ToolError(inner) } else { ToolError::invalid(&path, inner) }
+    })
+}
+
+fn to_value(value: &impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ToolError> {
+    serde_json::from_value(value)
+        .map_err(|e| ToolError::upstream(format!("the orchestrator's answer is unexpected: {e}")))
+}
+
+fn wait(wait_s: Option<u32>, default: u32) -> Result<u32, ToolError> {
+    match wait_s.unwrap_or(default) {
+        s if s <= WAIT_MAX_S => Ok(s),
+        s => Err(ToolError::invalid(
+            "wait_s",
+            format!("{s} is more than {WAIT_MAX_S}; poll get_execution_status instead"),
+        )),
+    }
+}
+
+/// A path segment: an id as the orchestrator's routes take it, nothing that changes the path.
+fn segment<'a>(id: &'a str, field: &str) -> Result<&'a str, ToolError> {
+    let plain =
+        !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if plain {
+        Ok(id)
+    } else {
+        Err(ToolError::invalid(field, format!("{id:?} is not an id (letters, digits, `_.:-`)")))
+    }
+}
+
+/// The scenario of a call: the object, or the file; parsed and checked, and as JSON.
+fn scenario_of(scenario: Option<Object>, path: Option<String>) -> Result<(Scenario, Value), ToolError> {
+    match (scenario, path) {
+        (Some(object), None) => {
+            let value = Value::Object(object);
+            Ok((parse(&value, "scenario")?, value))
+        }
+        (None, Some(path)) => {
+            let scenario = dtest_orchestrator::scenario_file::load(std::path::Path::new(&path))
+                .map_err(|problems| problems_error("path", &path, &problems))?;
+            let text = std::fs::read(&path).map_err(|e| ToolError::invalid("path", e))?;
+            let value = serde_json::from_slice(&text).map_err(|e| ToolError::invalid("path", e))?;
+            Ok((scenario, value))
+        }
+        (Some(_), Some(_)) => Err(ToolError::invalid("path", "give `scenario` or `path`, not both")),
+        (None, None) => {
+            Err(ToolError::invalid("scenario", "missing: give `scenario` (the JSON object) or `path` (a file)"))
+        }
+    }
+}
+
+fn parse(value: &Value, field: &str) -> Result<Scenario, ToolError> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    dtest_core::scenario::parse(&bytes).map_err(|problems| problems_error(field, "", &problems))
+}
+
+/// Problems of a scenario, each by its field: `scenario.cluster.groups[0].count: ...`.
+fn problems_error(field: &str, file: &str, problems: &[dtest_core::scenario::Diagnostic]) -> ToolError {
+    const SHOWN: usize = 20;
+    let mut lines: Vec<String> = problems
+        .iter()
+        .take(SHOWN)
+        .map(|d| {
+            let at = if d.path.is_root() { field.to_owned() } else { format!("{field}.{}", d.path) };
+            match (file, d.pos) {
+                ("", _) | (_, None) => format!("{at}: {}", d.message),
+                (file, Some(pos)) => format!("{at}: {} ({file}:{pos})", d.message),
+            }
+        })
+        .collect();
+    if problems.len() > SHOWN {
+        lines.push(format!("{} more problems", problems.len() - SHOWN));
+    }
+    ToolError(lines.join("\n"))
+}
+
+fn simulable(scenario: &Scenario) -> Result<(), ToolError> {
+    dtest_sim::check_simulable(scenario).map_err(|e| ToolError::invalid("scenario", e))
+}
+
+async fn notify(context: &RequestContext<RoleServer>, progress: f64, total: Option<f64>, message: String) {
+    let Some(token) = context.meta.get_progress_token() else { return };
+    let mut param = ProgressNotificationParam::new(token, progress).with_message(message);
+    if let Some(total) = total {
+        param = param.with_total(total);
+    }
+    // A client gone away is seen by the cancellation token, not here.
+    let _ = context.peer.notify_progress(param).await;
+}
+
+// ---- the protocol ---------------------------------------------------------------------------
+
+impl ServerHandler for Dtest {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().build())
+            .with_server_info(Implementation::new("dtest", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "dtest: deterministic simulation and real clusters from one scenario file. Write a scenario \
+                 (resource dtest://schema/scenario, prompt write_scenario, examples dtest://scenarios/*), check it \
+                 with validate_scenario, simulate it (run_simulation, sweep_seeds, compare_strategies), then run it \
+                 on nodes (submit_test_execution, get_execution_status, get_report).",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let result = match self.call(&request.name, request.arguments, &context).await {
+            Ok(answer) => {
+                let mut result = CallToolResult::structured(answer.value);
+                for uri in answer.links {
+                    result.content.push(ContentBlock::resource_link(resources::report_link(&uri)));
+                }
+                result
+            }
+            Err(error) => CallToolResult::error(vec![ContentBlock::text(error.0)]),
+        };
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::list()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(resources::templates()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        resources::read(self, &request.uri).await.map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(resources::prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        resources::prompt(&request).map(Into::into)
+    }
+}

@@ -171,7 +171,7 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
 
 /// `--strategy all`: every distribution strategy on the same seed, one row each.
 fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) -> Exit {
-    let reports = match compare(scenario, options, &Distribution::ALL) {
+    let reports = match compare(scenario, options, &Distribution::ALL, &|_| {}) {
         Ok(reports) => reports,
         Err(e) => {
             eprintln!("{}: {e}", args.file.display());

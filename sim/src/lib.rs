@@ -175,3 +175,51 @@ fn simulate_inner(scenario: &Scenario, options: &SimOptions) -> Result<(Report, 
     let events = std::iter::from_fn(|| world.run.poll_event()).collect();
     Ok((report, counts, events))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        let path = format!("{}/../scenarios/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        dtest_core::scenario::parse(&std::fs::read(path).expect("read")).expect("valid")
+    }
+
+    #[test]
+    fn a_watch_shows_the_clock_and_stops_the_run() {
+        let s = scenario("scale-1000");
+        let watch = Watch::default();
+        let options = SimOptions { watch: Some(watch.clone()), ..SimOptions::default() };
+        let running = std::thread::spawn(move || simulate(&s, &options));
+        while watch.now_ms() == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        watch.stop();
+        assert_eq!(running.join().expect("no panic"), Err(SimError::Stopped));
+        assert!(watch.now_ms() < 594_000, "stopped before the end: {} ms", watch.now_ms());
+    }
+
+    #[test]
+    fn a_stopped_watch_stops_a_sweep_before_its_next_seed() {
+        let s = scenario("partition");
+        let watch = Watch::default();
+        watch.stop();
+        let options = SimOptions { watch: Some(watch), ..SimOptions::default() };
+        let ran = std::sync::atomic::AtomicU64::new(0);
+        let outcome = sweep::sweep(&s, 0..1_000, &options, 2, &|_| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(outcome, Err(SimError::Stopped));
+        assert_eq!(ran.into_inner(), 0);
+    }
+
+    #[test]
+    fn watching_changes_nothing_in_the_report() {
+        let s = scenario("partition");
+        let watched = SimOptions { watch: Some(Watch::default()), ..SimOptions::default() };
+        assert_eq!(
+            simulate(&s, &watched).expect("runs").to_json(),
+            simulate(&s, &SimOptions::default()).expect("runs").to_json()
+        );
+    }
+}

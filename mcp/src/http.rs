@@ -47,7 +47,11 @@ pub(crate) async fn serve(
     if !config.listen.ip().is_loopback() && !config.listen.ip().is_unspecified() {
         hosts.push(config.listen.ip().to_string());
     }
+    // Stateless: each call is its own HTTP exchange, so a client that closes the response stream
+    // cancels the call (and the simulation or execution it waits on). With sessions, rmcp keeps
+    // a dropped stream for the client to resume, and the work would go on for no one.
     let rmcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_max_request_body_bytes(REQUEST_BYTES_MAX);

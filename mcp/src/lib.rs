@@ -64,8 +64,8 @@ pub async fn serve_stdio(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
-    let host = upstream::Host::start(&config).await?;
-    let server = tools::Dtest::new(Arc::new(host), Arc::default(), Arc::new(config.guard));
+    let host = Arc::new(upstream::Host::start(&config).await?);
+    let server = tools::Dtest::new(host.clone(), Arc::default(), Arc::new(config.guard));
     let running = server
         .serve(rmcp::transport::stdio())
         .await
@@ -78,6 +78,7 @@ pub async fn serve_stdio(
             Ok(())
         }
     };
+    host.stop().await;
     done
 }
 

@@ -37,6 +37,9 @@ use crate::upstream::Host;
 /// clients give a call.
 const WAIT_MAX_S: u32 = 50;
 
+/// Seeds one sweep may have.
+const SEEDS_MAX: u64 = 1_000_000;
+
 /// How long a simulation tool waits by default, s.
 const WAIT_DEFAULT_S: u32 = 30;
 
@@ -128,7 +131,7 @@ struct SweepSeeds {
     scenario: Option<Object>,
     /// A scenario file on the server's machine, instead of `scenario`.
     path: Option<String>,
-    /// Seeds `A..B`: A up to B-1, like `0..1000`.
+    /// Seeds `A..B`: A up to B-1, like `0..1000`; a million at most.
     seeds: String,
     /// Each seed draws its own fault mix (swarm testing), judged by the invariants alone.
     swarm: Option<bool>,
@@ -666,6 +669,12 @@ impl Dtest {
         let seeds = dtest_sim::sweep::parse_seeds(&input.seeds).ok_or_else(|| {
             ToolError::invalid("seeds", format!("expects A..B with A < B, like 0..1000; found {:?}", input.seeds))
         })?;
+        if seeds.end - seeds.start > SEEDS_MAX {
+            return Err(ToolError::invalid(
+                "seeds",
+                format!("{} seeds; one sweep has {SEEDS_MAX} at most", seeds.end - seeds.start),
+            ));
+        }
         let swarm = input.swarm.unwrap_or(false);
         let mut replay = format!("dtest sim {label}");
         if swarm {
@@ -1243,5 +1252,71 @@ impl ServerHandler for Dtest {
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         resources::prompt(&request).map(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_s_tools_each_with_documented_inputs_an_object_output_and_annotations() {
+        let mut names: Vec<String> = tools().iter().map(|t| t.name.to_string()).collect();
+        names.sort();
+        let mut contract = vec![
+            "register_node",
+            "submit_test_execution",
+            "get_execution_status",
+            "cancel_execution",
+            "start_load_test",
+            "stop_load_test",
+            "get_metrics",
+            "configure_profile",
+            "get_node_health",
+            "get_cluster_status",
+            "configure_alerts",
+            "allocate_resources",
+            "deallocate_resources",
+            "get_utilization",
+            "send_message",
+            "broadcast_message",
+            "get_connection_status",
+            "run_simulation",
+            "sweep_seeds",
+            "compare_strategies",
+            "validate_scenario",
+            "get_report",
+        ];
+        contract.sort_unstable();
+        assert_eq!(names, contract);
+        for tool in tools() {
+            let name = &tool.name;
+            assert_eq!(tool.input_schema.get("type"), Some(&json!("object")), "{name} input");
+            let output = tool.output_schema.as_ref().unwrap_or_else(|| panic!("{name} has an output schema"));
+            assert_eq!(output.get("type"), Some(&json!("object")), "{name} output is object-rooted");
+            let properties = tool.input_schema.get("properties").and_then(Value::as_object);
+            for (field, schema) in properties.into_iter().flatten() {
+                assert!(schema.get("description").is_some(), "{name}.{field} is documented: {schema}");
+            }
+            let annotations = tool.annotations.as_ref().unwrap_or_else(|| panic!("{name} has annotations"));
+            assert!(annotations.read_only_hint.is_some() && annotations.destructive_hint.is_some(), "{name}");
+            assert!(annotations.idempotent_hint.is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_bad_argument_is_named_by_its_field() {
+        let message = |value: Value| args::<RunSimulation>(value).map(|_| ()).expect_err("refused").0;
+        assert!(message(json!({ "seed": "x" })).starts_with("seed: invalid type"));
+        assert!(message(json!({ "wait_s": -1 })).starts_with("wait_s:"));
+        assert!(message(json!({ "sed": 1 })).contains("unknown field `sed`"));
+        assert!(message(json!({ "strategy": "fastest" })).starts_with("strategy: unknown variant `fastest`"));
+        assert!(wait(Some(51), 0).expect_err("too long").0.starts_with("wait_s:"));
+        let missing = scenario_of(None, None).map(|_| ()).expect_err("no scenario").0;
+        assert!(missing.starts_with("scenario: missing"), "{missing}");
+        let bad = json!({ "name": "x", "cluster": { "groups": [{ "name": "a", "count": "three" }] } });
+        let problems = scenario_of(bad.as_object().cloned(), None).map(|_| ()).expect_err("invalid").0;
+        assert!(problems.contains("scenario.cluster.groups[0].count: "), "{problems}");
+        assert!(segment("../nodes", "id").is_err() && segment("sim-1", "id").is_ok());
     }
 }

@@ -46,8 +46,9 @@ pub enum Upstream {
 pub struct Host {
     /// Its REST API.
     pub api: Api,
-    /// Local nodes: killed when this is dropped (and they watch this process besides).
-    _nodes: Vec<Child>,
+    /// Local nodes: asked to leave by [`Host::stop`], killed when this is dropped, and watching
+    /// this process besides.
+    nodes: tokio::sync::Mutex<Vec<Child>>,
     /// The embedded service.
     _service: Option<tokio::task::JoinHandle<()>>,
     /// The embedded service's data and the local nodes' work directories, when temporary.
@@ -59,7 +60,7 @@ impl Host {
         let (local, allow_commands, data) = match &config.upstream {
             Upstream::Remote { url, token } => {
                 let api = Api::new(url.trim_end_matches('/').to_owned(), token.clone());
-                return Ok(Host { api, _nodes: Vec::new(), _service: None, _dir: None });
+                return Ok(Host { api, nodes: Default::default(), _service: None, _dir: None });
             }
             Upstream::Embedded { local, allow_commands, data } => (*local, *allow_commands, data.clone()),
         };
@@ -137,7 +138,27 @@ impl Host {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Host { api, _nodes: nodes, _service: Some(service), _dir: Some(dir) })
+        Ok(Host { api, nodes: tokio::sync::Mutex::new(nodes), _service: Some(service), _dir: Some(dir) })
+    }
+}
+
+impl Host {
+    /// Asks the local nodes to leave (SIGTERM: their commands stop with them), and kills those
+    /// still there after the core's grace.
+    pub async fn stop(&self) {
+        let mut nodes = self.nodes.lock().await;
+        for node in nodes.iter() {
+            if let Some(pid) = node.id() {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        let grace = Duration::from_millis(dtest_core::run::LEAVE_GRACE_MS);
+        for node in nodes.iter_mut() {
+            if tokio::time::timeout(grace, node.wait()).await.is_err() {
+                let _ = node.kill().await;
+            }
+        }
     }
 }
 

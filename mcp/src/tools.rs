@@ -11,7 +11,7 @@ use dtest_core::report::Report;
 use dtest_core::scenario::{Distribution, Scenario};
 use dtest_serve::model::{
     AlertRuleBody, AlertView, Allocate, Allocation, Broadcast, BroadcastResult, ClusterView, Connection, Delivery,
-    Metrics, NamedProfile, NodeView, RegisterNode, SendMessage, StartLoad, UtilizationView,
+    ExecutionView, Metrics, NamedProfile, NodeView, RegisterNode, SendMessage, StartLoad, UtilizationView,
 };
 use dtest_sim::SimOptions;
 use dtest_sim::compare::StrategyRow;
@@ -43,8 +43,12 @@ const SEEDS_MAX: u64 = 1_000_000;
 /// How long a simulation tool waits by default, s.
 const WAIT_DEFAULT_S: u32 = 30;
 
-/// How often a waiting tool looks at its work and reports progress.
+/// How often a waiting tool looks at a simulation and reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// How often a waiting tool asks the orchestrator about an execution (its live figures change
+/// once a second).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// A JSON object.
 pub type Object = serde_json::Map<String, Value>;
@@ -841,23 +845,19 @@ impl Dtest {
         let path = format!("/v1/executions/{}", segment(id, "id")?);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.into());
         loop {
-            let view = self.api().get(&path).await?;
-            let state = view["state"].as_str().unwrap_or_default().to_owned();
-            let ended = !matches!(state.as_str(), "pending" | "running");
+            let view: ExecutionView = from_value(self.api().get(&path).await?)?;
+            let ended = !matches!(view.state.as_str(), "pending" | "running");
             if ended || tokio::time::Instant::now() >= deadline {
-                return Ok(Answer::of(execution_status(view, id))?.with_report_link(id));
+                return Ok(Answer::of(execution_status(view))?.with_report_link(id));
             }
-            let progress = &view["progress"];
-            let (done, total) = (progress["tasks_done"].as_f64().unwrap_or(0.0), progress["tasks"].as_f64());
-            let mut message = format!("{id}: {state}, {done} of {} tasks done", total.unwrap_or(0.0));
-            if let Some(load) = progress.get("load").filter(|l| !l.is_null()) {
-                message.push_str(&format!(
-                    "; {:.0} rps, p99 {} ms",
-                    load["rps"].as_f64().unwrap_or(0.0),
-                    load["p99_ms"].as_f64().map_or("-".to_owned(), |p| format!("{p:.1}"))
-                ));
+            let progress = view.progress.unwrap_or_default();
+            let mut message =
+                format!("{id}: {}, {} of {} tasks ended", view.state, progress.tasks_ended, progress.tasks);
+            if let Some(load) = &progress.load {
+                let p99 = load.p99_ms.map_or("-".to_owned(), |p| format!("{p:.1} ms"));
+                message.push_str(&format!("; {} rps, p99 {p99}, {} errors", load.rps, load.errors));
             }
-            notify(context, done, total, message).await;
+            notify(context, progress.tasks_ended as f64, Some(progress.tasks as f64), message).await;
             tokio::select! {
                 () = context.ct.cancelled() => {
                     if owned {
@@ -865,7 +865,7 @@ impl Dtest {
                     }
                     return Err(ToolError(format!("{id}: the call was cancelled")));
                 }
-                () = tokio::time::sleep(PROGRESS_EVERY.max(Duration::from_secs(1))) => {}
+                () = tokio::time::sleep(STATUS_EVERY) => {}
             }
         }
     }
@@ -881,8 +881,8 @@ impl Dtest {
             "stop" => format!("/v1/load/{}/stop", segment(id, "id")?),
             _ => format!("/v1/executions/{}/cancel", segment(id, "id")?),
         };
-        let view = self.api().post(&path, &json!({})).await?;
-        Ok(Answer::of(execution_status(view, id))?.with_report_link(id))
+        let view: ExecutionView = from_value(self.api().post(&path, &json!({})).await?)?;
+        Ok(Answer::of(execution_status(view))?.with_report_link(id))
     }
 
     async fn report(&self, input: GetReport) -> Result<Answer, ToolError> {
@@ -966,18 +966,21 @@ fn job_status(job: &Job) -> Status {
     }
 }
 
-fn execution_status(view: Value, id: &str) -> Status {
-    let text = |key: &str| view[key].as_str().unwrap_or_default().to_owned();
+fn execution_status(view: ExecutionView) -> Status {
+    let object = |value: Value| match value {
+        Value::Object(object) => Some(object),
+        _ => None,
+    };
     Status {
-        id: id.to_owned(),
-        kind: text("kind"),
-        name: text("name"),
-        state: text("state"),
-        started_ms: view["started_ms"].as_u64(),
-        finished_ms: view["finished_ms"].as_u64(),
-        progress: view["progress"].as_object().cloned(),
-        summary: view["summary"].as_object().cloned(),
-        report_uri: resources::report_uri(id),
+        report_uri: resources::report_uri(&view.id),
+        id: view.id,
+        kind: view.kind,
+        name: view.name,
+        state: view.state,
+        started_ms: view.started_ms,
+        finished_ms: view.finished_ms,
+        progress: view.progress.and_then(|p| object(to_value(&p))),
+        summary: view.summary.and_then(object),
     }
 }
 

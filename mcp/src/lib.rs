@@ -13,7 +13,8 @@
 //! validation, its limits, its journal) are the rules here.
 //!
 //! Modules:
-//! - `tools`: the tools, their schemas and what each does.
+//! - `tools`: the tools and what each does.
+//! - `wire`: their arguments and answers, whose JSON Schemas are the tools' schemas.
 //! - `jobs`: simulations running in the background, their progress and their stop.
 //! - `upstream`: the `dtest serve` the tools drive, embedded or remote, and local nodes.
 //! - `guard`: what load an assistant may aim, and where.
@@ -26,6 +27,7 @@ mod jobs;
 mod resources;
 mod tools;
 mod upstream;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use dtest_core::report::Report;
 use dtest_core::scenario::{Distribution, Scenario};
 use dtest_serve::model::{
-    AlertRuleBody, AlertView, Allocate, Allocation, Broadcast, BroadcastResult, ClusterView, Connection, Delivery,
-    ExecutionView, Metrics, NamedProfile, NodeView, RegisterNode, SendMessage, StartLoad, UtilizationView,
+    Allocate, Allocation, Broadcast, BroadcastResult, ClusterView, Delivery, ExecutionView, Metrics, NamedProfile,
+    NodeView, RegisterNode, SendMessage, StartLoad, UtilizationView,
 };
 use dtest_sim::SimOptions;
 use dtest_sim::compare::StrategyRow;
@@ -24,14 +24,19 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use schemars::JsonSchema;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::guard::Guard;
 use crate::jobs::{Ended, Job, Jobs, RUNNING_MAX, Work};
 use crate::resources;
 use crate::upstream::Host;
+use crate::wire::{
+    Alerts, ById, CompareStrategies, Compared, ConfigureAlerts, ConfigureProfile, Connections, ExecutionStatus,
+    FailingSeed, Format, GetReport, NodeHealth, Nodes, Nothing, Object, Profiles, Released, ReportAnswer,
+    RunSimulation, ScenarioOnly, Simulated, Status, SubmitExecution, SweepSeeds, Swept, Validated,
+};
 
 /// The longest a tool waits for work before answering with its id, s: under the 60 s most
 /// clients give a call.
@@ -49,9 +54,6 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How often a waiting tool asks the orchestrator about an execution (its live figures change
 /// once a second).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// A JSON object.
-pub type Object = serde_json::Map<String, Value>;
 
 /// Why a tool call failed; the message names the field at fault first.
 #[derive(Clone, Debug)]
@@ -95,301 +97,6 @@ impl Answer {
         self.links.push(resources::report_uri(id));
         self
     }
-}
-
-// ---- arguments ------------------------------------------------------------------------------
-
-/// A scenario: the JSON object itself, or a file.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ScenarioOnly {
-    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
-    scenario: Option<Object>,
-    /// A scenario file on the server's machine, instead of `scenario`.
-    path: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RunSimulation {
-    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
-    scenario: Option<Object>,
-    /// A scenario file on the server's machine, instead of `scenario`.
-    path: Option<String>,
-    /// The seed; the same seed gives the same report, byte for byte. Default 42.
-    seed: Option<u64>,
-    /// Overrides the scenario's distribution strategy.
-    strategy: Option<Distribution>,
-    /// Replace the scenario's faults with a mix drawn from the seed; the run is then judged by
-    /// the invariants alone.
-    swarm: Option<bool>,
-    /// Seconds to wait for the end before answering with the id to poll (0 to 50, default 30).
-    #[schemars(range(max = 50))]
-    wait_s: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct SweepSeeds {
-    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
-    scenario: Option<Object>,
-    /// A scenario file on the server's machine, instead of `scenario`.
-    path: Option<String>,
-    /// Seeds `A..B`: A up to B-1, like `0..1000`; a million at most.
-    seeds: String,
-    /// Each seed draws its own fault mix (swarm testing), judged by the invariants alone.
-    swarm: Option<bool>,
-    /// Overrides the scenario's distribution strategy.
-    strategy: Option<Distribution>,
-    /// Seconds to wait for the end before answering with the id to poll (0 to 50, default 30).
-    #[schemars(range(max = 50))]
-    wait_s: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct CompareStrategies {
-    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
-    scenario: Option<Object>,
-    /// A scenario file on the server's machine, instead of `scenario`.
-    path: Option<String>,
-    /// The seed every strategy runs on. Default 42.
-    seed: Option<u64>,
-    /// The strategies to compare; all seven when not given.
-    strategies: Option<Vec<Distribution>>,
-    /// Seconds to wait for the end before answering with the id to poll (0 to 50, default 30).
-    #[schemars(range(max = 50))]
-    wait_s: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct SubmitExecution {
-    /// The scenario, as a JSON object (its format: the resource `dtest://schema/scenario`).
-    scenario: Option<Object>,
-    /// A scenario file on the server's machine, instead of `scenario`.
-    path: Option<String>,
-    /// Seed of the run's random choices (placement ties, `random` distribution).
-    seed: Option<u64>,
-    /// Run on these registered nodes only (by name); all of them by default.
-    nodes: Option<Vec<String>>,
-    /// Seconds to wait for the end, with progress, before answering (0 to 50, default 0). A
-    /// cancelled call cancels the execution.
-    #[schemars(range(max = 50))]
-    wait_s: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ExecutionStatus {
-    /// The execution: an id from `submit_test_execution`, `start_load_test`, or a simulation
-    /// tool (`sim-N`).
-    id: String,
-    /// Seconds to wait for it to end, with progress (live rps and p99 for load), before
-    /// answering (0 to 50, default 0). A cancelled call stops waiting, not the execution.
-    #[schemars(range(max = 50))]
-    wait_s: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ById {
-    /// The id.
-    id: String,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct GetReport {
-    /// The execution or simulation.
-    id: String,
-    /// `json` (default), `html` (one self-contained page) or `junit` (XML).
-    format: Option<Format>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-enum Format {
-    #[default]
-    Json,
-    Html,
-    Junit,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ConfigureProfile {
-    /// The profile's name.
-    name: String,
-    /// The load pattern (`{"type": "constant", "rps": 50, "duration_s": 30}`; the scenario
-    /// format's patterns).
-    pattern: Object,
-    /// What it is for.
-    description: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NodeHealth {
-    /// One node, by name; every node when not given.
-    id: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ConfigureAlerts {
-    /// The new rule set, replacing the current one; unchanged when not given.
-    rules: Option<Vec<AlertRuleBody>>,
-    /// Acknowledge this firing alert (by its id).
-    acknowledge: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Nothing {}
-
-// ---- answers --------------------------------------------------------------------------------
-
-#[derive(Serialize, JsonSchema)]
-struct Validated {
-    /// Always true: an invalid scenario is a tool error listing its problems.
-    valid: bool,
-    /// The scenario's name.
-    name: String,
-    /// Nodes in all groups.
-    nodes: u64,
-    /// Task instances.
-    tasks: u64,
-    /// Faults scheduled.
-    faults: usize,
-    /// Length, seconds.
-    duration_s: f64,
-}
-
-/// A simulation, an execution or a sweep: where it stands.
-#[derive(Serialize, JsonSchema)]
-struct Status {
-    /// Its id.
-    id: String,
-    /// `simulation`, `sweep`, `comparison`, `test` or `load`.
-    kind: String,
-    /// The scenario's name.
-    name: String,
-    /// `pending`, `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
-    state: String,
-    /// When it started, ms since the Unix epoch.
-    started_ms: Option<u64>,
-    /// When it ended.
-    finished_ms: Option<u64>,
-    /// How far it got (simulated ms or seeds done, and the total; tasks and live load for
-    /// executions).
-    progress: Option<Object>,
-    /// Its outcome in brief, once it has one.
-    summary: Option<Object>,
-    /// The resource holding its report.
-    report_uri: String,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Simulated {
-    /// The simulation's id (`sim-N`), for the status and report tools.
-    id: String,
-    /// `running` if it outlasted `wait_s`; then `succeeded`, `failed` or `cancelled`.
-    state: String,
-    /// Whether every expectation and invariant held, once it ended.
-    passed: Option<bool>,
-    /// The report, once it ended (the format `dtest sim --json` prints).
-    report: Option<Report>,
-    /// The resource holding its report.
-    report_uri: String,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Swept {
-    /// The sweep's id (`sim-N`).
-    id: String,
-    /// `running` if it outlasted `wait_s`; then `succeeded` (every seed passed), `failed` or
-    /// `cancelled`.
-    state: String,
-    /// Seeds in the sweep.
-    seeds: u64,
-    /// Seeds done.
-    done: u64,
-    /// Seeds that passed, once it ended.
-    passed: u64,
-    /// Seeds that failed, once it ended.
-    failed: u64,
-    /// Every failing seed, with why and the command that replays it.
-    failing: Vec<FailingSeed>,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct FailingSeed {
-    /// The seed.
-    seed: u64,
-    /// The first violation or failed expectation.
-    reason: String,
-    /// The command line that replays it.
-    replay: String,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Compared {
-    /// The comparison's id (`sim-N`).
-    id: String,
-    /// `running` if it outlasted `wait_s`; then `succeeded` (every strategy passed), `failed`
-    /// or `cancelled`.
-    state: String,
-    /// The seed every strategy ran on.
-    seed: u64,
-    /// One row per strategy, in the order asked, once it ended.
-    rows: Vec<StrategyRow>,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct ReportAnswer {
-    /// The execution or simulation.
-    id: String,
-    /// The format.
-    format: Format,
-    /// The report: an object for `json`, the document's text otherwise.
-    report: Value,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Nodes {
-    /// The nodes, by name.
-    nodes: Vec<NodeView>,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Profiles {
-    /// Every stored load profile.
-    profiles: Vec<NamedProfile>,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Alerts {
-    /// The rules in force.
-    rules: Vec<AlertRuleBody>,
-    /// Alerts firing now.
-    firing: Vec<AlertView>,
-    /// Alerts that fired, newest last.
-    history: Vec<AlertView>,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Released {
-    /// The allocation.
-    id: String,
-    /// Always true.
-    released: bool,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Connections {
-    /// Per node: its circuit breaker, last heartbeat and round trip.
-    connections: Vec<Connection>,
 }
 
 // ---- the tool list --------------------------------------------------------------------------

@@ -67,7 +67,7 @@ pub async fn serve_stdio(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
     let host = Arc::new(upstream::Host::start(&config).await?);
-    let server = tools::Dtest::new(host.clone(), Arc::default(), Arc::new(config.guard));
+    let server = tools::Dtest::new(host.clone(), Arc::default(), Arc::new(config.guard), tools::Files::Any);
     let running = server
         .serve(rmcp::transport::stdio())
         .await
@@ -92,7 +92,12 @@ pub async fn serve_http(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
-    let server =
-        tools::Dtest::new(Arc::new(upstream::Host::start(&config).await?), Arc::default(), Arc::new(config.guard));
-    http::serve(http, move || server.clone(), ready, shutdown).await
+    let root = std::env::current_dir()
+        .and_then(|dir| dir.canonicalize())
+        .map_err(|e| McpError(format!("cannot read the working directory: {e}")))?;
+    let host = Arc::new(upstream::Host::start(&config).await?);
+    let server = tools::Dtest::new(host.clone(), Arc::default(), Arc::new(config.guard), tools::Files::Under(root));
+    let served = http::serve(http, move || server.clone(), ready, shutdown).await;
+    host.stop().await;
+    served
 }

@@ -248,12 +248,37 @@ pub struct Dtest {
     host: Arc<Host>,
     jobs: Arc<Jobs>,
     guard: Arc<Guard>,
+    files: Arc<Files>,
     tools: Arc<Vec<Tool>>,
 }
 
+/// Which scenario files a `path` argument may name.
+#[derive(Debug)]
+pub enum Files {
+    /// Any the process can read: over stdio the client is the user who started it.
+    Any,
+    /// Only those under this directory (canonical): over HTTP a token holder must not read the
+    /// machine's files through the parser's error messages.
+    Under(std::path::PathBuf),
+}
+
+impl Files {
+    fn resolve(&self, path: &str) -> Result<std::path::PathBuf, ToolError> {
+        let Files::Under(root) = self else { return Ok(path.into()) };
+        let full = root.join(path).canonicalize().map_err(|e| ToolError::invalid("path", format!("{path}: {e}")))?;
+        if full.starts_with(root) {
+            return Ok(full);
+        }
+        Err(ToolError::invalid(
+            "path",
+            format!("{path} is outside {}, the only directory read over HTTP", root.display()),
+        ))
+    }
+}
+
 impl Dtest {
-    pub fn new(host: Arc<Host>, jobs: Arc<Jobs>, guard: Arc<Guard>) -> Dtest {
-        Dtest { host, jobs, guard, tools: Arc::new(tools()) }
+    pub fn new(host: Arc<Host>, jobs: Arc<Jobs>, guard: Arc<Guard>, files: Files) -> Dtest {
+        Dtest { host, jobs, guard, files: Arc::new(files), tools: Arc::new(tools()) }
     }
 
     async fn call(
@@ -335,7 +360,7 @@ impl Dtest {
     }
 
     fn validate(&self, input: ScenarioOnly) -> Result<Answer, ToolError> {
-        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
         Answer::of(Validated {
             valid: true,
             name: scenario.name.clone(),
@@ -359,7 +384,7 @@ impl Dtest {
         input: RunSimulation,
         context: &RequestContext<RoleServer>,
     ) -> Result<Answer, ToolError> {
-        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
         let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
         let options = SimOptions {
             seed: input.seed.unwrap_or(42),
@@ -375,7 +400,7 @@ impl Dtest {
 
     async fn sweep_seeds(&self, input: SweepSeeds, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
         let label = input.path.clone().unwrap_or_else(|| "SCENARIO.json".to_owned());
-        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
         let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
         let seeds = dtest_sim::sweep::parse_seeds(&input.seeds).ok_or_else(|| {
             ToolError::invalid("seeds", format!("expects A..B with A < B, like 0..1000; found {:?}", input.seeds))
@@ -406,7 +431,7 @@ impl Dtest {
         input: CompareStrategies,
         context: &RequestContext<RoleServer>,
     ) -> Result<Answer, ToolError> {
-        let (scenario, _) = scenario_of(input.scenario, input.path)?;
+        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
         let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
         let strategies = input.strategies.unwrap_or_else(|| Distribution::ALL.to_vec());
         if strategies.is_empty() {
@@ -452,7 +477,7 @@ impl Dtest {
     }
 
     async fn submit(&self, input: SubmitExecution, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
-        let (scenario, json) = scenario_of(input.scenario, input.path)?;
+        let (scenario, json) = scenario_of(input.scenario, input.path, &self.files)?;
         let wait_s = wait(input.wait_s, 0)?;
         self.guard.check_scenario(&scenario, "scenario")?;
         let body = json!({ "scenario": json, "seed": input.seed, "nodes": input.nodes });
@@ -730,7 +755,9 @@ fn swept(job: &Job) -> Result<Answer, ToolError> {
             replay: format!("{replay} --seed {}", o.seed),
         })
         .collect();
+    let summary = dtest_sim::sweep::Sweep { outcomes: outcomes.clone() }.summary(replay);
     Answer::of(Swept {
+        summary,
         id: job.id.clone(),
         state: job.state().to_owned(),
         seeds: seeds.end - seeds.start,
@@ -821,16 +848,17 @@ fn segment<'a>(id: &'a str, field: &str) -> Result<&'a str, ToolError> {
 }
 
 /// The scenario of a call: the object, or the file; parsed and checked, and as JSON.
-fn scenario_of(scenario: Option<Object>, path: Option<String>) -> Result<(Scenario, Value), ToolError> {
+fn scenario_of(scenario: Option<Object>, path: Option<String>, files: &Files) -> Result<(Scenario, Value), ToolError> {
     match (scenario, path) {
         (Some(object), None) => {
             let value = Value::Object(object);
             Ok((parse(&value, "scenario")?, value))
         }
         (None, Some(path)) => {
-            let scenario = dtest_orchestrator::scenario_file::load(std::path::Path::new(&path))
+            let file = files.resolve(&path)?;
+            let scenario = dtest_orchestrator::scenario_file::load(&file)
                 .map_err(|problems| problems_error("path", &path, &problems))?;
-            let text = std::fs::read(&path).map_err(|e| ToolError::invalid("path", e))?;
+            let text = std::fs::read(&file).map_err(|e| ToolError::invalid("path", e))?;
             let value = serde_json::from_slice(&text).map_err(|e| ToolError::invalid("path", e))?;
             Ok((scenario, value))
         }
@@ -1015,6 +1043,18 @@ mod tests {
     }
 
     #[test]
+    fn over_http_only_files_under_the_directory_are_read() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("the repository");
+        let files = Files::Under(root.clone());
+        assert_eq!(files.resolve("scenarios/partition.json").expect("inside"), root.join("scenarios/partition.json"));
+        for outside in ["/etc/passwd", "../../etc/passwd", "scenarios/../../etc/passwd"] {
+            let error = files.resolve(outside).expect_err(outside).0;
+            assert!(error.starts_with("path: "), "{error}");
+        }
+        assert!(Files::Any.resolve("/etc/passwd").is_ok());
+    }
+
+    #[test]
     fn a_bad_argument_is_named_by_its_field() {
         let message = |value: Value| args::<RunSimulation>(value).map(|_| ()).expect_err("refused").0;
         assert!(message(json!({ "seed": "x" })).starts_with("seed: invalid type"));
@@ -1022,10 +1062,10 @@ mod tests {
         assert!(message(json!({ "sed": 1 })).contains("unknown field `sed`"));
         assert!(message(json!({ "strategy": "fastest" })).starts_with("strategy: unknown variant `fastest`"));
         assert!(wait(Some(51), 0).expect_err("too long").0.starts_with("wait_s:"));
-        let missing = scenario_of(None, None).map(|_| ()).expect_err("no scenario").0;
+        let missing = scenario_of(None, None, &Files::Any).map(|_| ()).expect_err("no scenario").0;
         assert!(missing.starts_with("scenario: missing"), "{missing}");
         let bad = json!({ "name": "x", "cluster": { "groups": [{ "name": "a", "count": "three" }] } });
-        let problems = scenario_of(bad.as_object().cloned(), None).map(|_| ()).expect_err("invalid").0;
+        let problems = scenario_of(bad.as_object().cloned(), None, &Files::Any).map(|_| ()).expect_err("invalid").0;
         assert!(problems.contains("scenario.cluster.groups[0].count: "), "{problems}");
         assert!(segment("../nodes", "id").is_err() && segment("sim-1", "id").is_ok());
     }

@@ -232,6 +232,8 @@ pub(crate) struct Swept {
     pub(crate) failed: u64,
     /// Every failing seed, with why and the command that replays it.
     pub(crate) failing: Vec<FailingSeed>,
+    /// All of it for people, as `dtest sim --seeds` prints it.
+    pub(crate) summary: String,
 }
 
 #[derive(Serialize, JsonSchema)]

@@ -75,6 +75,11 @@ impl ToolError {
         ToolError(format!("{message} (the orchestrator answered {status})"))
     }
 
+    /// The same error, said to be about `field` (an orchestrator's "no execution `x`" about `id`).
+    fn about(self, field: &str) -> ToolError {
+        if self.0.starts_with(&format!("{field}:")) { self } else { ToolError::invalid(field, self.0) }
+    }
+
     /// The message.
     pub fn message(&self) -> &str {
         &self.0
@@ -308,15 +313,23 @@ impl Dtest {
             "start_load_test" => self.start_load(args(arguments)?, context).await,
             "get_metrics" => {
                 let id = args::<ById>(arguments)?.id;
-                Answer::of(self.api().get(&format!("/v1/executions/{}/metrics", segment(&id, "id")?)).await?)
+                Answer::of(
+                    self.api()
+                        .get(&format!("/v1/executions/{}/metrics", segment(&id, "id")?))
+                        .await
+                        .map_err(|e| e.about("id"))?,
+                )
             }
             "configure_profile" => self.configure_profile(args(arguments)?).await,
             "get_node_health" => {
                 let NodeHealth { id } = args(arguments)?;
                 let nodes = match id {
-                    Some(id) => {
-                        Value::Array(vec![self.api().get(&format!("/v1/nodes/{}", segment(&id, "id")?)).await?])
-                    }
+                    Some(id) => Value::Array(vec![
+                        self.api()
+                            .get(&format!("/v1/nodes/{}", segment(&id, "id")?))
+                            .await
+                            .map_err(|e| e.about("id"))?,
+                    ]),
                     None => self.api().get("/v1/nodes").await?,
                 };
                 Answer::of(json!({ "nodes": nodes }))
@@ -332,7 +345,10 @@ impl Dtest {
             }
             "deallocate_resources" => {
                 let id = args::<ById>(arguments)?.id;
-                self.api().delete(&format!("/v1/allocations/{}", segment(&id, "id")?)).await?;
+                self.api()
+                    .delete(&format!("/v1/allocations/{}", segment(&id, "id")?))
+                    .await
+                    .map_err(|e| e.about("id"))?;
                 Answer::of(Released { id, released: true })
             }
             "get_utilization" => {
@@ -394,7 +410,7 @@ impl Dtest {
         };
         simulable(&scenario)?;
         let job = self.start_job(scenario, options, Work::Simulation)?;
-        self.wait_job(&job, wait_s, context).await;
+        self.wait_job(&job, wait_s, true, context).await;
         Ok(simulated(&job)?.with_report_link(&job.id))
     }
 
@@ -422,7 +438,7 @@ impl Dtest {
         let options = SimOptions { distribution: input.strategy, swarm, ..SimOptions::default() };
         simulable(&scenario)?;
         let job = self.start_job(scenario, options, Work::Sweep { seeds, replay })?;
-        self.wait_job(&job, wait_s, context).await;
+        self.wait_job(&job, wait_s, true, context).await;
         Ok(swept(&job)?.with_report_link(&job.id))
     }
 
@@ -440,12 +456,13 @@ impl Dtest {
         let options = SimOptions { seed: input.seed.unwrap_or(42), ..SimOptions::default() };
         simulable(&scenario)?;
         let job = self.start_job(scenario, options, Work::Comparison { strategies })?;
-        self.wait_job(&job, wait_s, context).await;
+        self.wait_job(&job, wait_s, true, context).await;
         Ok(compared(&job, input.seed.unwrap_or(42))?.with_report_link(&job.id))
     }
 
-    /// Waits up to `wait_s` for `job`, reporting progress; a cancelled call stops the job.
-    async fn wait_job(&self, job: &Job, wait_s: u32, context: &RequestContext<RoleServer>) {
+    /// Waits up to `wait_s` for `job`, reporting progress. With `owned`, the call started the
+    /// job, and a cancelled call stops it; otherwise a cancel only ends the wait.
+    async fn wait_job(&self, job: &Job, wait_s: u32, owned: bool, context: &RequestContext<RoleServer>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.into());
         let mut last = None;
         loop {
@@ -467,7 +484,9 @@ impl Dtest {
             tokio::select! {
                 () = job.finished() => return,
                 () = context.ct.cancelled() => {
-                    job.watch.stop();
+                    if owned {
+                        job.watch.stop();
+                    }
                     return;
                 }
                 () = tokio::time::sleep_until(deadline) => return,
@@ -565,19 +584,13 @@ impl Dtest {
         context: &RequestContext<RoleServer>,
     ) -> Result<Answer, ToolError> {
         if let Some(job) = self.jobs.get(id) {
-            if wait_s > 0 {
-                tokio::select! {
-                    () = job.finished() => {}
-                    () = context.ct.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_secs(wait_s.into())) => {}
-                }
-            }
+            self.wait_job(&job, wait_s, owned, context).await;
             return Ok(Answer::of(job_status(&job))?.with_report_link(id));
         }
         let path = format!("/v1/executions/{}", segment(id, "id")?);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.into());
         loop {
-            let view: ExecutionView = from_value(self.api().get(&path).await?)?;
+            let view: ExecutionView = from_value(self.api().get(&path).await.map_err(|e| e.about("id"))?)?;
             let ended = !matches!(view.state.as_str(), "pending" | "running");
             if ended || tokio::time::Instant::now() >= deadline {
                 return Ok(Answer::of(execution_status(view))?.with_report_link(id));
@@ -613,7 +626,7 @@ impl Dtest {
             "stop" => format!("/v1/load/{}/stop", segment(id, "id")?),
             _ => format!("/v1/executions/{}/cancel", segment(id, "id")?),
         };
-        let view: ExecutionView = from_value(self.api().post(&path, &json!({})).await?)?;
+        let view: ExecutionView = from_value(self.api().post(&path, &json!({})).await.map_err(|e| e.about("id"))?)?;
         Ok(Answer::of(execution_status(view))?.with_report_link(id))
     }
 
@@ -628,7 +641,7 @@ impl Dtest {
                     segment(&input.id, "id")?,
                     name.as_str().unwrap_or("json")
                 );
-                let text = self.api().get_text(&path).await?;
+                let text = self.api().get_text(&path).await.map_err(|e| e.about("id"))?;
                 match format {
                     Format::Json => serde_json::from_str(&text).map_err(|e| ToolError::upstream(e.to_string()))?,
                     _ => Value::String(text),
@@ -642,7 +655,11 @@ impl Dtest {
     pub(crate) async fn report_json(&self, id: &str) -> Result<String, ToolError> {
         match self.jobs.get(id) {
             Some(job) => Ok(serde_json::to_string_pretty(&job_report(&job, Format::Json)?).unwrap_or_default()),
-            None => self.api().get_text(&format!("/v1/executions/{}/report?format=json", segment(id, "id")?)).await,
+            None => self
+                .api()
+                .get_text(&format!("/v1/executions/{}/report?format=json", segment(id, "id")?))
+                .await
+                .map_err(|e| e.about("id")),
         }
     }
 }

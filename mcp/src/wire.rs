@@ -159,6 +159,8 @@ pub(crate) struct ConfigureAlerts {
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// Some clients want `properties` even on a tool that takes nothing.
+#[schemars(extend("properties" = {}))]
 pub(crate) struct Nothing {}
 
 #[derive(Serialize, JsonSchema)]

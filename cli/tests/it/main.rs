@@ -2,6 +2,7 @@
 
 mod conventions;
 mod load;
+mod mcp;
 mod parity;
 mod run;
 mod schema;

@@ -46,7 +46,8 @@ impl Guard {
 
     /// Checks a load's target.
     pub fn check_url(&self, url: &str, field: &str) -> Result<(), ToolError> {
-        let host = host_of(url).ok_or_else(|| ToolError::invalid(field, format!("{url:?} is not an http(s) URL")))?;
+        let host = host_of(url)
+            .ok_or_else(|| ToolError::invalid(field, format!("{url:?} is not an http, https, ws or wss URL")))?;
         if self.allow_targets.iter().any(|pattern| allows(pattern, &host)) {
             return Ok(());
         }
@@ -83,16 +84,14 @@ impl Guard {
     }
 }
 
-/// The host of an `http://` or `https://` URL, lowercase, without brackets or port.
+/// The host of a load URL, lowercase, without brackets, parsed by the very parser the node's
+/// load engine uses (`http::Uri`), so that the host checked is the host loaded.
 fn host_of(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        bracketed.split(']').next()?
-    } else {
-        authority.split(':').next()?
-    };
+    let uri: axum::http::Uri = url.parse().ok()?;
+    if !matches!(uri.scheme_str(), Some("http" | "https" | "ws" | "wss")) {
+        return None;
+    }
+    let host = uri.authority()?.host().trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
@@ -115,7 +114,13 @@ mod tests {
     #[test]
     fn only_loopback_by_default() {
         let guard = Guard::default();
-        for url in ["http://127.0.0.1:8080/", "http://localhost/x", "https://[::1]:443/", "http://127.1.2.3"] {
+        for url in [
+            "http://127.0.0.1:8080/",
+            "http://localhost/x",
+            "https://[::1]:443/",
+            "http://127.1.2.3",
+            "ws://127.0.0.1/",
+        ] {
             assert!(guard.check_url(url, "url").is_ok(), "{url}");
         }
         for url in [
@@ -126,6 +131,9 @@ mod tests {
             "http://localhost@example.com/",
             "ftp://127.0.0.1/",
             "127.0.0.1",
+            "http://evil.com\\@127.0.0.1/",
+            "http://2130706433/",
+            "http://LOCALHOST.evil.com/",
         ] {
             let error = guard.check_url(url, "url").expect_err(url);
             assert!(error.message().starts_with("url:"), "{}", error.message());

@@ -273,7 +273,7 @@ enum Errors {
     responses((status = 200, description = "Known already: updated", body = NodeView),
               (status = 201, description = "Registered", body = NodeView), Errors))]
 async fn register(State(s): State<AppState>, Body(body): Body<RegisterNode>) -> Answer<Response> {
-    let (view, new) = s.service.register(body)?;
+    let (view, new) = s.service.register(body).await?;
     Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(view)).into_response())
 }
 

@@ -38,10 +38,12 @@ pub struct RegisterNode {
     pub name: String,
     /// Where the service reaches it: `http://host:port`.
     pub url: String,
-    /// What it is and offers (the node API's `GET /v1/info`).
-    #[schema(value_type = Object)]
-    #[schemars(with = "Object")]
-    pub info: dtest_node::api::NodeInfo,
+    /// What it is and offers (the node API's `GET /v1/info`); when left out, the service asks
+    /// the node for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    #[schemars(with = "Option<Object>")]
+    pub info: Option<dtest_node::api::NodeInfo>,
     /// Labels, `key: value`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

@@ -187,8 +187,11 @@ impl Service {
             let mut inner = service.inner();
             for row in service.store.nodes()? {
                 let id = row.id;
-                if let Ok(registration) = serde_json::from_str::<RegisterNode>(&row.body) {
-                    let mut node = service.node_of(&registration, row.updated_ms);
+                // A stored registration always holds its info: `register` fills it in first.
+                if let Ok(registration) = serde_json::from_str::<RegisterNode>(&row.body)
+                    && let Some(info) = registration.info.clone()
+                {
+                    let mut node = service.node_of(&registration, info, row.updated_ms);
                     // Known from before a restart: alive until its probes say otherwise.
                     node.health.heartbeat(0, NodeMetrics::default());
                     inner.ledger.set_capacity(&id, node.info.resources.clone());
@@ -221,11 +224,11 @@ impl Service {
         self.origin.elapsed().as_millis() as u64
     }
 
-    fn node_of(&self, registration: &RegisterNode, registered_ms: u64) -> Node {
+    fn node_of(&self, registration: &RegisterNode, info: NodeInfo, registered_ms: u64) -> Node {
         let phi = PhiConfig::default();
         Node {
             url: registration.url.clone(),
-            info: registration.info.clone(),
+            info,
             labels: registration.labels.clone(),
             registered_ms,
             last_seen_ms: None,
@@ -240,7 +243,7 @@ impl Service {
     // ---- nodes ------------------------------------------------------------------------------
 
     /// `POST /v1/nodes`: a node announces itself (again).
-    pub fn register(&self, registration: RegisterNode) -> Result<(NodeView, bool)> {
+    pub async fn register(&self, mut registration: RegisterNode) -> Result<(NodeView, bool)> {
         check_name("name", &registration.name)?;
         if !(registration.url.starts_with("http://") || registration.url.starts_with("https://"))
             || registration.url.len() > 2048
@@ -249,6 +252,18 @@ impl Service {
         }
         // The node's own rules for its labels: one set of checks on both ends.
         dtest_node::api::validate_labels(&registration.labels).map_err(|e| Failure::Invalid(format!("labels: {e}")))?;
+        let info = match registration.info.clone() {
+            Some(info) => info,
+            None => {
+                NodeClient::new(&registration.url, &self.config.node_token).info(PROBE_TIMEOUT).await.map_err(|e| {
+                    Failure::Invalid(format!(
+                        "info: not given, and the node at {} did not give it: {e}",
+                        registration.url
+                    ))
+                })?
+            }
+        };
+        registration.info = Some(info.clone());
         let now_ms = unix_ms();
         let mut inner = self.inner();
         let id = registration.name.clone();
@@ -257,15 +272,15 @@ impl Service {
             return Err(Failure::Conflict(format!("the registry holds {NODES_MAX} nodes already")));
         }
         self.store.put_node(&id, &serde_json::to_string(&registration).unwrap_or_default(), now_ms)?;
-        inner.ledger.set_capacity(&id, registration.info.resources.clone());
+        inner.ledger.set_capacity(&id, info.resources.clone());
         match inner.nodes.get_mut(&id) {
             Some(node) if node.url == registration.url => {
-                node.info = registration.info;
+                node.info = info;
                 node.labels = registration.labels;
                 node.registered_ms = now_ms;
             }
             _ => {
-                let mut node = self.node_of(&registration, now_ms);
+                let mut node = self.node_of(&registration, info, now_ms);
                 // Registering is a sign of life: from here, probes that fail make it suspected,
                 // then dead, as missed heartbeats do.
                 node.health.heartbeat(self.now(), NodeMetrics::default());

@@ -43,14 +43,22 @@ pub struct Args {
     data: Option<PathBuf>,
     /// Hosts load may be sent to (repeatable): `loopback`, a host name or address,
     /// `*.example.com`, or `*`. Default: loopback only.
-    #[arg(long = "allow-target", value_name = "PATTERN")]
+    #[arg(long = "allow-target", value_name = "PATTERN", value_parser = host_pattern)]
     allow_targets: Vec<String>,
+    /// Hosts a node registered through `register_node` may be at (repeatable), in the same
+    /// patterns: the orchestrator sends each node its token and work. Default: loopback only.
+    #[arg(long = "allow-node", value_name = "PATTERN", value_parser = host_pattern)]
+    allow_nodes: Vec<String>,
     /// The highest total rate one load may ask for, requests per second.
     #[arg(long, default_value_t = 1_000.0, value_parser = rate)]
     max_rps: f64,
     /// The longest one load may last, seconds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     max_duration: u64,
+}
+
+fn host_pattern(text: &str) -> Result<String, String> {
+    dtest_mcp::check_host_pattern(text).map(|()| text.to_owned())
 }
 
 fn rate(text: &str) -> Result<f64, String> {
@@ -80,6 +88,9 @@ pub fn run(args: &Args) -> Exit {
     let mut guard = Guard { max_rps: args.max_rps, max_duration_s: args.max_duration, ..Guard::default() };
     if !args.allow_targets.is_empty() {
         guard.allow_targets = args.allow_targets.clone();
+    }
+    if !args.allow_nodes.is_empty() {
+        guard.allow_nodes = args.allow_nodes.clone();
     }
     let config = Config { upstream, guard, node_exe };
     let http = match (args.http, &args.token_file) {

@@ -161,7 +161,7 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
         });
         print_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary).unwrap_or_default()))
     } else {
-        print_stdout(&result.summary(&replay))
+        print_stdout(&result.summary(&replay, usize::MAX))
     };
     if printed != Exit::Ok {
         return printed;

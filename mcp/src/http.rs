@@ -57,7 +57,7 @@ pub(crate) async fn serve(
         .with_max_request_body_bytes(REQUEST_BYTES_MAX);
     let service =
         StreamableHttpService::new(move || Ok(server()), Arc::new(LocalSessionManager::default()), rmcp_config);
-    let token = Arc::new(format!("Bearer {}", config.token));
+    let token = Arc::new(config.token);
     let app =
         axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn_with_state(token, bearer));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -74,7 +74,9 @@ pub(crate) async fn serve(
 /// Refuses a request without the token: 401, with the challenge RFC 6750 asks for.
 async fn bearer(State(expected): State<Arc<String>>, request: Request, next: Next) -> Response {
     let given = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
-    if constant_time_eq(given, expected.as_bytes()) {
+    // The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+    let token = given.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")).map(|_| &given[7..]);
+    if token.is_some_and(|token| constant_time_eq(token, expected.as_bytes())) {
         return next.run(request).await;
     }
     let body = axum::Json(serde_json::json!({

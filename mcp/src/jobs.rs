@@ -18,6 +18,9 @@ pub const RUNNING_MAX: usize = 4;
 /// Jobs remembered; the oldest finished ones are forgotten beyond.
 const KEPT_MAX: usize = 256;
 
+/// Failing seeds a sweep keeps and shows; the rest are counted.
+pub const FAILING_KEPT: usize = 100;
+
 /// What a job does.
 #[derive(Clone, Debug)]
 pub enum Work {
@@ -26,7 +29,7 @@ pub enum Work {
     /// A range of seeds; the command line that replays one, without `--seed`.
     Sweep { seeds: std::ops::Range<u64>, replay: String },
     /// The same seed under each strategy.
-    Comparison { strategies: Vec<Distribution> },
+    Comparison { strategies: Vec<Distribution>, seed: u64 },
 }
 
 /// What a job ended with.
@@ -34,14 +37,27 @@ pub enum Work {
 pub enum Ended {
     /// One seed's report.
     Report(Box<Report>),
-    /// A sweep's outcomes, seeds in order.
-    Sweep(Vec<SeedOutcome>),
+    /// A sweep's counts and first failing seeds.
+    Sweep(SweepEnd),
     /// One report per strategy.
     Comparison(Vec<Report>),
     /// Stopped by a cancel.
     Cancelled,
     /// The scenario cannot be simulated.
     Error(String),
+}
+
+/// What a sweep keeps of its outcomes: a million seeds' worth would not fit many jobs.
+#[derive(Clone, Debug)]
+pub struct SweepEnd {
+    /// Seeds that passed.
+    pub passed: u64,
+    /// Seeds that failed.
+    pub failed: u64,
+    /// The first [`FAILING_KEPT`] failing seeds, in order.
+    pub failing: Vec<SeedOutcome>,
+    /// The summary `dtest sim --seeds` prints, its list cut as `failing` is.
+    pub summary: String,
 }
 
 /// A job.
@@ -60,25 +76,29 @@ pub struct Job {
     pub done: AtomicU64,
     /// When it started and ended, ms since the Unix epoch.
     pub started_ms: u64,
-    ended: Mutex<Option<(Ended, u64)>>,
+    ended: Mutex<Option<(Arc<Ended>, u64)>>,
     finished: tokio::sync::watch::Sender<bool>,
 }
 
 impl Job {
     /// How it ended, and when; `None` while it runs.
-    pub fn ended(&self) -> Option<(Ended, u64)> {
+    pub fn ended(&self) -> Option<(Arc<Ended>, u64)> {
         self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn is_running(&self) -> bool {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).is_none()
     }
 
     /// The contract's execution state.
     pub fn state(&self) -> &'static str {
-        match self.ended().map(|(ended, _)| ended) {
-            None => "running",
-            Some(Ended::Cancelled) => "cancelled",
-            Some(Ended::Error(_)) => "failed",
-            Some(Ended::Report(report)) => passed(report.passed()),
-            Some(Ended::Sweep(outcomes)) => passed(outcomes.iter().all(|o| o.passed)),
-            Some(Ended::Comparison(reports)) => passed(reports.iter().all(Report::passed)),
+        let Some((ended, _)) = self.ended() else { return "running" };
+        match &*ended {
+            Ended::Cancelled => "cancelled",
+            Ended::Error(_) => "failed",
+            Ended::Report(report) => passed(report.passed()),
+            Ended::Sweep(sweep) => passed(sweep.failed == 0),
+            Ended::Comparison(reports) => passed(reports.iter().all(Report::passed)),
         }
     }
 
@@ -87,7 +107,7 @@ impl Job {
         match &self.work {
             Work::Simulation => self.duration_ms,
             Work::Sweep { seeds, .. } => seeds.end - seeds.start,
-            Work::Comparison { strategies } => strategies.len() as u64,
+            Work::Comparison { strategies, .. } => strategies.len() as u64,
         }
     }
 
@@ -106,7 +126,7 @@ impl Job {
     }
 
     fn end(&self, ended: Ended) {
-        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some((ended, dtest_serve::unix_ms()));
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some((Arc::new(ended), dtest_serve::unix_ms()));
         self.finished.send_replace(true);
     }
 }
@@ -126,11 +146,11 @@ impl Jobs {
     /// Starts `work` on `scenario`; `None` when [`RUNNING_MAX`] jobs run already.
     pub fn start(&self, scenario: Scenario, options: SimOptions, work: Work) -> Option<Arc<Job>> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if jobs.values().filter(|job| job.ended().is_none()).count() >= RUNNING_MAX {
+        if jobs.values().filter(|job| job.is_running()).count() >= RUNNING_MAX {
             return None;
         }
         while jobs.len() >= KEPT_MAX {
-            let Some(oldest) = jobs.iter().find(|(_, job)| job.ended().is_some()).map(|(n, _)| *n) else { break };
+            let Some(oldest) = jobs.iter().find(|(_, job)| !job.is_running()).map(|(n, _)| *n) else { break };
             jobs.remove(&oldest);
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -150,8 +170,17 @@ impl Jobs {
         let running = job.clone();
         let options = SimOptions { watch: Some(watch), ..options };
         std::thread::spawn(move || {
-            let ended = run(&running, &scenario, &options);
-            running.end(ended);
+            // A panic (a core assertion) must still end the job, or it would hold a running slot
+            // for good.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&running, &scenario, &options)));
+            running.end(ran.unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Ended::Error(format!("the simulation panicked ({why}); this is a bug in dtest"))
+            }));
         });
         Some(job)
     }
@@ -166,15 +195,23 @@ impl Jobs {
 fn run(job: &Job, scenario: &Scenario, options: &SimOptions) -> Ended {
     let ended = match &job.work {
         Work::Simulation => dtest_sim::simulate(scenario, options).map(|report| Ended::Report(Box::new(report))),
-        Work::Sweep { seeds, .. } => {
+        Work::Sweep { seeds, replay } => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let progress = |_: &SeedOutcome| {
                 job.done.fetch_add(1, Ordering::Relaxed);
             };
-            dtest_sim::sweep::sweep(scenario, seeds.clone(), options, threads, &progress)
-                .map(|sweep| Ended::Sweep(sweep.outcomes))
+            dtest_sim::sweep::sweep(scenario, seeds.clone(), options, threads, &progress).map(|sweep| {
+                let failing: Vec<SeedOutcome> = sweep.failing().take(FAILING_KEPT).cloned().collect();
+                let failed = sweep.failing().count() as u64;
+                Ended::Sweep(SweepEnd {
+                    passed: sweep.outcomes.len() as u64 - failed,
+                    failed,
+                    failing,
+                    summary: sweep.summary(replay, FAILING_KEPT),
+                })
+            })
         }
-        Work::Comparison { strategies } => {
+        Work::Comparison { strategies, .. } => {
             let progress = |_: &Report| {
                 job.done.fetch_add(1, Ordering::Relaxed);
             };

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use guard::Guard;
+pub use guard::{Guard, check_host_pattern};
 pub use http::HttpConfig;
 use rmcp::ServiceExt;
 pub use upstream::{LOCAL_MAX, Upstream};

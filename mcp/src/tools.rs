@@ -168,7 +168,7 @@ fn tools() -> Vec<Tool> {
         ),
         tool::<ById, Status>(
             "cancel_execution",
-            "Stop an execution or simulation everywhere it runs; what was measured is kept.",
+            "Stop an execution everywhere it runs (what it measured is kept in its report), or a simulation (which then has no report).",
             write(true, true),
         ),
         tool::<GetReport, ReportAnswer>(
@@ -257,6 +257,14 @@ pub struct Dtest {
     tools: Arc<Vec<Tool>>,
 }
 
+/// Whether a call started the work it waits on: then cancelling the call stops the work; a call
+/// that only looks at it stops looking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owned {
+    Yes,
+    No,
+}
+
 /// Which scenario files a `path` argument may name.
 #[derive(Debug)]
 pub enum Files {
@@ -294,20 +302,21 @@ impl Dtest {
     ) -> Result<Answer, ToolError> {
         let arguments = Value::Object(arguments.unwrap_or_default());
         match name {
-            "validate_scenario" => self.validate(args(arguments)?),
+            "validate_scenario" => self.validate(args(arguments)?).await,
             "run_simulation" => self.run_simulation(args(arguments)?, context).await,
             "sweep_seeds" => self.sweep_seeds(args(arguments)?, context).await,
             "compare_strategies" => self.compare_strategies(args(arguments)?, context).await,
             "submit_test_execution" => self.submit(args(arguments)?, context).await,
             "get_execution_status" => {
                 let ExecutionStatus { id, wait_s } = args(arguments)?;
-                self.status(&id, wait(wait_s, 0)?, false, context).await
+                self.status(&id, wait(wait_s, 0)?, Owned::No, context).await
             }
             "cancel_execution" => self.cancel(&args::<ById>(arguments)?.id, "cancel").await,
             "stop_load_test" => self.cancel(&args::<ById>(arguments)?.id, "stop").await,
             "get_report" => self.report(args(arguments)?).await,
             "register_node" => {
                 let node: RegisterNode = args(arguments)?;
+                self.guard.check_node_url(&node.url, "url")?;
                 Answer::of(self.api().post("/v1/nodes", &to_value(&node)).await?)
             }
             "start_load_test" => self.start_load(args(arguments)?, context).await,
@@ -371,12 +380,20 @@ impl Dtest {
         }
     }
 
+    /// [`scenario_of`] on a blocking thread: a file read, and up to 8 MiB parsed.
+    async fn scenario(&self, scenario: Option<Object>, path: Option<String>) -> Result<(Scenario, Value), ToolError> {
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || scenario_of(scenario, path, &files))
+            .await
+            .map_err(|e| ToolError(format!("reading the scenario failed: {e}")))?
+    }
+
     fn api(&self) -> &crate::upstream::Api {
         &self.host.api
     }
 
-    fn validate(&self, input: ScenarioOnly) -> Result<Answer, ToolError> {
-        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
+    async fn validate(&self, input: ScenarioOnly) -> Result<Answer, ToolError> {
+        let (scenario, _) = self.scenario(input.scenario, input.path).await?;
         Answer::of(Validated {
             valid: true,
             name: scenario.name.clone(),
@@ -400,7 +417,7 @@ impl Dtest {
         input: RunSimulation,
         context: &RequestContext<RoleServer>,
     ) -> Result<Answer, ToolError> {
-        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
+        let (scenario, _) = self.scenario(input.scenario, input.path).await?;
         let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
         let options = SimOptions {
             seed: input.seed.unwrap_or(42),
@@ -410,13 +427,13 @@ impl Dtest {
         };
         simulable(&scenario)?;
         let job = self.start_job(scenario, options, Work::Simulation)?;
-        self.wait_job(&job, wait_s, true, context).await;
+        self.wait_job(&job, wait_s, Owned::Yes, context).await;
         Ok(simulated(&job)?.with_report_link(&job.id))
     }
 
     async fn sweep_seeds(&self, input: SweepSeeds, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
         let label = input.path.clone().unwrap_or_else(|| "SCENARIO.json".to_owned());
-        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
+        let (scenario, _) = self.scenario(input.scenario, input.path).await?;
         let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
         let seeds = dtest_sim::sweep::parse_seeds(&input.seeds).ok_or_else(|| {
             ToolError::invalid("seeds", format!("expects A..B with A < B, like 0..1000; found {:?}", input.seeds))
@@ -438,7 +455,7 @@ impl Dtest {
         let options = SimOptions { distribution: input.strategy, swarm, ..SimOptions::default() };
         simulable(&scenario)?;
         let job = self.start_job(scenario, options, Work::Sweep { seeds, replay })?;
-        self.wait_job(&job, wait_s, true, context).await;
+        self.wait_job(&job, wait_s, Owned::Yes, context).await;
         Ok(swept(&job)?.with_report_link(&job.id))
     }
 
@@ -447,22 +464,26 @@ impl Dtest {
         input: CompareStrategies,
         context: &RequestContext<RoleServer>,
     ) -> Result<Answer, ToolError> {
-        let (scenario, _) = scenario_of(input.scenario, input.path, &self.files)?;
+        let (scenario, _) = self.scenario(input.scenario, input.path).await?;
         let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
         let strategies = input.strategies.unwrap_or_else(|| Distribution::ALL.to_vec());
         if strategies.is_empty() {
             return Err(ToolError::invalid("strategies", "is empty; leave it out to compare all seven"));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = strategies.iter().find(|s| !seen.insert(**s)) {
+            return Err(ToolError::invalid("strategies", format!("names {} twice", to_value(twice))));
+        }
         let options = SimOptions { seed: input.seed.unwrap_or(42), ..SimOptions::default() };
         simulable(&scenario)?;
-        let job = self.start_job(scenario, options, Work::Comparison { strategies })?;
-        self.wait_job(&job, wait_s, true, context).await;
-        Ok(compared(&job, input.seed.unwrap_or(42))?.with_report_link(&job.id))
+        let job = self.start_job(scenario, options, Work::Comparison { strategies, seed: input.seed.unwrap_or(42) })?;
+        self.wait_job(&job, wait_s, Owned::Yes, context).await;
+        Ok(compared(&job)?.with_report_link(&job.id))
     }
 
-    /// Waits up to `wait_s` for `job`, reporting progress. With `owned`, the call started the
-    /// job, and a cancelled call stops it; otherwise a cancel only ends the wait.
-    async fn wait_job(&self, job: &Job, wait_s: u32, owned: bool, context: &RequestContext<RoleServer>) {
+    /// Waits up to `wait_s` for `job`, reporting progress; a cancelled call stops the job if it
+    /// is `owned`.
+    async fn wait_job(&self, job: &Job, wait_s: u32, owned: Owned, context: &RequestContext<RoleServer>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.into());
         let mut last = None;
         loop {
@@ -484,7 +505,7 @@ impl Dtest {
             tokio::select! {
                 () = job.finished() => return,
                 () = context.ct.cancelled() => {
-                    if owned {
+                    if owned == Owned::Yes {
                         job.watch.stop();
                     }
                     return;
@@ -496,18 +517,23 @@ impl Dtest {
     }
 
     async fn submit(&self, input: SubmitExecution, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
-        let (scenario, json) = scenario_of(input.scenario, input.path, &self.files)?;
+        let (scenario, json) = self.scenario(input.scenario, input.path).await?;
         let wait_s = wait(input.wait_s, 0)?;
         self.guard.check_scenario(&scenario, "scenario")?;
+        if let Some(nodes) = &input.nodes {
+            registered_names(nodes)?;
+        }
         let body = json!({ "scenario": json, "seed": input.seed, "nodes": input.nodes });
         let created = self.api().post("/v1/executions", &body).await?;
         let id = created["id"]
             .as_str()
             .ok_or_else(|| ToolError::upstream("the orchestrator gave no execution id"))?
             .to_owned();
-        self.status(&id, wait_s, true, context).await
+        self.status(&id, wait_s, Owned::Yes, context).await
     }
 
+    /// Checks the load as it will run, then sends exactly that: the pattern itself (a profile
+    /// read here could change before the service reads it again) on the very nodes counted.
     async fn start_load(&self, input: StartLoad, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
         self.guard.check_url(&input.url, "url")?;
         let (pattern, field) = match (&input.pattern, &input.profile) {
@@ -522,23 +548,26 @@ impl Dtest {
             }
             _ => return Err(ToolError::invalid("pattern", "give `pattern` or `profile`, one of them")),
         };
-        let nodes = match &input.nodes {
-            Some(nodes) => nodes.len(),
-            None => self.api().get("/v1/nodes").await?.as_array().map_or(0, Vec::len),
+        let nodes = match input.nodes.clone() {
+            Some(nodes) => registered_names(&nodes).map(|()| nodes)?,
+            None => {
+                let nodes: Vec<NodeView> = from_value(self.api().get("/v1/nodes").await?)?;
+                nodes.into_iter().filter(|n| n.state != "dead").map(|n| n.id).collect()
+            }
         };
-        let scenario = input.scenario(pattern, nodes.max(1));
-        let parsed = parse(&scenario, field)?;
+        let parsed = parse(&input.scenario(pattern.clone(), nodes.len().max(1)), field)?;
         for task in &parsed.workload.tasks {
             if let dtest_core::scenario::Work::Load(load) = &task.work {
                 self.guard.check_pattern(&load.pattern, u64::from(task.count), field)?;
             }
         }
-        let created = self.api().post("/v1/load", &to_value(&input)).await?;
+        let checked = StartLoad { pattern: Some(pattern), profile: None, nodes: Some(nodes), ..input };
+        let created = self.api().post("/v1/load", &to_value(&checked)).await?;
         let id = created["id"]
             .as_str()
             .ok_or_else(|| ToolError::upstream("the orchestrator gave no execution id"))?
             .to_owned();
-        self.status(&id, 0, true, context).await
+        self.status(&id, 0, Owned::Yes, context).await
     }
 
     async fn configure_profile(&self, input: ConfigureProfile) -> Result<Answer, ToolError> {
@@ -580,7 +609,7 @@ impl Dtest {
         &self,
         id: &str,
         wait_s: u32,
-        owned: bool,
+        owned: Owned,
         context: &RequestContext<RoleServer>,
     ) -> Result<Answer, ToolError> {
         if let Some(job) = self.jobs.get(id) {
@@ -589,27 +618,34 @@ impl Dtest {
         }
         let path = format!("/v1/executions/{}", segment(id, "id")?);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.into());
+        let mut last_at_ms = None;
         loop {
+            if context.ct.is_cancelled() {
+                if owned == Owned::Yes {
+                    let _ = self.api().post(&format!("{path}/cancel"), &json!({})).await;
+                }
+                return Err(ToolError(format!("{id}: the call was cancelled")));
+            }
             let view: ExecutionView = from_value(self.api().get(&path).await.map_err(|e| e.about("id"))?)?;
             let ended = !matches!(view.state.as_str(), "pending" | "running");
             if ended || tokio::time::Instant::now() >= deadline {
                 return Ok(Answer::of(execution_status(view))?.with_report_link(id));
             }
             let progress = view.progress.unwrap_or_default();
-            let mut message =
-                format!("{id}: {}, {} of {} tasks ended", view.state, progress.tasks_ended, progress.tasks);
-            if let Some(load) = &progress.load {
-                let p99 = load.p99_ms.map_or("-".to_owned(), |p| format!("{p:.1} ms"));
-                message.push_str(&format!("; {} rps, p99 {p99}, {} errors", load.rps, load.errors));
-            }
-            notify(context, progress.tasks_ended as f64, Some(progress.tasks as f64), message).await;
-            tokio::select! {
-                () = context.ct.cancelled() => {
-                    if owned {
-                        let _ = self.api().post(&format!("{path}/cancel"), &json!({})).await;
-                    }
-                    return Err(ToolError(format!("{id}: the call was cancelled")));
+            // Progress must rise with each notification: the run's own clock does, where tasks
+            // ended may stand still for the whole of a load.
+            if last_at_ms.is_none_or(|last| progress.at_ms > last) {
+                last_at_ms = Some(progress.at_ms);
+                let mut message =
+                    format!("{id}: {}, {} of {} tasks ended", view.state, progress.tasks_ended, progress.tasks);
+                if let Some(load) = &progress.load {
+                    let p99 = load.p99_ms.map_or("-".to_owned(), |p| format!("{p:.1} ms"));
+                    message.push_str(&format!("; {} rps, p99 {p99}, {} errors", load.rps, load.errors));
                 }
+                notify(context, progress.at_ms as f64 / 1e3, None, message).await;
+            }
+            tokio::select! {
+                () = context.ct.cancelled() => {}
                 () = tokio::time::sleep(STATUS_EVERY) => {}
             }
         }
@@ -678,16 +714,15 @@ fn job_status(job: &Job) -> Status {
     progress.insert("total".to_owned(), json!(job.total()));
     let summary = ended.as_ref().map(|(ended, _)| {
         let mut summary = Object::new();
-        match ended {
+        match &**ended {
             Ended::Report(report) => {
                 summary.insert("passed".to_owned(), json!(report.passed()));
                 summary.insert("tasks".to_owned(), json!(report.tasks));
                 summary.insert("failure".to_owned(), json!(report.failure()));
             }
-            Ended::Sweep(outcomes) => {
-                let failed = outcomes.iter().filter(|o| !o.passed).count();
-                summary.insert("passed".to_owned(), json!(outcomes.len() - failed));
-                summary.insert("failed".to_owned(), json!(failed));
+            Ended::Sweep(sweep) => {
+                summary.insert("passed".to_owned(), json!(sweep.passed));
+                summary.insert("failed".to_owned(), json!(sweep.failed));
             }
             Ended::Comparison(reports) => {
                 summary.insert("strategies".to_owned(), json!(reports.len()));
@@ -733,18 +768,23 @@ fn execution_status(view: ExecutionView) -> Status {
     }
 }
 
+/// How `job` ended, if it has.
+fn ended(job: &Job) -> Option<Arc<Ended>> {
+    job.ended().map(|(ended, _)| ended)
+}
+
 /// The tool error of a job that could not run: the scenario cannot be simulated.
 fn failed(job: &Job) -> Result<(), ToolError> {
-    match job.ended() {
-        Some((Ended::Error(e), _)) => Err(ToolError::invalid("scenario", e)),
+    match ended(job).as_deref() {
+        Some(Ended::Error(e)) => Err(ToolError::invalid("scenario", e)),
         _ => Ok(()),
     }
 }
 
 fn simulated(job: &Job) -> Result<Answer, ToolError> {
     failed(job)?;
-    let report = match job.ended() {
-        Some((Ended::Report(report), _)) => Some(*report),
+    let report = match ended(job).as_deref() {
+        Some(Ended::Report(report)) => Some((**report).clone()),
         _ => None,
     };
     Answer::of(Simulated {
@@ -759,36 +799,38 @@ fn simulated(job: &Job) -> Result<Answer, ToolError> {
 fn swept(job: &Job) -> Result<Answer, ToolError> {
     failed(job)?;
     let Work::Sweep { seeds, replay } = &job.work else { return Err(ToolError(format!("{} is not a sweep", job.id))) };
-    let outcomes = match job.ended() {
-        Some((Ended::Sweep(outcomes), _)) => outcomes,
-        _ => Vec::new(),
+    let ended = ended(job);
+    let (passed, failed, failing, summary) = match ended.as_deref() {
+        Some(Ended::Sweep(sweep)) => (sweep.passed, sweep.failed, sweep.failing.as_slice(), sweep.summary.clone()),
+        _ => (0, 0, &[][..], String::new()),
     };
-    let failing: Vec<FailingSeed> = outcomes
+    let failing = failing
         .iter()
-        .filter(|o| !o.passed)
         .map(|o| FailingSeed {
             seed: o.seed,
             reason: o.reason.clone().unwrap_or_else(|| "failed".to_owned()),
             replay: format!("{replay} --seed {}", o.seed),
         })
         .collect();
-    let summary = dtest_sim::sweep::Sweep { outcomes: outcomes.clone() }.summary(replay);
     Answer::of(Swept {
-        summary,
         id: job.id.clone(),
         state: job.state().to_owned(),
         seeds: seeds.end - seeds.start,
         done: job.progress(),
-        passed: (outcomes.len() - failing.len()) as u64,
-        failed: failing.len() as u64,
+        passed,
+        failed,
         failing,
+        summary,
     })
 }
 
-fn compared(job: &Job, seed: u64) -> Result<Answer, ToolError> {
+fn compared(job: &Job) -> Result<Answer, ToolError> {
     failed(job)?;
-    let rows = match job.ended() {
-        Some((Ended::Comparison(reports), _)) => reports.iter().map(StrategyRow::of).collect(),
+    let Work::Comparison { seed, .. } = job.work else {
+        return Err(ToolError(format!("{} is not a comparison", job.id)));
+    };
+    let rows = match ended(job).as_deref() {
+        Some(Ended::Comparison(reports)) => reports.iter().map(StrategyRow::of).collect(),
         _ => Vec::new(),
     };
     Answer::of(Compared { id: job.id.clone(), state: job.state().to_owned(), seed, rows })
@@ -796,10 +838,10 @@ fn compared(job: &Job, seed: u64) -> Result<Answer, ToolError> {
 
 /// A job's report: a simulation's own; for a sweep or comparison, its answer.
 fn job_report(job: &Job, format: Format) -> Result<Value, ToolError> {
-    let Some((ended, _)) = job.ended() else {
+    let Some(ended) = ended(job) else {
         return Err(ToolError::invalid("id", format!("{} is still running: it has no report yet", job.id)));
     };
-    let report = match ended {
+    let report = match &*ended {
         Ended::Report(report) => report,
         Ended::Cancelled => {
             return Err(ToolError::invalid("id", format!("{} was cancelled: it has no report", job.id)));
@@ -809,13 +851,13 @@ fn job_report(job: &Job, format: Format) -> Result<Value, ToolError> {
             if !matches!(format, Format::Json) {
                 return Err(ToolError::invalid("format", "a sweep or comparison has its report in JSON only"));
             }
-            let answer = if matches!(job.work, Work::Sweep { .. }) { swept(job)? } else { compared(job, 0)? };
+            let answer = if matches!(job.work, Work::Sweep { .. }) { swept(job)? } else { compared(job)? };
             return Ok(answer.value);
         }
     };
     Ok(match format {
-        Format::Json => to_value(&*report),
-        Format::Html => Value::String(dtest_orchestrator::html::page(&report)),
+        Format::Json => to_value(&**report),
+        Format::Html => Value::String(dtest_orchestrator::html::page(report)),
         Format::Junit => {
             return Err(ToolError::invalid("format", "a simulation's report is JSON or HTML; JUnit is for real runs"));
         }
@@ -829,8 +871,17 @@ fn args<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
     serde_path_to_error::deserialize(arguments).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        // "missing field `x`" and "unknown field `x`" name their field already.
-        if path == "." { ToolError(inner) } else { ToolError::invalid(&path, inner) }
+        // serde says "missing field `x`" and "unknown field `x`, expected ..." at the root; put
+        // the field first, as every other message has it.
+        let named = |prefix: &str| {
+            let rest = inner.strip_prefix(prefix)?;
+            let (field, after) = rest.split_once('`')?;
+            Some(ToolError::invalid(field, format!("{}{}", prefix.trim_end_matches(" `"), after)))
+        };
+        match path.as_str() {
+            "." => named("missing field `").or_else(|| named("unknown field `")).unwrap_or(ToolError(inner)),
+            _ => ToolError::invalid(&path, inner),
+        }
     })
 }
 
@@ -853,6 +904,17 @@ fn wait(wait_s: Option<u32>, default: u32) -> Result<u32, ToolError> {
     }
 }
 
+/// Checks that `nodes` names registered nodes: the service would also take a URL and send that
+/// host the node token and the work.
+fn registered_names(nodes: &[String]) -> Result<(), ToolError> {
+    match nodes.iter().find(|n| n.contains("://")) {
+        Some(url) => {
+            Err(ToolError::invalid("nodes", format!("{url:?}: name a registered node (register_node registers one)")))
+        }
+        None => Ok(()),
+    }
+}
+
 /// A path segment: an id as the orchestrator's routes take it, nothing that changes the path.
 fn segment<'a>(id: &'a str, field: &str) -> Result<&'a str, ToolError> {
     let plain =
@@ -864,7 +926,8 @@ fn segment<'a>(id: &'a str, field: &str) -> Result<&'a str, ToolError> {
     }
 }
 
-/// The scenario of a call: the object, or the file; parsed and checked, and as JSON.
+/// The scenario of a call: the object, or the file (read once, bounded); parsed and checked,
+/// and as JSON.
 fn scenario_of(scenario: Option<Object>, path: Option<String>, files: &Files) -> Result<(Scenario, Value), ToolError> {
     match (scenario, path) {
         (Some(object), None) => {
@@ -873,10 +936,11 @@ fn scenario_of(scenario: Option<Object>, path: Option<String>, files: &Files) ->
         }
         (None, Some(path)) => {
             let file = files.resolve(&path)?;
-            let scenario = dtest_orchestrator::scenario_file::load(&file)
-                .map_err(|problems| problems_error("path", &path, &problems))?;
-            let text = std::fs::read(&file).map_err(|e| ToolError::invalid("path", e))?;
-            let value = serde_json::from_slice(&text).map_err(|e| ToolError::invalid("path", e))?;
+            let bytes = dtest_orchestrator::scenario_file::read_bounded(&file)
+                .map_err(|e| ToolError::invalid("path", format!("{path}: {e}")))?;
+            let scenario =
+                dtest_core::scenario::parse(&bytes).map_err(|problems| problems_error("path", &path, &problems))?;
+            let value = serde_json::from_slice(&bytes).map_err(|e| ToolError::invalid("path", e))?;
             Ok((scenario, value))
         }
         (Some(_), Some(_)) => Err(ToolError::invalid("path", "give `scenario` or `path`, not both")),
@@ -956,6 +1020,9 @@ impl ServerHandler for Dtest {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if self.get_tool(&request.name).is_none() {
+            return Err(ErrorData::invalid_params(format!("no tool `{}`", request.name), None));
+        }
         let result = match self.call(&request.name, request.arguments, &context).await {
             Ok(answer) => {
                 let mut result = CallToolResult::structured(answer.value);
@@ -1076,7 +1143,12 @@ mod tests {
         let message = |value: Value| args::<RunSimulation>(value).map(|_| ()).expect_err("refused").0;
         assert!(message(json!({ "seed": "x" })).starts_with("seed: invalid type"));
         assert!(message(json!({ "wait_s": -1 })).starts_with("wait_s:"));
-        assert!(message(json!({ "sed": 1 })).contains("unknown field `sed`"));
+        assert!(
+            message(json!({ "sed": 1 })).starts_with("sed: unknown field, expected one of"),
+            "{}",
+            message(json!({ "sed": 1 }))
+        );
+        assert_eq!(args::<ById>(json!({})).map(|_| ()).expect_err("no id").0, "id: missing field");
         assert!(message(json!({ "strategy": "fastest" })).starts_with("strategy: unknown variant `fastest`"));
         assert!(wait(Some(51), 0).expect_err("too long").0.starts_with("wait_s:"));
         let missing = scenario_of(None, None, &Files::Any).map(|_| ()).expect_err("no scenario").0;

@@ -153,9 +153,9 @@ impl Host {
                     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
             }
         }
-        let grace = Duration::from_millis(dtest_core::run::LEAVE_GRACE_MS);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(dtest_core::run::LEAVE_GRACE_MS);
         for node in nodes.iter_mut() {
-            if tokio::time::timeout(grace, node.wait()).await.is_err() {
+            if tokio::time::timeout_at(deadline, node.wait()).await.is_err() {
                 let _ = node.kill().await;
             }
         }

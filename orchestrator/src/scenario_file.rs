@@ -14,7 +14,9 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<Diagnostic>> {
     scenario::parse(&bytes)
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+/// Reads a scenario file's bytes, at most one past the limit so that the parser can say it is too
+/// large; why not, as a message.
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {}", io_message(&e)))?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {
         return Err("is a directory, not a scenario file".to_owned());

@@ -39,9 +39,9 @@ impl Sweep {
         self.outcomes.iter().filter(|o| !o.passed)
     }
 
-    /// A summary for people: counts, then every failing seed with the command that replays it.
-    /// `replay` is the command line without `--seed`.
-    pub fn summary(&self, replay: &str) -> String {
+    /// A summary for people: counts, then the first `shown` failing seeds, each with the command
+    /// that replays it. `replay` is the command line without `--seed`.
+    pub fn summary(&self, replay: &str, shown: usize) -> String {
         let failing: Vec<&SeedOutcome> = self.failing().collect();
         let mut out = format!(
             "{} seeds: {} passed, {} failed\n",
@@ -49,13 +49,16 @@ impl Sweep {
             self.outcomes.len() - failing.len(),
             failing.len()
         );
-        for o in failing {
+        for o in failing.iter().take(shown) {
             out.push_str(&format!(
                 "  seed {}: {}\n    replay: {replay} --seed {}\n",
                 o.seed,
                 o.reason.as_deref().unwrap_or("failed"),
                 o.seed
             ));
+        }
+        if failing.len() > shown {
+            out.push_str(&format!("  and {} more failing seeds\n", failing.len() - shown));
         }
         out
     }
@@ -222,7 +225,7 @@ mod tests {
                 .any(|o| o.reason.as_deref().is_some_and(|r| r.contains("stale result") || r.contains("second time"))),
             "{failing:?}"
         );
-        let summary = sweep.summary("dtest sim scenarios/node-failure.json --swarm");
+        let summary = sweep.summary("dtest sim scenarios/node-failure.json --swarm", usize::MAX);
         let first = failing[0].seed;
         assert!(
             summary.contains(&format!("replay: dtest sim scenarios/node-failure.json --swarm --seed {first}")),

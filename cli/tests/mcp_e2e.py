@@ -722,7 +722,7 @@ async def execution_on_three_nodes(s):
           f"get_cluster_status: the 3 nodes are healthy: {dump(cluster)}")
 
 
-async def cancel_stops_a_simulation(h, transport):
+async def cancel_stops_a_simulation(h, transport, mode="auto"):
     # scale-1000, run three times as long (1,800 simulated seconds): about a minute of CPU in a
     # debug build, so the cancel lands long before it could end by itself.
     with open(h.path("scenarios/scale-1000.json")) as f:
@@ -731,7 +731,7 @@ async def cancel_stops_a_simulation(h, transport):
     for task in long["workload"]["tasks"]:
         if task["kind"] == "load":
             task["load"]["pattern"]["duration_s"] = 1700
-    async with h.session(transport) as s:
+    async with h.session(transport, mode=mode) as s:
         pids = h.server_pids()
         check(len(pids) == 1, f"one tagged `dtest mcp` process: {pids}")
         pid = pids[0]
@@ -918,6 +918,9 @@ CASES = {
     "stdio_drives_a_running_serve": stdio_drives_a_running_serve,
     "stdio_cancel_stops_a_simulation": functools.partial(cancel_stops_a_simulation, transport="stdio"),
     "http_cancel_stops_a_simulation": functools.partial(cancel_stops_a_simulation, transport="http"),
+    # A client of the handshake era sends notifications/cancelled, and closes the call's stream.
+    "http_legacy_cancel_stops_a_simulation": functools.partial(cancel_stops_a_simulation, transport="http",
+                                                               mode="legacy"),
     "http_refuses_without_token_and_foreign_origin": http_refuses_without_token_and_foreign_origin,
     "guardrails_refuse_foreign_targets_and_budgets": guardrails_refuse_foreign_targets_and_budgets,
 }

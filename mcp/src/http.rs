@@ -47,11 +47,12 @@ pub(crate) async fn serve(
     if !config.listen.ip().is_loopback() && !config.listen.ip().is_unspecified() {
         hosts.push(config.listen.ip().to_string());
     }
-    // Stateless: each call is its own HTTP exchange, so a client that closes the response stream
-    // cancels the call (and the simulation or execution it waits on). With sessions, rmcp keeps
-    // a dropped stream for the client to resume, and the work would go on for no one.
+    // Sessions for clients of the handshake era (protocol 2025-11-25 and before), whose
+    // cancellation is `notifications/cancelled` on their session and whose dropped stream may be
+    // resumed; rmcp serves 2026-07-28 clients statelessly whatever this says, and for them a
+    // closed response stream is the cancellation. Both stop the work the call started.
     let rmcp_config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
+        .with_legacy_session_mode(true)
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_max_request_body_bytes(REQUEST_BYTES_MAX);

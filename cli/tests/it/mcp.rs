@@ -70,6 +70,11 @@ fn http_cancel_stops_a_simulation() {
 }
 
 #[test]
+fn http_legacy_cancel_stops_a_simulation() {
+    case("http_legacy_cancel_stops_a_simulation");
+}
+
+#[test]
 fn http_refuses_without_token_and_foreign_origin() {
     case("http_refuses_without_token_and_foreign_origin");
 }

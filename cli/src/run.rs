@@ -11,7 +11,7 @@ use dtest_orchestrator::session::tls_options;
 use dtest_orchestrator::{NodeSource, Progress, Session, SessionConfig, SessionEvent};
 
 use crate::Exit;
-use crate::validate::load;
+use dtest_orchestrator::scenario_file::load;
 
 /// Arguments of `dtest run`.
 #[derive(Debug, clap::Args)]

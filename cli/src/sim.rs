@@ -10,7 +10,8 @@ use dtest_sim::{SimOptions, simulate};
 
 use crate::Exit;
 use crate::output::Outputs;
-use crate::validate::{load, print_stdout};
+use crate::validate::print_stdout;
+use dtest_orchestrator::scenario_file::load;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use dtest_core::scenario::Diagnostic;
-pub use dtest_orchestrator::scenario_file::load;
+use dtest_orchestrator::scenario_file::load;
 use serde::Serialize;
 
 use crate::Exit;

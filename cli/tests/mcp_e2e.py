@@ -716,6 +716,21 @@ async def execution_on_three_nodes(s):
     check(isinstance(junit.get("report"), str) and junit["report"].count("<testcase") == 6,
           f"the JUnit report holds 6 test cases: {dump(junit, 1500)}")
 
+    # Cancelled, an execution stops on its nodes and keeps what it measured.
+    answer = await s.ok("submit_test_execution", {"scenario": scenario("long", 3, ["sh", "-c", "sleep 120"])})
+    long = answer["id"]
+    deadline = time.monotonic() + 60
+    while (await s.ok("get_execution_status", {"id": long})).get("state") == "pending":
+        check(time.monotonic() < deadline, f"{long} starts within 60 s")
+        await anyio.sleep(0.2)
+    cancelled = await s.ok("cancel_execution", {"id": long})
+    check(cancelled.get("id") == long, f"cancel_execution answers with the execution: {dump(cancelled)}")
+    view = await s.wait_ended(long, timeout_s=60)
+    check(view["state"] == "cancelled", f"a cancelled execution ends cancelled: {dump(view)}")
+    report = await s.read_json_resource(f"dtest://executions/{long}/report")
+    check((report.get("tasks") or {}).get("cancelled") == 3, f"its report counts 3 tasks cancelled: {dump(report.get('tasks'))}")
+    print(f"{long}: cancelled; its report's tasks {report.get('tasks')}")
+
     cluster = await three_nodes()
     nodes = cluster.get("nodes")
     check(not isinstance(nodes, dict) or nodes.get("healthy") == 3,

@@ -77,16 +77,11 @@ async fn bearer(State(expected): State<Arc<String>>, request: Request, next: Nex
     let given = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
     // The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
     let token = given.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")).map(|_| &given[7..]);
-    if token.is_some_and(|token| constant_time_eq(token, expected.as_bytes())) {
+    if token.is_some_and(|token| dtest_node::api::tokens_equal(token, expected.as_bytes())) {
         return next.run(request).await;
     }
     let body = axum::Json(serde_json::json!({
         "error": { "code": "unauthorized", "message": "this MCP server needs `Authorization: Bearer TOKEN`" }
     }));
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-}
-
-/// Compares without stopping at the first difference, so timing tells nothing of the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -13,6 +13,7 @@ use dtest_serve::model::{
     Allocate, Allocation, Broadcast, BroadcastResult, ClusterView, Delivery, ExecutionView, Metrics, NamedProfile,
     NodeView, RegisterNode, SendMessage, StartLoad, UtilizationView,
 };
+use dtest_serve::store::{STATE_PENDING, STATE_RUNNING};
 use dtest_sim::SimOptions;
 use dtest_sim::compare::StrategyRow;
 use rmcp::model::{
@@ -432,7 +433,7 @@ impl Dtest {
     }
 
     async fn sweep_seeds(&self, input: SweepSeeds, context: &RequestContext<RoleServer>) -> Result<Answer, ToolError> {
-        let label = input.path.clone().unwrap_or_else(|| "SCENARIO.json".to_owned());
+        let label = input.path.as_deref().map_or_else(|| "SCENARIO.json".to_owned(), shell_word);
         let (scenario, _) = self.scenario(input.scenario, input.path).await?;
         let wait_s = wait(input.wait_s, WAIT_DEFAULT_S)?;
         let seeds = dtest_sim::sweep::parse_seeds(&input.seeds).ok_or_else(|| {
@@ -627,7 +628,7 @@ impl Dtest {
                 return Err(ToolError(format!("{id}: the call was cancelled")));
             }
             let view: ExecutionView = from_value(self.api().get(&path).await.map_err(|e| e.about("id"))?)?;
-            let ended = !matches!(view.state.as_str(), "pending" | "running");
+            let ended = ![STATE_PENDING, STATE_RUNNING].contains(&view.state.as_str());
             if ended || tokio::time::Instant::now() >= deadline {
                 return Ok(Answer::of(execution_status(view))?.with_report_link(id));
             }
@@ -904,6 +905,12 @@ fn wait(wait_s: Option<u32>, default: u32) -> Result<u32, ToolError> {
     }
 }
 
+/// `word` as one word of a shell command line, quoted if it must be.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./-=:,+@%".contains(&b));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
+}
+
 /// Checks that `nodes` names registered nodes: the service would also take a URL and send that
 /// host the node token and the work.
 fn registered_names(nodes: &[String]) -> Result<(), ToolError> {
@@ -1144,7 +1151,7 @@ mod tests {
         assert!(message(json!({ "seed": "x" })).starts_with("seed: invalid type"));
         assert!(message(json!({ "wait_s": -1 })).starts_with("wait_s:"));
         assert!(
-            message(json!({ "sed": 1 })).starts_with("sed: unknown field, expected one of"),
+            message(json!({ "sed": 1 })).starts_with("sed: unknown field `sed`, expected one of"),
             "{}",
             message(json!({ "sed": 1 }))
         );
@@ -1157,5 +1164,7 @@ mod tests {
         let problems = scenario_of(bad.as_object().cloned(), None, &Files::Any).map(|_| ()).expect_err("invalid").0;
         assert!(problems.contains("scenario.cluster.groups[0].count: "), "{problems}");
         assert!(segment("../nodes", "id").is_err() && segment("sim-1", "id").is_ok());
+        assert_eq!(shell_word("scenarios/partition.json"), "scenarios/partition.json");
+        assert_eq!(shell_word("my scenario's.json"), "'my scenario'\\''s.json'");
     }
 }

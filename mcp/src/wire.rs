@@ -9,8 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A JSON object.
-pub type Object = serde_json::Map<String, Value>;
+pub use dtest_serve::model::Object;
 
 /// A scenario: the JSON object itself, or a file.
 #[derive(Debug, Default, Deserialize, JsonSchema)]

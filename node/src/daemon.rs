@@ -351,14 +351,12 @@ async fn authorize(State(node): State<Arc<Node>>, headers: HeaderMap, request: R
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(token) if constant_time_eq(token.as_bytes(), node.config.token.as_bytes()) => next.run(request).await,
+        Some(token) if crate::api::tokens_equal(token.as_bytes(), node.config.token.as_bytes()) => {
+            next.run(request).await
+        }
         Some(_) => error(StatusCode::UNAUTHORIZED, "wrong token"),
         None => error(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN`"),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn info(State(node): State<Arc<Node>>) -> Response {

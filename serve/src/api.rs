@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use dtest_node::api::tokens_equal;
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
@@ -160,8 +161,8 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     }
     let token = bearer(request.headers());
     let role = match token {
-        Some(t) if equal(t.as_bytes(), state.access.operator.as_bytes()) => Role::Operator,
-        Some(t) if state.access.read_only.as_deref().is_some_and(|r| equal(t.as_bytes(), r.as_bytes())) => {
+        Some(t) if tokens_equal(t.as_bytes(), state.access.operator.as_bytes()) => Role::Operator,
+        Some(t) if state.access.read_only.as_deref().is_some_and(|r| tokens_equal(t.as_bytes(), r.as_bytes())) => {
             Role::ReadOnly
         }
         Some(_) => return error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token"),
@@ -182,11 +183,6 @@ enum Role {
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
-}
-
-/// Compares in time that depends on the lengths only.
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A token bucket per client address.

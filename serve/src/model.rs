@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use dtest_core::protocol::DeliveryMode;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A JSON object, as the MCP tools' schemas say it (the OpenAPI document says `Object`).
-type Object = serde_json::Map<String, Value>;
-use schemars::JsonSchema;
-use utoipa::ToSchema;
+pub type Object = serde_json::Map<String, Value>;
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, JsonSchema)]

@@ -36,8 +36,9 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from e2e import TERMINAL, Failed, Target, check, scenario, wait_for
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 TOOLS = {
     "validate_scenario", "run_simulation", "sweep_seeds", "compare_strategies",
     "get_execution_status", "cancel_execution", "get_report", "submit_test_execution",
@@ -51,33 +52,9 @@ STRATEGIES = ["round_robin", "least_loaded", "random", "capability", "locality",
 CALL_TIMEOUT_S = 120
 
 
-class Failed(Exception):
-    """A check that did not hold."""
-
-
-def check(condition, message):
-    if not condition:
-        raise Failed(message)
-
-
 def dump(value, limit=3000):
     text = json.dumps(value, indent=1, default=str)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
-def wait_for(what, probe, timeout_s):
-    """Polls `probe` until it returns something truthy; fails naming `what` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (requests.RequestException, OSError, ValueError) as e:
-            last_error = e
-        time.sleep(0.1)
-    raise Failed(f"timed out after {timeout_s} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
 
 
 # ---- the SDK's transports, with the client's outgoing messages recorded ----------------------
@@ -404,23 +381,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def scenario(name, count, argv, timeout_s=60, duration_s=90, distribution="least_loaded", cpu=500):
-    """A scenario of `count` command tasks on the three nodes of group `local` (as serve_e2e.py's)."""
-    return {
-        "name": name,
-        "description": f"{name}: command tasks on three local nodes",
-        "duration_s": duration_s,
-        "cluster": {"groups": [{"name": "local", "count": 3, "resources": {"cpu_millis": 1000, "memory_mb": 1024}}]},
-        "strategy": {"distribution": distribution, "allocation": "first_fit"},
-        "workload": {"tasks": [{
-            "name": "task", "count": count, "kind": "command", "requires": {"cpu_millis": cpu, "memory_mb": 64},
-            "command": {"argv": argv, "timeout_s": timeout_s},
-        }]},
-        "faults": [],
-        "expect": {"all_tasks_complete": True},
-    }
 
 
 def node_ids(view):
@@ -842,33 +802,6 @@ async def http_refuses_without_token_and_foreign_origin(h):
             with anyio.fail_after(CALL_TIMEOUT_S):
                 listed = await client.list_tools()
             check({t.name for t in listed.tools} == TOOLS, f"tools/list over HTTP with the token: {[t.name for t in listed.tools]}")
-
-
-class Target:
-    """A loopback HTTP server that answers every GET with 200, counting requests."""
-
-    def __init__(self):
-        import http.server
-        import threading
-        target = self
-        self.requests = 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                target.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 async def guardrails_refuse_foreign_targets_and_budgets(h):

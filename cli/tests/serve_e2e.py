@@ -28,32 +28,7 @@ import requests
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
-TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
-
-
-class Failed(Exception):
-    """A check that did not hold."""
-
-
-def check(condition, message):
-    if not condition:
-        raise Failed(message)
-
-
-def wait_for(what, probe, timeout_s):
-    """Polls `probe` until it returns something truthy; fails naming `what` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (requests.RequestException, OSError, ValueError) as e:
-            last_error = e
-        time.sleep(0.1)
-    raise Failed(f"timed out after {timeout_s} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
-
+from e2e import TERMINAL, Failed, Target, check, scenario, wait_for
 
 class Cluster:
     """A service and its nodes in a temporary directory, every process tagged so that none
@@ -216,23 +191,6 @@ class Cluster:
                 if text.strip():
                     print(f"---- {os.path.basename(prefix)}{suffix} (last 3000 characters) ----")
                     print(text[-3000:])
-
-
-def scenario(name, count, argv, timeout_s=60, duration_s=90, distribution="least_loaded", cpu=500):
-    """A scenario of `count` command tasks on the three nodes of group `local`."""
-    return {
-        "name": name,
-        "description": f"{name}: command tasks on three local nodes",
-        "duration_s": duration_s,
-        "cluster": {"groups": [{"name": "local", "count": 3, "resources": {"cpu_millis": 1000, "memory_mb": 1024}}]},
-        "strategy": {"distribution": distribution, "allocation": "first_fit"},
-        "workload": {"tasks": [{
-            "name": "task", "count": count, "kind": "command", "requires": {"cpu_millis": cpu, "memory_mb": 64},
-            "command": {"argv": argv, "timeout_s": timeout_s},
-        }]},
-        "faults": [],
-        "expect": {"all_tasks_complete": True},
-    }
 
 
 def lines(file):
@@ -495,33 +453,6 @@ def two_executions_share_nodes_without_over_commit(c):
         nodes = c.get("/v1/utilization").json()["nodes"]
         return all(n["reserved"]["cpu_millis"] == 0 for n in nodes)
     wait_for("the executions' shares to be released", released, 10)
-
-
-class Target:
-    """A loopback HTTP server that answers every GET with 200, counting requests."""
-
-    def __init__(self):
-        import http.server
-        import threading
-        target = self
-        self.requests = 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                target.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 async def events_of(c, id, timeout_s=60):

@@ -1,0 +1,76 @@
+"""What the end-to-end tests of `dtest serve` (serve_e2e.py) and `dtest mcp` (mcp_e2e.py) share:
+checks, waits, the scenario of command tasks they run, and a target to aim load at."""
+
+import time
+
+import requests
+
+TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
+
+
+class Failed(Exception):
+    """A check that did not hold."""
+
+
+def check(condition, message):
+    if not condition:
+        raise Failed(message)
+
+
+def wait_for(what, probe, timeout_s):
+    """Polls `probe` until it returns something truthy; fails naming `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (requests.RequestException, OSError, ValueError) as e:
+            last_error = e
+        time.sleep(0.1)
+    raise Failed(f"timed out after {timeout_s} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def scenario(name, count, argv, timeout_s=60, duration_s=90, distribution="least_loaded", cpu=500):
+    """A scenario of `count` command tasks on the three nodes of group `local`."""
+    return {
+        "name": name,
+        "description": f"{name}: command tasks on three local nodes",
+        "duration_s": duration_s,
+        "cluster": {"groups": [{"name": "local", "count": 3, "resources": {"cpu_millis": 1000, "memory_mb": 1024}}]},
+        "strategy": {"distribution": distribution, "allocation": "first_fit"},
+        "workload": {"tasks": [{
+            "name": "task", "count": count, "kind": "command", "requires": {"cpu_millis": cpu, "memory_mb": 64},
+            "command": {"argv": argv, "timeout_s": timeout_s},
+        }]},
+        "faults": [],
+        "expect": {"all_tasks_complete": True},
+    }
+
+
+class Target:
+    """A loopback HTTP server that answers every GET with 200, counting requests."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        target = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                target.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -266,6 +266,13 @@ enum Owned {
     No,
 }
 
+/// How to stop an execution: cancel it, or end a load early (its measure so far is its report).
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Cancel,
+    EndLoad,
+}
+
 /// Which scenario files a `path` argument may name.
 #[derive(Debug)]
 pub enum Files {
@@ -278,15 +285,32 @@ pub enum Files {
 
 impl Files {
     fn resolve(&self, path: &str) -> Result<std::path::PathBuf, ToolError> {
-        let Files::Under(root) = self else { return Ok(path.into()) };
-        let full = root.join(path).canonicalize().map_err(|e| ToolError::invalid("path", format!("{path}: {e}")))?;
-        if full.starts_with(root) {
-            return Ok(full);
+        let file = match self {
+            Files::Any => path.into(),
+            Files::Under(root) => {
+                // One message for "outside" and "missing" alike: an HTTP client learns nothing of
+                // what exists beyond the directory.
+                let refused = || {
+                    let root = root.display();
+                    ToolError::invalid(
+                        "path",
+                        format!("{path}: no such file under {root}, the directory read over HTTP"),
+                    )
+                };
+                let full = root.join(path).canonicalize().map_err(|_| refused())?;
+                if !full.starts_with(root) {
+                    return Err(refused());
+                }
+                full
+            }
+        };
+        // A FIFO or a device would block the read, or never end it.
+        match std::fs::metadata(&file) {
+            Ok(meta) if !meta.is_file() && !meta.is_dir() => {
+                Err(ToolError::invalid("path", format!("{path}: not a regular file")))
+            }
+            _ => Ok(file),
         }
-        Err(ToolError::invalid(
-            "path",
-            format!("{path} is outside {}, the only directory read over HTTP", root.display()),
-        ))
     }
 }
 
@@ -312,8 +336,8 @@ impl Dtest {
                 let ExecutionStatus { id, wait_s } = args(arguments)?;
                 self.status(&id, wait(wait_s, 0)?, Owned::No, context).await
             }
-            "cancel_execution" => self.cancel(&args::<ById>(arguments)?.id, "cancel").await,
-            "stop_load_test" => self.cancel(&args::<ById>(arguments)?.id, "stop").await,
+            "cancel_execution" => self.cancel(&args::<ById>(arguments)?.id, Stop::Cancel).await,
+            "stop_load_test" => self.cancel(&args::<ById>(arguments)?.id, Stop::EndLoad).await,
             "get_report" => self.report(args(arguments)?).await,
             "register_node" => {
                 let node: RegisterNode = args(arguments)?;
@@ -652,16 +676,16 @@ impl Dtest {
         }
     }
 
-    async fn cancel(&self, id: &str, verb: &str) -> Result<Answer, ToolError> {
+    async fn cancel(&self, id: &str, how: Stop) -> Result<Answer, ToolError> {
         if let Some(job) = self.jobs.get(id) {
             job.watch.stop();
             // A simulation stops at its next turn, within milliseconds.
             let _ = tokio::time::timeout(Duration::from_secs(5), job.finished()).await;
             return Ok(Answer::of(job_status(&job))?.with_report_link(id));
         }
-        let path = match verb {
-            "stop" => format!("/v1/load/{}/stop", segment(id, "id")?),
-            _ => format!("/v1/executions/{}/cancel", segment(id, "id")?),
+        let path = match how {
+            Stop::EndLoad => format!("/v1/load/{}/stop", segment(id, "id")?),
+            Stop::Cancel => format!("/v1/executions/{}/cancel", segment(id, "id")?),
         };
         let view: ExecutionView = from_value(self.api().post(&path, &json!({})).await.map_err(|e| e.about("id"))?)?;
         Ok(Answer::of(execution_status(view))?.with_report_link(id))
@@ -1138,10 +1162,12 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("the repository");
         let files = Files::Under(root.clone());
         assert_eq!(files.resolve("scenarios/partition.json").expect("inside"), root.join("scenarios/partition.json"));
-        for outside in ["/etc/passwd", "../../etc/passwd", "scenarios/../../etc/passwd"] {
+        for outside in ["/etc/passwd", "../../etc/passwd", "scenarios/../../etc/passwd", "no-such-file"] {
             let error = files.resolve(outside).expect_err(outside).0;
-            assert!(error.starts_with("path: "), "{error}");
+            assert!(error.starts_with("path: ") && error.contains("no such file under"), "{error}");
         }
+        let fifo = Files::Any.resolve("/dev/null").expect_err("a device").0;
+        assert!(fifo.contains("not a regular file"), "{fifo}");
         assert!(Files::Any.resolve("/etc/passwd").is_ok());
     }
 

@@ -508,9 +508,9 @@ async def stdio_tools_and_schemas(h):
         print(f"legacy mode: protocol {s.client.protocol_version}")
 
 
-async def stdio_bad_scenario_is_a_tool_error(h):
+async def bad_scenario_is_a_tool_error(h, transport):
     good = scenario("bad", 3, ["true"])
-    async with h.session("stdio") as s:
+    async with h.session(transport) as s:
         for count in [-1, "three"]:
             bad = json.loads(json.dumps(good))
             bad["cluster"]["groups"][0]["count"] = count
@@ -520,6 +520,10 @@ async def stdio_bad_scenario_is_a_tool_error(h):
         await s.tool_error("run_simulation", {"path": "scenarios/partition.json", "seed": "x"}, "seed")
         await s.tool_error("run_simulation", {"path": "scenarios/partition.json", "wait_s": 51}, "wait_s")
         await s.tool_error("get_execution_status", {"id": "sim-999999"}, "sim-999999", "id")
+        if transport == "http":
+            # Over HTTP only files under the server's directory are read, and a path outside it
+            # is answered as a missing one.
+            await s.tool_error("validate_scenario", {"path": "/etc/passwd"}, "path: /etc/passwd: no such file under")
         # The session still works, and a good scenario is valid, by file and inline.
         with open(h.path("scenarios/partition.json")) as f:
             partition = json.load(f)
@@ -858,7 +862,8 @@ async def guardrails_refuse_foreign_targets_and_budgets(h):
 
 CASES = {
     "stdio_tools_and_schemas": stdio_tools_and_schemas,
-    "stdio_bad_scenario_is_a_tool_error": stdio_bad_scenario_is_a_tool_error,
+    "stdio_bad_scenario_is_a_tool_error": functools.partial(bad_scenario_is_a_tool_error, transport="stdio"),
+    "http_bad_scenario_is_a_tool_error": functools.partial(bad_scenario_is_a_tool_error, transport="http"),
     "stdio_simulation_and_sweep_with_progress": functools.partial(simulation_and_sweep_with_progress, transport="stdio"),
     "http_simulation_and_sweep_with_progress": functools.partial(simulation_and_sweep_with_progress, transport="http"),
     "stdio_execution_on_local_nodes": functools.partial(execution_on_local_nodes, transport="stdio"),

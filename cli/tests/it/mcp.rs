@@ -35,6 +35,11 @@ fn stdio_bad_scenario_is_a_tool_error() {
 }
 
 #[test]
+fn http_bad_scenario_is_a_tool_error() {
+    case("http_bad_scenario_is_a_tool_error");
+}
+
+#[test]
 fn stdio_simulation_and_sweep_with_progress() {
     case("stdio_simulation_and_sweep_with_progress");
 }

@@ -1,6 +1,7 @@
 """What the end-to-end tests of `dtest serve` (serve_e2e.py) and `dtest mcp` (mcp_e2e.py) share:
 checks, waits, the scenario of command tasks they run, and a target to aim load at."""
 
+import os
 import time
 
 import requests
@@ -74,3 +75,21 @@ class Target:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def tagged_pids(tag):
+    """Every process but this one whose environment carries `DTEST_E2E_TAG=tag`: what a case
+    started, and what those started in turn (the nodes' commands run in process groups of their
+    own, so the tag they inherit is how they are found)."""
+    needle = f"DTEST_E2E_TAG={tag}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    pids.append(int(entry))
+        except OSError:
+            pass
+    return [p for p in pids if p != os.getpid()]

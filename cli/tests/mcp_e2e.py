@@ -36,7 +36,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from e2e import TERMINAL, Failed, Target, check, scenario, wait_for
+from e2e import TERMINAL, Failed, Target, check, scenario, tagged_pids, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = {
@@ -313,19 +313,7 @@ class Harness:
         return Connect()
 
     def tagged_pids(self):
-        """Every process whose environment carries this harness's tag."""
-        needle = f"DTEST_E2E_TAG={self.tag}".encode()
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if needle in f.read().split(b"\0"):
-                        pids.append(int(entry))
-            except OSError:
-                pass
-        return [p for p in pids if p != os.getpid()]
+        return tagged_pids(self.tag)
 
     def server_pids(self):
         """The tagged `dtest mcp` processes (not their nodes)."""

@@ -28,7 +28,7 @@ import requests
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
-from e2e import TERMINAL, Failed, Target, check, scenario, wait_for
+from e2e import TERMINAL, Failed, Target, check, scenario, tagged_pids, wait_for
 
 class Cluster:
     """A service and its nodes in a temporary directory, every process tagged so that none
@@ -143,19 +143,7 @@ class Cluster:
     # ---- teardown ----
 
     def tagged_pids(self):
-        """Every process whose environment carries this cluster's tag."""
-        needle = f"DTEST_E2E_TAG={self.tag}".encode()
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if needle in f.read().split(b"\0"):
-                        pids.append(int(entry))
-            except OSError:
-                pass
-        return pids
+        return tagged_pids(self.tag)
 
     def kill_all(self):
         for _, proc, _ in self.procs:
@@ -169,7 +157,7 @@ class Cluster:
         # The commands the nodes started, orphaned by a killed node or left by a killed service.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            pids = [p for p in self.tagged_pids() if p != os.getpid()]
+            pids = self.tagged_pids()
             if not pids:
                 return
             for pid in pids:

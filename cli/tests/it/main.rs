@@ -24,6 +24,24 @@ pub fn dtest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dtest")).args(args).current_dir(root()).output().expect("run dtest")
 }
 
+/// Runs one case of a Python end-to-end suite (`cli/tests/SCRIPT`, given the binary and the
+/// case's name) and fails with its output unless it passed.
+pub fn python_case(script: &str, name: &str) {
+    let output = Command::new("python3")
+        .arg(root().join("cli/tests").join(script))
+        .args([env!("CARGO_BIN_EXE_dtest"), name])
+        .current_dir(root())
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "{script} {name} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The shipped scenarios, as paths relative to the root.
 pub fn shipped_scenarios() -> Vec<String> {
     let mut files: Vec<String> = std::fs::read_dir(root().join("scenarios"))

@@ -3,25 +3,9 @@
 //! test so that a failure names its case. Each case starts its own server (and its local nodes)
 //! in a temporary directory and kills every process it started before it returns.
 
-use std::process::Command;
-
-use crate::root;
-
-/// Runs one case of `mcp_e2e.py` and fails with its output unless it passed.
+/// Runs one case of `mcp_e2e.py`.
 fn case(name: &str) {
-    let output = Command::new("python3")
-        .arg(root().join("cli/tests/mcp_e2e.py"))
-        .args([env!("CARGO_BIN_EXE_dtest"), name])
-        .current_dir(root())
-        .output()
-        .expect("run python3");
-    assert!(
-        output.status.success(),
-        "mcp_e2e.py {name} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::python_case("mcp_e2e.py", name);
 }
 
 #[test]

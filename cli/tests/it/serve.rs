@@ -3,25 +3,9 @@
 //! that a failure names its case. Each case starts its own processes on free ports and kills them
 //! all, the nodes' commands included, before it returns.
 
-use std::process::Command;
-
-use crate::root;
-
-/// Runs one case of `serve_e2e.py` and fails with its output unless it passed.
+/// Runs one case of `serve_e2e.py`.
 fn case(name: &str) {
-    let output = Command::new("python3")
-        .arg(root().join("cli/tests/serve_e2e.py"))
-        .args([env!("CARGO_BIN_EXE_dtest"), name])
-        .current_dir(root())
-        .output()
-        .expect("run python3");
-    assert!(
-        output.status.success(),
-        "serve_e2e.py {name} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::python_case("serve_e2e.py", name);
 }
 
 #[test]

@@ -354,8 +354,17 @@ impl Measure {
 
     /// Reads the wire form; a peer's malformed histogram is an error, not a panic.
     pub fn from_wire(wire: &LoadResult) -> Result<Measure, String> {
+        // A load lasts at most the longest scenario: more seconds, or a second past it, would
+        // make `series` allocate every second up to it.
+        let seconds_max = crate::limits::DURATION_S_MAX as u64;
+        if wire.seconds.len() as u64 > seconds_max + 1 {
+            return Err(format!("a load result of {} seconds; a load has at most {seconds_max}", wire.seconds.len()));
+        }
         let mut seconds = BTreeMap::new();
         for s in &wire.seconds {
+            if s.t > seconds_max {
+                return Err(format!("a load result's second {} is past the longest load, {seconds_max} s", s.t));
+            }
             seconds.insert(s.t, Second::from_wire(s)?);
         }
         Ok(Measure {
@@ -491,11 +500,63 @@ pub fn encode(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Reads a histogram `encode` wrote (or another implementation did), into our bounds.
+/// The longest encoded histogram taken from a peer, base64 characters. Ours at 3 digits over
+/// the whole latency range take a few kB.
+pub const HISTOGRAM_TEXT_MAX: usize = 1024 * 1024;
+
+/// The most significant digits a peer's histogram may have: past 3, its counts array grows
+/// tenfold a digit.
+const PEER_DIGITS_MAX: u32 = 3;
+
+/// The highest value a peer's histogram may track: 2^40 µs, 12 days.
+const PEER_HIGHEST_MAX: u64 = 1 << 40;
+
+/// The most bytes a peer's histogram's counts may take once inflated.
+const PEER_PAYLOAD_MAX: u32 = 4 * 1024 * 1024;
+
+/// Checks the header of a V2 deflate histogram before the decoder sizes its counts by it: a few
+/// hostile bytes must not become gigabytes.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Read;
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    if word(0) != Some(0x1c84_9314) {
+        return Err("a histogram is not in the HdrHistogram V2 deflate format".to_owned());
+    }
+    let mut header = [0u8; 40];
+    flate2::read::ZlibDecoder::new(bytes.get(8..).unwrap_or_default())
+        .read_exact(&mut header)
+        .map_err(|e| format!("a histogram is not in the HdrHistogram V2 format: its header does not inflate ({e})"))?;
+    let u32_at = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap_or_default());
+    let (payload, digits, lowest, highest) = (u32_at(4), u32_at(12), u64_at(16), u64_at(24));
+    if u32_at(0) != 0x1c84_9313 {
+        return Err("a histogram is not in the HdrHistogram V2 format: its inner cookie is wrong".to_owned());
+    }
+    if payload > PEER_PAYLOAD_MAX
+        || digits > PEER_DIGITS_MAX
+        || lowest == 0
+        || highest > PEER_HIGHEST_MAX
+        || highest < lowest.saturating_mul(2)
+    {
+        return Err(format!(
+            "a histogram's header is out of bounds: {digits} digits, values {lowest} to {highest}, {payload} bytes of \
+             counts (at most {PEER_DIGITS_MAX} digits, values to {PEER_HIGHEST_MAX}, {PEER_PAYLOAD_MAX} bytes)"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a histogram `encode` wrote (or another implementation did), into our bounds; a peer's
+/// histogram whose text or header is beyond [`HISTOGRAM_TEXT_MAX`] and the header bounds is an
+/// error, never an allocation it chose.
 pub fn decode(text: &str, digits: u8) -> Result<Histogram<u64>, String> {
+    if text.len() > HISTOGRAM_TEXT_MAX {
+        return Err(format!("a histogram of {} characters; at most {HISTOGRAM_TEXT_MAX} are read", text.len()));
+    }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| format!("a histogram is not base64: {e}"))?;
+    check_header(&bytes)?;
     let read: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(|e| format!("a histogram is not in the HdrHistogram V2 format: {e:?}"))?;
@@ -596,6 +657,54 @@ mod tests {
         assert!(Measure::from_wire(&wire).unwrap_err().contains("base64"));
         wire.histogram = base64::engine::general_purpose::STANDARD.encode(b"\x1c\x84\x93\x14garbage");
         assert!(Measure::from_wire(&wire).unwrap_err().contains("V2"));
+    }
+
+    /// A V2 deflate histogram of no counts whose header says what a hostile peer likes.
+    fn hostile(payload: u32, digits: u32, lowest: u64, highest: u64) -> String {
+        use std::io::Write;
+        let mut inner = Vec::new();
+        for word in [0x1c84_9313, payload, 0, digits] {
+            inner.extend_from_slice(&u32::to_be_bytes(word));
+        }
+        inner.extend_from_slice(&lowest.to_be_bytes());
+        inner.extend_from_slice(&highest.to_be_bytes());
+        inner.extend_from_slice(&1.0f64.to_be_bytes());
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&inner).expect("in memory");
+        let deflated = zlib.finish().expect("in memory");
+        let mut bytes = 0x1c84_9314u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&(deflated.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&deflated);
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn a_hostile_histogram_header_is_refused_before_it_sizes_anything() {
+        // Each would make the decoder allocate hundreds of MB to GBs from a few dozen bytes.
+        for (payload, digits, lowest, highest) in
+            [(u32::MAX, 3, 1, 1 << 30), (0, 5, 1, 1 << 62), (0, 3, 1, u64::MAX / 2), (0, 3, 0, 1 << 30)]
+        {
+            let error = decode(&hostile(payload, digits, lowest, highest), 3).expect_err("refused");
+            assert!(error.contains("out of bounds"), "{error}");
+        }
+        assert!(decode(&"A".repeat(HISTOGRAM_TEXT_MAX + 4), 3).expect_err("too long").contains("characters"));
+        // Within the bounds, another implementation's empty histogram reads.
+        assert_eq!(decode(&hostile(0, 3, 1, 3_600_000_000), 3).expect("in bounds").len(), 0);
+    }
+
+    #[test]
+    fn a_load_result_s_seconds_are_bounded_by_the_longest_load() {
+        let mut m = Measure::new();
+        m.record(0, 0, 1_000, Status::Http(200));
+        let mut wire = m.to_wire();
+        let max = crate::limits::DURATION_S_MAX as u64;
+        wire.seconds[0].t = max + 1;
+        assert!(Measure::from_wire(&wire).expect_err("past the longest load").contains("past the longest load"));
+        wire.seconds[0].t = max;
+        assert!(Measure::from_wire(&wire).is_ok());
+        let empty = WireSecond { histogram: String::new(), uncorrected: String::new(), ..wire.seconds[0].clone() };
+        wire.seconds = vec![empty; max as usize + 2];
+        assert!(Measure::from_wire(&wire).expect_err("too many").contains("seconds"));
     }
 
     #[test]

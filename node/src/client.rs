@@ -8,6 +8,13 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{ApiError, Exchange, ExchangeReply, Faults, MessageReceipt, NodeInfo, NodeMessage, PREFIX, Plan};
 
+/// The longest reply read from a node, bytes: a week-long load's per-second histograms (the
+/// longest load a scenario may hold) come to about 250 MB of JSON.
+pub const REPLY_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// The longest error message read from a node, bytes.
+const ERROR_BYTES_MAX: usize = 64 * 1024;
+
 /// What went wrong talking to a node.
 #[derive(Debug)]
 pub enum ClientError {
@@ -99,7 +106,8 @@ impl NodeClient {
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
         let response = self.checked(request).await?;
-        response.json().await.map_err(|e| ClientError::Unreachable(e.to_string()))
+        let bytes = read_bounded(response, REPLY_BYTES_MAX).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreachable(format!("a malformed reply: {e}")))
     }
 
     async fn send_empty(&self, request: reqwest::RequestBuilder) -> Result<(), ClientError> {
@@ -112,12 +120,28 @@ impl NodeClient {
         match response.status() {
             status if status.is_success() => Ok(response),
             status => {
-                let text = response.text().await.unwrap_or_default();
+                let bytes = read_bounded(response, ERROR_BYTES_MAX).await.unwrap_or_default();
+                let text = String::from_utf8_lossy(&bytes).into_owned();
                 let why = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.error);
                 Err(ClientError::Refused(status.as_u16(), why))
             }
         }
     }
+}
+
+/// A reply's body, refused past `max` bytes (a node that streams without end is not believed).
+async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, ClientError> {
+    if response.content_length().is_some_and(|length| length > max as u64) {
+        return Err(ClientError::Unreachable(format!("a reply of more than {max} bytes")));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| ClientError::Unreachable(reqwest_reason(&e)))? {
+        if bytes.len() + chunk.len() > max {
+            return Err(ClientError::Unreachable(format!("a reply of more than {max} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// `text` as one URL path segment: every byte but unreserved ones percent-encoded.
@@ -150,6 +174,37 @@ pub fn wire_bytes<T: Serialize>(value: &T) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-shot server on loopback that answers any request with `head` and `body_len` bytes.
+    async fn answering(head: &'static str, body_len: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&vec![b'x'; body_len]).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_reply_past_the_bound_is_refused_whether_it_says_its_length_or_not() {
+        let client = reqwest::Client::new();
+        let said = answering("HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n", 5000).await;
+        let response = client.get(&said).send().await.expect("a response");
+        let error = read_bounded(response, 1000).await.expect_err("too long");
+        assert!(error.to_string().contains("more than 1000 bytes"), "{error}");
+        let unsaid = answering("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", 5000).await;
+        let response = client.get(&unsaid).send().await.expect("a response");
+        let error = read_bounded(response, 1000).await.expect_err("too long");
+        assert!(error.to_string().contains("more than 1000 bytes"), "{error}");
+        let short = answering("HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n", 500).await;
+        let response = client.get(&short).send().await.expect("a response");
+        assert_eq!(read_bounded(response, 1000).await.expect("within the bound").len(), 500);
+    }
 
     #[test]
     fn plan_ids_are_percent_encoded_in_paths() {

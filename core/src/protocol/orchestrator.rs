@@ -716,8 +716,16 @@ impl Orchestrator {
         }
         self.event(Event::Counted { task, attempt, node, outcome: outcome.clone(), load });
         self.end_lease(task);
-        let failed = matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut);
-        if outcome != Outcome::Cancelled {
+        // A cancel nobody asked for is a failed attempt: the agent drops its work without a
+        // result when its node leaves, so only a broken or hostile node says it, and were it
+        // free, such a node could requeue a task forever.
+        let requested = self.tasks[task.0 as usize].cancel_requested;
+        let failed = match outcome {
+            Outcome::Passed => false,
+            Outcome::Cancelled => !requested,
+            Outcome::Failed(_) | Outcome::TimedOut => true,
+        };
+        if !(outcome == Outcome::Cancelled && requested) {
             self.recent_outcome(failed);
         }
         let breaker = &mut self.nodes[node.0 as usize].breaker;
@@ -729,9 +737,8 @@ impl Orchestrator {
         self.set_pool_state(node, state, open);
         match outcome {
             Outcome::Passed => self.end(task, Terminal::Completed),
-            Outcome::Cancelled if self.tasks[task.0 as usize].cancel_requested => self.end(task, Terminal::Cancelled),
-            Outcome::Cancelled => self.requeue(task),
-            Outcome::Failed(_) | Outcome::TimedOut => self.attempt_failed(now_ms, task),
+            Outcome::Cancelled if requested => self.end(task, Terminal::Cancelled),
+            Outcome::Cancelled | Outcome::Failed(_) | Outcome::TimedOut => self.attempt_failed(now_ms, task),
         }
     }
 

@@ -81,3 +81,12 @@ fn frequent_failures_make_adaptive_avoid_failing_nodes() {
     let [avoid, ..] = run(4, 1, |_| Outcome::Passed);
     assert_eq!(avoid, 0, "and without failures it does not");
 }
+
+#[test]
+fn a_cancel_nobody_asked_for_spends_an_attempt() {
+    // Nodes that answer every attempt with a cancel the orchestrator never asked for: each
+    // counts as a failed attempt, so the tasks end (failed) after three, instead of being
+    // requeued forever (`run` gives up after ten simulated minutes).
+    let [avoid, ..] = run(4, 3, |_| Outcome::Cancelled);
+    assert!(avoid > 0, "and they count as failures for adaptive placement");
+}

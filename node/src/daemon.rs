@@ -443,11 +443,17 @@ async fn faults(State(node): State<Arc<Node>>, body: Result<axum::Json<Faults>, 
         Ok(axum::Json(faults)) => faults,
         Err(rejection) => return rejected(rejection),
     };
+    // The scenario format's own bound on a latency fault: a delay past it would hold frames
+    // (and their memory) for as long as a peer likes.
+    let latency_max = dtest_core::limits::MILLIS_MAX as u64;
     for rule in [faults.link.to_node, faults.link.to_orchestrator] {
-        if !(0.0..=1.0).contains(&rule.loss) || rule.latency_min_ms > rule.latency_max_ms {
+        if !(0.0..=1.0).contains(&rule.loss)
+            || rule.latency_min_ms > rule.latency_max_ms
+            || rule.latency_max_ms > latency_max
+        {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "loss must be in [0, 1] and latency_min_ms <= latency_max_ms",
+                format!("loss must be in [0, 1] and latency_min_ms <= latency_max_ms <= {latency_max}"),
             );
         }
     }
@@ -779,18 +785,28 @@ fn set_metrics(state: &mut NodeState, metrics: dtest_core::health::Metrics) {
 
 /// Ticks the agents at their times and samples the machine for their heartbeats.
 async fn agent_loop(node: Arc<Node>, drained: Arc<Notify>) {
-    let mut sampler = system::Sampler::new(&node.config.workdir);
+    // Sampling reads /proc and the disk holding the work directory (statvfs, which a hung
+    // network mount can block): on a blocking thread, never on the runtime's, and outside the
+    // lock. Error rates are per plan.
+    let workdir = node.config.workdir.clone();
+    let sampler =
+        Arc::new(std::sync::Mutex::new(tokio::task::spawn_blocking(move || system::Sampler::new(&workdir)).await.ok()));
     let mut next_sample_ms = 0;
     let mut leaving_since: Option<Instant> = None;
     loop {
+        let now_ms = node.now_ms();
+        if now_ms >= next_sample_ms {
+            let sampling = sampler.clone();
+            let metrics = tokio::task::spawn_blocking(move || {
+                let mut sampler = sampling.lock().unwrap_or_else(|e| e.into_inner());
+                sampler.as_mut().map(|s| s.sample(0.0)).unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            set_metrics(&mut node.state(), metrics);
+            next_sample_ms = now_ms + node.config.heartbeat_interval_ms.max(100);
+        }
         let next_ms = {
-            let now_ms = node.now_ms();
-            if now_ms >= next_sample_ms {
-                // Sampling reads /proc; do it outside the lock. Error rates are per plan.
-                let metrics = sampler.sample(0.0);
-                set_metrics(&mut node.state(), metrics);
-                next_sample_ms = now_ms + node.config.heartbeat_interval_ms.max(100);
-            }
             let mut state = node.state();
             let now_ms = node.now_ms();
             for life in state.lives.values_mut() {
@@ -1161,6 +1177,10 @@ mod tests {
         link.to_orchestrator.cut = true;
         let unknown = Faults { link, plan: Some("nowhere".to_owned()) };
         assert!(matches!(daemon.client.put_faults(&unknown).await, Err(ClientError::Refused(409, _))));
+        let mut slow = Link::default();
+        slow.to_node.latency_max_ms = dtest_core::limits::MILLIS_MAX as u64 + 1;
+        let refused = daemon.client.put_faults(&Faults { link: slow, plan: None }).await;
+        assert!(matches!(refused, Err(ClientError::Refused(422, _))), "a latency past the format's bound: {refused:?}");
         daemon.client.put_faults(&Faults { link, plan: Some("cut".to_owned()) }).await.expect("faults");
         cut.send(vec![assign(1, 0)]).await;
         open.send(vec![assign(1, 0)]).await;

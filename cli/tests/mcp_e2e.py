@@ -17,6 +17,7 @@ no `cancel()` method. The progress token it sends is the request's id.
 """
 
 import functools
+import glob
 import json
 import os
 import re
@@ -329,14 +330,17 @@ class Harness:
         return found
 
     def kill_all(self):
+        # SIGTERM first, as a user's Ctrl-C or a service manager would: the servers stop their
+        # nodes and remove their temporary directories; SIGKILL what is left.
         for _, proc in self.procs:
             if proc.poll() is None:
-                proc.kill()
+                proc.terminate()
         for _, proc in self.procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                pass
+                proc.kill()
+                proc.wait(timeout=10)
         # What the servers started (their nodes, the nodes' commands), and a stdio server the SDK
         # could not stop.
         deadline = time.monotonic() + 10
@@ -600,6 +604,14 @@ async def simulation_and_sweep_with_progress(h, transport):
 async def execution_on_local_nodes(h, transport):
     async with h.session(transport, ["--local", "3", "--allow-commands"]) as s:
         await execution_on_three_nodes(s)
+        servers = h.server_pids()
+    if transport == "stdio":
+        # The client closed stdin: the server stops its nodes and removes its temporary
+        # directory (the embedded service's data, the token file), leaving nothing behind.
+        check(len(servers) == 1, f"one tagged `dtest mcp` process: {servers}")
+        pattern = os.path.join(tempfile.gettempdir(), f"dtest-mcp-{servers[0]}-*")
+        wait_for("the server, its nodes and its temporary directory to be gone",
+                 lambda: not h.tagged_pids() and not glob.glob(pattern), 15)
 
 
 async def stdio_drives_a_running_serve(h):

@@ -51,8 +51,9 @@ pub struct Host {
     nodes: tokio::sync::Mutex<Vec<Child>>,
     /// The embedded service.
     _service: Option<tokio::task::JoinHandle<()>>,
-    /// The embedded service's data and the local nodes' work directories, when temporary.
-    _dir: Option<TempDir>,
+    /// The embedded service's data and the local nodes' work directories, when temporary;
+    /// removed by [`Host::stop`] (other holders of the host may outlive the serving).
+    dir: std::sync::Mutex<Option<TempDir>>,
 }
 
 impl Host {
@@ -60,7 +61,7 @@ impl Host {
         let (local, allow_commands, data) = match &config.upstream {
             Upstream::Remote { url, token } => {
                 let api = Api::new(url.trim_end_matches('/').to_owned(), token.clone());
-                return Ok(Host { api, nodes: Default::default(), _service: None, _dir: None });
+                return Ok(Host { api, nodes: Default::default(), _service: None, dir: Default::default() });
             }
             Upstream::Embedded { local, allow_commands, data } => (*local, *allow_commands, data.clone()),
         };
@@ -138,13 +139,18 @@ impl Host {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Host { api, nodes: tokio::sync::Mutex::new(nodes), _service: Some(service), _dir: Some(dir) })
+        Ok(Host {
+            api,
+            nodes: tokio::sync::Mutex::new(nodes),
+            _service: Some(service),
+            dir: std::sync::Mutex::new(Some(dir)),
+        })
     }
 }
 
 impl Host {
-    /// Asks the local nodes to leave (SIGTERM: their commands stop with them), and kills those
-    /// still there after the core's grace.
+    /// Asks the local nodes to leave (SIGTERM: their commands stop with them), kills those still
+    /// there after the core's grace, stops the embedded service and removes its directory.
     pub async fn stop(&self) {
         let mut nodes = self.nodes.lock().await;
         for node in nodes.iter() {
@@ -159,6 +165,12 @@ impl Host {
                 let _ = node.kill().await;
             }
         }
+        drop(nodes);
+        if let Some(service) = &self._service {
+            service.abort();
+        }
+        // The token file and the embedded service's data go with it.
+        drop(self.dir.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 }
 

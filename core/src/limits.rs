@@ -52,6 +52,8 @@ pub const PRIORITY_MAX: u64 = 1_000;
 /// Longest scenario, in seconds (7 days). Every `*_s` time is bounded by it and must also fall
 /// inside the scenario's own `duration_s`.
 pub const DURATION_S_MAX: f64 = 604_800.0;
+/// [`DURATION_S_MAX`] in milliseconds, as the validated types and the node API carry times.
+pub const DURATION_MS_MAX: u64 = DURATION_S_MAX as u64 * 1000;
 /// Longest latency, timeout or duration given in milliseconds (10 minutes).
 pub const MILLIS_MAX: f64 = 600_000.0;
 

@@ -92,15 +92,21 @@ impl StatusCounts {
         *slot += 1;
     }
 
+    /// Adds `o` in; a peer's absurd counts saturate rather than overflow.
     fn add(&mut self, o: &StatusCounts) {
-        self.informational += o.informational;
-        self.success += o.success;
-        self.redirect += o.redirect;
-        self.client_error += o.client_error;
-        self.server_error += o.server_error;
-        self.timeout += o.timeout;
-        self.connect += o.connect;
-        self.io += o.io;
+        let pairs = [
+            (&mut self.informational, o.informational),
+            (&mut self.success, o.success),
+            (&mut self.redirect, o.redirect),
+            (&mut self.client_error, o.client_error),
+            (&mut self.server_error, o.server_error),
+            (&mut self.timeout, o.timeout),
+            (&mut self.connect, o.connect),
+            (&mut self.io, o.io),
+        ];
+        for (into, from) in pairs {
+            *into = into.saturating_add(from);
+        }
     }
 }
 
@@ -178,11 +184,11 @@ impl Second {
         Ok(Second { requests: wire.requests, errors: wire.errors, dropped: wire.dropped, uncorrected, corrected })
     }
 
-    /// Adds another second's figures.
+    /// Adds another second's figures (a peer's absurd counts saturate).
     pub fn add(&mut self, o: &Second) {
-        self.requests += o.requests;
-        self.errors += o.errors;
-        self.dropped += o.dropped;
+        self.requests = self.requests.saturating_add(o.requests);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.dropped = self.dropped.saturating_add(o.dropped);
         match (&mut self.uncorrected, &o.uncorrected) {
             (None, None) => {}
             (Some(u), None) => u.add(&o.corrected),
@@ -275,12 +281,12 @@ impl Measure {
         }
     }
 
-    /// Adds `other`'s totals in, not its seconds.
+    /// Adds `other`'s totals in, not its seconds (a peer's absurd counts saturate).
     pub fn add_totals(&mut self, other: &Measure) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.dropped += other.dropped;
-        self.late += other.late;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.dropped = self.dropped.saturating_add(other.dropped);
+        self.late = self.late.saturating_add(other.late);
         self.status.add(&other.status);
         add(&mut self.corrected, &other.corrected);
         add(&mut self.uncorrected, &other.uncorrected);
@@ -550,7 +556,10 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
 
 /// Reads a histogram `encode` wrote (or another implementation did), into our bounds; a peer's
 /// histogram whose text or header is beyond [`HISTOGRAM_TEXT_MAX`] and the header bounds is an
-/// error, never an allocation it chose.
+/// error, never an allocation it chose. So is one of more values than a run makes requests
+/// ([`REQUESTS_MAX`](crate::limits::REQUESTS_MAX)): the sum of a run's histograms
+/// ([`TASKS_MAX`](crate::limits::TASKS_MAX) of them at most) then stays within what the V2
+/// format can write, and `encode` cannot fail.
 pub fn decode(text: &str, digits: u8) -> Result<Histogram<u64>, String> {
     if text.len() > HISTOGRAM_TEXT_MAX {
         return Err(format!("a histogram of {} characters; at most {HISTOGRAM_TEXT_MAX} are read", text.len()));
@@ -562,6 +571,11 @@ pub fn decode(text: &str, digits: u8) -> Result<Histogram<u64>, String> {
     let read: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(|e| format!("a histogram is not in the HdrHistogram V2 format: {e:?}"))?;
+    let values_max = crate::limits::REQUESTS_MAX;
+    if read.iter_recorded().try_fold(0u64, |sum, v| sum.checked_add(v.count_at_value())).is_none_or(|n| n > values_max)
+    {
+        return Err(format!("a histogram of more values than a run makes requests ({values_max})"));
+    }
     if read.low() == 1 && read.high() <= LATENCY_US_MAX && read.sigfig() == digits {
         // Ours: the same buckets, nothing to convert.
         let mut read = read;
@@ -692,6 +706,26 @@ mod tests {
         assert!(decode(&"A".repeat(HISTOGRAM_TEXT_MAX + 4), 3).expect_err("too long").contains("characters"));
         // Within the bounds, another implementation's empty histogram reads.
         assert_eq!(decode(&hostile(0, 3, 1, 3_600_000_000), 3).expect("in bounds").len(), 0);
+    }
+
+    #[test]
+    fn a_peer_s_absurd_counts_saturate_and_its_overfull_histograms_are_refused() {
+        let mut m = Measure::new();
+        m.record(0, 0, 1_000, Status::Http(200));
+        let mut wire = m.to_wire();
+        (wire.requests, wire.errors, wire.status.success) = (u64::MAX, u64::MAX, u64::MAX);
+        wire.seconds[0].requests = u64::MAX;
+        let absurd = Measure::from_wire(&wire).expect("counts alone are no error");
+        let mut sum = absurd.clone();
+        sum.add(&absurd, 0);
+        assert_eq!((sum.requests, sum.errors, sum.status.success), (u64::MAX, u64::MAX, u64::MAX));
+        assert_eq!(sum.seconds[&0].requests, u64::MAX);
+        // One bucket past what a run can request: its sum with another would not encode.
+        let mut full = histogram(DIGITS);
+        record(&mut full, 1_000, crate::limits::REQUESTS_MAX);
+        assert_eq!(decode(&encode(&full), DIGITS).expect("at the bound").len(), crate::limits::REQUESTS_MAX);
+        record(&mut full, 2_000, 1);
+        assert!(decode(&encode(&full), DIGITS).expect_err("past it").contains("more values"));
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub enum Frame<T> {
     },
 }
 
+/// The receiver delivers an exactly-once id only below its floor plus this many: a sender keeps
+/// within its window (at most this, asserted by [`Outbox::new`]), so what lies beyond comes from
+/// a peer that breaks the protocol, and is neither delivered nor acknowledged. It bounds what an
+/// [`Inbox`] remembers, whatever the peer sends.
+pub const RECEIVE_WINDOW_MAX: u64 = 16_384;
+
 /// Settings of an [`Outbox`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
@@ -107,6 +113,7 @@ pub struct Outbox<T> {
 impl<T: Clone> Outbox<T> {
     /// An empty outbox for `session`.
     pub fn new(config: OutboxConfig, session: u64) -> Outbox<T> {
+        assert!(config.window as u64 <= RECEIVE_WINDOW_MAX, "a window past what receivers take");
         Outbox { config, session, next_id: 1, in_flight: BTreeMap::new() }
     }
 
@@ -201,6 +208,10 @@ impl Inbox {
         match packet.mode {
             DeliveryMode::FireAndForget => Receipt { deliver: true, ack: None },
             DeliveryMode::AtLeastOnce => Receipt { deliver: true, ack: Some(packet.id) },
+            // Past any sender's window: a peer that breaks the protocol would have it remembered.
+            DeliveryMode::ExactlyOnce if packet.id >= self.floor.saturating_add(RECEIVE_WINDOW_MAX) => {
+                Receipt { deliver: false, ack: None }
+            }
             DeliveryMode::ExactlyOnce => {
                 // Below the floor means the sender already had it acknowledged: a late copy.
                 let first = packet.id >= self.floor && self.seen.insert(packet.id);
@@ -209,7 +220,8 @@ impl Inbox {
         }
     }
 
-    /// Ids remembered for deduplication (bounded by the sender's window).
+    /// Ids remembered for deduplication (bounded by the sender's window, and by
+    /// [`RECEIVE_WINDOW_MAX`] whatever the sender does).
     pub fn remembered(&self) -> usize {
         self.seen.len()
     }
@@ -339,5 +351,22 @@ mod session_tests {
         let mut inbox = Inbox::new(2);
         assert_eq!(inbox.receive(&late), Receipt { deliver: false, ack: None });
         assert_eq!(inbox.receive(&fresh), Receipt { deliver: true, ack: Some(1) });
+    }
+
+    #[test]
+    fn a_sender_past_its_window_cannot_grow_what_the_receiver_remembers() {
+        let mut inbox = Inbox::new(1);
+        let packet = |id: u64, floor: u64| Packet { session: 1, id, floor, mode: DeliveryMode::ExactlyOnce, body: () };
+        // A peer that never raises its floor and never stops: the fuzz test's hostile exchange.
+        for id in 1..RECEIVE_WINDOW_MAX + 1_000 {
+            inbox.receive(&packet(id, 0));
+        }
+        assert_eq!(inbox.remembered() as u64, RECEIVE_WINDOW_MAX - 1, "ids 1 to RECEIVE_WINDOW_MAX - 1");
+        assert_eq!(inbox.receive(&packet(RECEIVE_WINDOW_MAX + 5, 0)), Receipt { deliver: false, ack: None });
+        assert_eq!(inbox.receive(&packet(7, 0)), Receipt { deliver: false, ack: Some(7) }, "a duplicate still");
+        // A sender within its window is unaffected: its floor moves, and the ids with it.
+        let within = inbox.receive(&packet(RECEIVE_WINDOW_MAX + 5, 10));
+        assert_eq!(within, Receipt { deliver: true, ack: Some(RECEIVE_WINDOW_MAX + 5) });
+        assert_eq!(inbox.remembered() as u64, RECEIVE_WINDOW_MAX - 10 + 1, "ids 10 to RECEIVE_WINDOW_MAX - 1, and it");
     }
 }

@@ -63,9 +63,10 @@ impl LiveLoads {
         let mut recent = Second::new();
         let (mut requests, mut errors, mut dropped) = (counted.requests, counted.errors, counted.dropped);
         for live in self.by_task.values() {
-            requests += live.requests;
-            errors += live.errors;
-            dropped += live.dropped;
+            // What nodes tell, summed: absurd figures saturate rather than overflow.
+            requests = requests.saturating_add(live.requests);
+            errors = errors.saturating_add(live.errors);
+            dropped = dropped.saturating_add(live.dropped);
             if let Some((_, second)) = live.second.as_ref().filter(|(at, _)| now_ms.saturating_sub(*at) <= FRESH_MS) {
                 recent.add(second);
             }
@@ -135,5 +136,15 @@ mod tests {
         live.retain(|task, _, _| task != TaskId(0));
         live.forget(TaskId(1));
         assert_eq!(live.summary(3_600, &Measure::new()), "0 rps, p99 -, 0 requests, 0 errors, 0 dropped");
+    }
+
+    #[test]
+    fn absurd_figures_from_nodes_saturate() {
+        let mut live = LiveLoads::default();
+        let absurd = LiveLoad { requests: u64::MAX, errors: u64::MAX, dropped: u64::MAX, second: None };
+        live.heard(0, 0, TaskId(0), Attempt(1), &absurd);
+        live.heard(0, 1, TaskId(1), Attempt(1), &absurd);
+        let figures = live.figures(0, &Measure::new());
+        assert_eq!((figures.requests, figures.errors, figures.dropped), (u64::MAX, u64::MAX, u64::MAX));
     }
 }

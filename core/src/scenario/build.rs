@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostic::{Path, suggest};
 use super::file::*;
+use super::rules::{self, Units};
 use super::*;
 use crate::limits::*;
 
@@ -166,27 +167,21 @@ impl Builder {
 
     /// Reports `count` above a named limit: "120003 nodes in all, above the limit of 100000 (NODES_MAX)".
     fn at_most(&mut self, path: &Path, count: u64, what: &str, limit: u64, name: &str) {
-        if count > limit {
-            self.problem(path.clone(), format!("{count} {what}, above the limit of {limit} ({name})"));
+        if let Err(why) = rules::at_most(count, what, limit, name) {
+            self.problem(path.clone(), why);
         }
     }
 
     /// Names of groups, tasks, targets and the like: letters, digits, `_`, `-` and `.`, starting
     /// with a letter or digit, at most [`NAME_BYTES_MAX`] bytes.
     fn name(&mut self, name: &str, path: &Path) -> bool {
-        let message = if name.is_empty() {
-            "expected a name, found an empty string".to_owned()
-        } else if name.len() > NAME_BYTES_MAX {
-            format!("a name is at most {NAME_BYTES_MAX} bytes (NAME_BYTES_MAX), found {}", name.len())
-        } else if !name.as_bytes()[0].is_ascii_alphanumeric()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            format!("a name is letters, digits, `_`, `-` and `.`, starting with a letter or digit; found {name:?}")
-        } else {
-            return true;
-        };
-        self.problem(path.clone(), message);
-        false
+        match rules::name(name) {
+            Ok(()) => true,
+            Err(why) => {
+                self.problem(path.clone(), why);
+                false
+            }
+        }
     }
 
     /// Checks every name of a list and that none repeats.
@@ -202,12 +197,12 @@ impl Builder {
 
     /// Milliseconds of a time that must be positive.
     fn positive_ms(&mut self, ms: f64, path: &Path) -> u64 {
-        let ms = ms.round();
-        if ms < 1.0 {
-            self.problem(path.clone(), "expected a positive time of at least 1 ms, found 0");
+        let ms = ms.round().max(0.0) as u64;
+        if let Err(why) = rules::positive_ms(ms, u64::MAX) {
+            self.problem(path.clone(), why);
             return 1;
         }
-        ms as u64
+        ms
     }
 
     /// Milliseconds of a time inside the scenario's `duration_s`.
@@ -243,17 +238,16 @@ impl Builder {
     }
 
     fn resources(&mut self, r: &ResourcesFile, path: &Path) -> Resources {
-        for name in r.custom.keys() {
-            self.name(name, &path.key("custom").key(name));
-        }
-        Resources {
+        let resources = Resources {
             cpu_millis: r.cpu_millis,
             memory_mb: r.memory_mb,
             disk_mb: r.disk_mb,
             net_mbps: r.net_mbps,
             gpus: r.gpus,
             custom: r.custom.iter().map(|(name, units)| (name.clone(), units.0)).collect(),
-        }
+        };
+        rules::resources(&resources, path, &mut self.problems);
+        resources
     }
 
     fn groups(&mut self, files: &[GroupFile], path: &Path) -> Vec<Group> {
@@ -297,7 +291,7 @@ impl Builder {
             let at = path.key(name);
             self.name(name, &at);
             if let Some(url) = &t.url
-                && let Err(why) = check_url(url)
+                && let Err(why) = rules::url(url)
             {
                 self.problem(at.key("url"), why);
             }
@@ -322,12 +316,8 @@ impl Builder {
                 self.problem(at.clone(), "a target needs `url` (for dtest run) or `sim` (for dtest sim), or both");
             }
             let tls = t.tls.clone().unwrap_or_default();
-            if tls.insecure && tls.ca_file.is_some() {
-                self.problem(at.key("tls"), "`ca_file` and `insecure` contradict each other: give one");
-            }
-            let plain = t.url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("wss://")));
-            if t.tls.is_some() && plain {
-                self.problem(at.key("tls"), "only an `https` or `wss` `url` speaks TLS");
+            if t.tls.is_some() {
+                rules::tls(t.url.as_deref(), tls.insecure, tls.ca_file.is_some(), &at.key("tls"), &mut self.problems);
             }
             let tls = TargetTls { ca_file: tls.ca_file, insecure: tls.insecure };
             targets.push(Target { name: name.clone(), url: t.url.clone(), sim, tls });
@@ -485,27 +475,7 @@ impl Builder {
     }
 
     fn command(&mut self, c: &CommandFile, path: &Path) -> Command {
-        if c.argv.first().is_some_and(|program| program.is_empty()) {
-            self.problem(path.key("argv").index(0), "expected a program name, found an empty string");
-        }
-        for (i, arg) in c.argv.iter().enumerate() {
-            for placeholder in placeholders(arg) {
-                if placeholder != "index" && placeholder != "count" {
-                    self.problem(
-                        path.key("argv").index(i),
-                        format!("unknown placeholder `{{{placeholder}}}`; expected `{{index}}` or `{{count}}`"),
-                    );
-                }
-            }
-        }
-        for name in c.env.keys() {
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
-                self.problem(
-                    path.key("env").key(name),
-                    "an environment variable name is not empty and has no `=` or NUL",
-                );
-            }
-        }
+        rules::command(&c.argv, &c.env, path, &mut self.problems);
         Command {
             argv: c.argv.clone(),
             timeout_ms: self.positive_ms(c.timeout_s * 1000.0, &path.key("timeout_s")),
@@ -536,11 +506,7 @@ impl Builder {
                 ),
             );
         }
-        for name in l.headers.keys() {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-                self.problem(path.key("headers").key(name), "expected a header name of visible ASCII without `:`");
-            }
-        }
+        rules::headers(&l.headers, &path.key("headers"), &mut self.problems);
         Load {
             target,
             pattern,
@@ -555,79 +521,36 @@ impl Builder {
     }
 
     fn pattern(&mut self, p: &PatternFile, path: &Path) -> Pattern {
-        let ms = |b: &mut Self, seconds: f64, field: &str| b.positive_ms(seconds * 1000.0, &path.key(field));
-        match *p {
-            PatternFile::Constant { rps, duration_s } => {
-                Pattern::Constant { rps, duration_ms: ms(self, duration_s, "duration_s") }
-            }
+        // Whole milliseconds; `Pattern::validate` checks them as the node checks a plan's.
+        let ms = |seconds: f64| (seconds * 1000.0).round().max(0.0) as u64;
+        let pattern = match *p {
+            PatternFile::Constant { rps, duration_s } => Pattern::Constant { rps, duration_ms: ms(duration_s) },
             PatternFile::Ramp { from_rps, to_rps, duration_s } => {
-                Pattern::Ramp { from_rps, to_rps, duration_ms: ms(self, duration_s, "duration_s") }
+                Pattern::Ramp { from_rps, to_rps, duration_ms: ms(duration_s) }
             }
-            PatternFile::Spike { base_rps, spike_rps, spike_at_s, spike_duration_s, duration_s } => {
-                let duration_ms = ms(self, duration_s, "duration_s");
-                let spike_duration_ms = ms(self, spike_duration_s, "spike_duration_s");
-                let spike_at_ms = (spike_at_s * 1000.0).round() as u64;
-                if spike_at_ms.saturating_add(spike_duration_ms) > duration_ms {
-                    self.problem(
-                        path.key("spike_duration_s"),
-                        format!(
-                            "the spike ends at {} s, after the pattern's `duration_s` ({duration_s})",
-                            spike_at_s + spike_duration_s
-                        ),
-                    );
-                }
-                Pattern::Spike { base_rps, spike_rps, spike_at_ms, spike_duration_ms, duration_ms }
-            }
+            PatternFile::Spike { base_rps, spike_rps, spike_at_s, spike_duration_s, duration_s } => Pattern::Spike {
+                base_rps,
+                spike_rps,
+                spike_at_ms: ms(spike_at_s),
+                spike_duration_ms: ms(spike_duration_s),
+                duration_ms: ms(duration_s),
+            },
             PatternFile::Wave { base_rps, amplitude_rps, period_s, duration_s } => {
-                if amplitude_rps > base_rps {
-                    self.problem(path.key("amplitude_rps"), format!("expected at most `base_rps` ({base_rps}) so the rate never goes below zero, found {amplitude_rps}"));
-                }
-                Pattern::Wave {
-                    base_rps,
-                    amplitude_rps,
-                    period_ms: ms(self, period_s, "period_s"),
-                    duration_ms: ms(self, duration_s, "duration_s"),
-                }
+                Pattern::Wave { base_rps, amplitude_rps, period_ms: ms(period_s), duration_ms: ms(duration_s) }
             }
             PatternFile::Random { min_rps, max_rps, change_every_s, duration_s } => {
-                if min_rps > max_rps {
-                    self.problem(
-                        path.key("max_rps"),
-                        format!("expected at least `min_rps` ({min_rps}), found {max_rps}"),
-                    );
-                }
-                let change_every_ms = ms(self, change_every_s, "change_every_s");
-                let duration_ms = ms(self, duration_s, "duration_s");
-                if change_every_ms > 0 && duration_ms / change_every_ms > crate::limits::RANDOM_CHANGES_MAX {
-                    self.problem(
-                        path.key("change_every_s"),
-                        format!(
-                            "expected at most {} rate changes over `duration_s`, found {}",
-                            crate::limits::RANDOM_CHANGES_MAX,
-                            duration_ms / change_every_ms
-                        ),
-                    );
-                }
-                Pattern::Random { min_rps, max_rps, change_every_ms, duration_ms }
+                Pattern::Random { min_rps, max_rps, change_every_ms: ms(change_every_s), duration_ms: ms(duration_s) }
             }
-            PatternFile::Burst { base_rps, burst_rps, burst_every_s, burst_duration_s, duration_s } => {
-                let burst_every_ms = ms(self, burst_every_s, "burst_every_s");
-                let burst_duration_ms = ms(self, burst_duration_s, "burst_duration_s");
-                if burst_duration_ms >= burst_every_ms {
-                    self.problem(
-                        path.key("burst_duration_s"),
-                        format!("expected less than `burst_every_s` ({burst_every_s}), found {burst_duration_s}"),
-                    );
-                }
-                Pattern::Burst {
-                    base_rps,
-                    burst_rps,
-                    burst_every_ms,
-                    burst_duration_ms,
-                    duration_ms: ms(self, duration_s, "duration_s"),
-                }
-            }
-        }
+            PatternFile::Burst { base_rps, burst_rps, burst_every_s, burst_duration_s, duration_s } => Pattern::Burst {
+                base_rps,
+                burst_rps,
+                burst_every_ms: ms(burst_every_s),
+                burst_duration_ms: ms(burst_duration_s),
+                duration_ms: ms(duration_s),
+            },
+        };
+        pattern.validate(Units::Seconds, path, &mut self.problems);
+        pattern
     }
 
     fn alerts(&mut self, files: &[AlertFile], nodes_total: u64, path: &Path) -> Vec<AlertSpec> {
@@ -939,31 +862,4 @@ fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a str> + Cl
 
 fn quoted<S: AsRef<str>>(names: &[S]) -> String {
     names.iter().map(|n| format!("{:?}", n.as_ref())).collect::<Vec<_>>().join(", ")
-}
-
-/// The `{word}` placeholders in an argument, where word is lowercase letters and `_`.
-fn placeholders(arg: &str) -> impl Iterator<Item = &str> {
-    arg.split('{').skip(1).filter_map(|rest| {
-        let word = rest.split_once('}')?.0;
-        (!word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).then_some(word)
-    })
-}
-
-/// A URL dtest can send load to: `http`, `https`, `ws` or `wss`, with a host.
-fn check_url(url: &str) -> Result<(), String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("expected a URL like `http://host:port/path`, found {url:?}"));
-    };
-    if !matches!(scheme, "http" | "https" | "ws" | "wss") {
-        return Err(format!("expected an `http`, `https`, `ws` or `wss` URL, found scheme {scheme:?}"));
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    if host.is_empty() || host.starts_with(':') {
-        return Err(format!("expected a host in the URL, found {url:?}"));
-    }
-    if url.chars().any(char::is_whitespace) {
-        return Err(format!("a URL has no spaces; found {url:?}"));
-    }
-    Ok(())
 }

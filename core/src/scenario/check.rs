@@ -313,7 +313,7 @@ fn found(json: &Json) -> String {
 }
 
 /// A number as people write it: `100000`, `0.5`, `1e30`.
-fn number(x: f64) -> String {
+pub(super) fn number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e16 {
         format!("{}", x as i64)
     } else if x.abs() >= 1e16 {

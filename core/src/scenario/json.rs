@@ -5,6 +5,7 @@
 //! in a file. The parser is strict RFC 8259 (no comments, no trailing commas), rejects duplicate
 //! keys, bounds nesting by [`JSON_DEPTH_MAX`] and never panics, whatever the bytes.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -154,7 +155,7 @@ pub struct SyntaxError {
 /// Parses one JSON document. A UTF-8 byte order mark at the start is skipped.
 pub fn parse(bytes: &[u8]) -> Result<Json, SyntaxError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut parser = Parser { bytes, at: 0, line: 1, line_start: 0 };
+    let mut parser = Parser { bytes, at: 0, line: 1, line_start: 0, counted: Cell::new((0, 0)) };
     parser.skip_whitespace();
     if parser.at == bytes.len() {
         return Err(parser.error("the file is empty; expected a JSON object"));
@@ -174,13 +175,21 @@ struct Parser<'a> {
     at: usize,
     line: u32,
     line_start: usize,
+    /// Characters counted on the current line up to a byte offset: `(offset, characters)`, so
+    /// that positions along a long line (a scenario sent as one line) cost what the parser
+    /// advanced since the last one, not the whole line again.
+    counted: Cell<(usize, usize)>,
 }
 
 impl Parser<'_> {
     fn pos(&self) -> Pos {
-        let upto = &self.bytes[self.line_start..self.at];
+        let (mut from, mut chars) = self.counted.get();
+        if from < self.line_start || from > self.at {
+            (from, chars) = (self.line_start, 0);
+        }
         // Count characters, not bytes: every byte that does not continue a UTF-8 sequence.
-        let chars = upto.iter().filter(|&&b| (b & 0xC0) != 0x80).count();
+        chars += self.bytes[from..self.at].iter().filter(|&&b| (b & 0xC0) != 0x80).count();
+        self.counted.set((self.at, chars));
         Pos { line: self.line, column: u32::try_from(chars + 1).unwrap_or(u32::MAX) }
     }
 

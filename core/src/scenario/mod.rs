@@ -10,12 +10,17 @@
 //!    `duration_s`, partition sides disjoint, pattern fields consistent, totals under the limits
 //!    of [`crate::limits`]) while converting into [`Scenario`], which cannot hold an invalid
 //!    scenario: references are indices, times are whole milliseconds.
+//!
+//! The checks of one task's values (names, counts, commands, URLs, headers, patterns) are
+//! [`rules`], functions of the validated types that `build` applies and that a node applies
+//! again to the plan it is sent, so both refuse the same values with the same messages.
 
 mod build;
 mod check;
 mod diagnostic;
 pub mod file;
 pub mod json;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

@@ -28,6 +28,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 # xxd makes the tokens in the README's `dtest serve` walkthrough, which a test runs as printed.
 command -v xxd >/dev/null 2>&1 || missing+=(xxd)
+# The real Prometheus scrapes `/metrics` of a node and a service (cli/tests/it/metrics.rs), and its
+# promtool lints them.
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

@@ -79,8 +79,10 @@ fn node(c: &mut Criterion) {
     std::fs::write(&token_file, TOKEN).expect("token");
     let daemons: Vec<Daemon> = (0..NODES).map(|_| start(&token_file.to_string_lossy())).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let clients: Vec<NodeClient> =
-        daemons.iter().map(|d| NodeClient::new(&format!("http://127.0.0.1:{}", d.1), TOKEN)).collect();
+    let clients: Vec<NodeClient> = daemons
+        .iter()
+        .map(|d| NodeClient::new(&format!("http://127.0.0.1:{}", d.1), TOKEN, &Default::default()))
+        .collect();
 
     std::thread::sleep(Duration::from_secs(2));
     eprintln!("node: idle RSS {} kB (target <= 20480 kB)", rss_kb(daemons[0].0.id()));

@@ -238,6 +238,12 @@ pub fn run(args: &Args) -> Exit {
     if let Err(e) = dtest_node::load::check(&spec) {
         return bad(&e);
     }
+    // The limits a scenario's load has (connections, timeout, duration, the pattern's rates).
+    let mut problems = Vec::new();
+    spec.validate(&dtest_core::scenario::Path::root(), &mut problems);
+    if let Some((field, why)) = problems.first() {
+        return bad(&format!("{field}: {why}"));
+    }
     let mut builder = match args.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),

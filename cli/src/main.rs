@@ -1,10 +1,13 @@
 //! `dtest`: the command-line entry point; maps every outcome to the documented exit codes.
 
+mod certs;
 mod load;
+mod logs;
 mod mcp;
 mod node;
 mod output;
 mod run;
+mod secure;
 mod serve;
 mod sim;
 mod validate;
@@ -59,6 +62,8 @@ enum Command {
     Serve(serve::Args),
     /// dtest as Model Context Protocol tools for AI assistants (stdio, or Streamable HTTP).
     Mcp(mcp::Args),
+    /// Make a private CA and certificates for a test cluster's TLS and mutual TLS.
+    Certs(certs::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Mcp(args) => mcp::run(&args),
+        Command::Certs(args) => certs::run(&args),
     };
     exit.into()
 }
@@ -80,4 +86,14 @@ fn print_schema() -> Exit {
     // The schema is a `serde_json::Value`; printing it cannot fail but for a closed stdout.
     let text = serde_json::to_string_pretty(dtest_core::scenario::schema()).unwrap_or_default();
     validate::print_stdout(&format!("{text}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of the whole command line (flattened flag groups with clashing ids,
+    /// conflicting names), which otherwise fire only when that subcommand is used.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

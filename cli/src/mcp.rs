@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use dtest_mcp::{Config, Guard, HttpConfig, Upstream};
+use dtest_node::secure::{Identity, ServerTls};
 
 use crate::Exit;
 use crate::node::read_token;
@@ -21,6 +22,15 @@ pub struct Args {
     /// With --http: a file holding the bearer token every request must carry.
     #[arg(long, value_name = "FILE", requires = "http")]
     token_file: Option<PathBuf>,
+    /// With --http: serve HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["http", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With --http beyond loopback and no --tls-cert: listen anyway, the token in clear.
+    #[arg(long, requires = "http", conflicts_with = "tls_cert")]
+    insecure_plaintext: bool,
     /// With --http: a browser origin allowed besides this machine's own (repeatable), like
     /// `https://app.example.com:443`.
     #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "http")]
@@ -31,6 +41,9 @@ pub struct Args {
     /// With --orchestrator: a file holding its operator token.
     #[arg(long, value_name = "FILE", requires = "orchestrator")]
     orchestrator_token_file: Option<PathBuf>,
+    /// TLS to the orchestrator (an `https://` --orchestrator).
+    #[command(flatten)]
+    orchestrator_tls: crate::secure::ClientArgs,
     /// Start N local node daemons (group `local`) for the embedded orchestrator.
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(dtest_mcp::LOCAL_MAX)))]
@@ -74,10 +87,17 @@ pub fn run(args: &Args) -> Exit {
             let Some(file) = &args.orchestrator_token_file else {
                 return bad("--orchestrator needs --orchestrator-token-file (its operator token)");
             };
+            let tls = match args.orchestrator_tls.client() {
+                Ok(tls) => tls,
+                Err(e) => return bad(&e),
+            };
             match read_token(file) {
-                Ok(token) => Upstream::Remote { url: url.clone(), token },
+                Ok(token) => Upstream::Remote { url: url.clone(), token, tls },
                 Err(e) => return bad(&format!("--orchestrator-token-file {e}")),
             }
+        }
+        None if args.orchestrator_tls.given() => {
+            return bad("--cacert and --client-cert are for an https:// --orchestrator");
         }
         None => Upstream::Embedded { local: args.local, allow_commands: args.allow_commands, data: args.data.clone() },
     };
@@ -96,11 +116,28 @@ pub fn run(args: &Args) -> Exit {
     let http = match (args.http, &args.token_file) {
         (None, _) => None,
         (Some(_), None) => return bad("--http needs --token-file: every request must carry its token"),
-        (Some(listen), Some(file)) => match read_token(file) {
-            Ok(token) => Some(HttpConfig { listen, token, allowed_origins: args.allow_origins.clone() }),
-            Err(e) => return bad(&format!("--token-file {e}")),
-        },
+        (Some(listen), Some(file)) => {
+            let token = match read_token(file) {
+                Ok(token) => token,
+                Err(e) => return bad(&format!("--token-file {e}")),
+            };
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => match Identity::load(cert, key).and_then(|i| ServerTls::new(&i, None)) {
+                    Ok(tls) => Some(tls),
+                    Err(e) => return bad(&format!("--tls-cert/--tls-key {e}")),
+                },
+                _ if !listen.ip().is_loopback() && !args.insecure_plaintext => {
+                    return bad(&format!(
+                        "--http {listen} is beyond this machine: give --tls-cert and --tls-key, or \
+                         --insecure-plaintext to send the token in clear"
+                    ));
+                }
+                _ => None,
+            };
+            Some(HttpConfig { listen, token, allowed_origins: args.allow_origins.clone(), tls })
+        }
     };
+    let scheme = if http.as_ref().is_some_and(|h| h.tls.is_some()) { "https" } else { "http" };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return bad(&format!("cannot start the runtime: {e}")),
@@ -116,11 +153,13 @@ pub fn run(args: &Args) -> Exit {
             None => dtest_mcp::serve_stdio(config, shutdown).await,
             Some(http) => {
                 let ready = |address: SocketAddr| {
-                    if !address.ip().is_loopback() {
-                        eprintln!("dtest mcp: listening on {address}, beyond this machine; only the token guards it");
+                    if !address.ip().is_loopback() && scheme == "http" {
+                        eprintln!(
+                            "dtest mcp: listening on {address} in plain HTTP: the token crosses the network in clear"
+                        );
                     }
                     // The first line of stdout is the address, for scripts and tests.
-                    println!("dtest mcp listening on http://{address}/mcp");
+                    println!("dtest mcp listening on {scheme}://{address}/mcp");
                     let _ = std::io::stdout().flush();
                 };
                 dtest_mcp::serve_http(config, http, ready, shutdown).await

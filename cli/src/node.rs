@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dtest_node::api::{Resources, validate_labels};
-use dtest_node::daemon::{NodeConfig, default_listen, serve};
+use dtest_node::daemon::{MAX_COMMANDS_DEFAULT, MAX_COMMANDS_MAX, NodeConfig, default_listen, serve_on};
 use dtest_node::register::{Registration, default_name};
+use dtest_node::secure::{ClientTls, Incoming};
 
 use crate::Exit;
 
@@ -38,13 +39,24 @@ pub struct Args {
     /// Declared capacity instead of the detected one: `cpu_millis=4000,memory_mb=8192,gpus=1,name=3`.
     #[arg(long)]
     resources: Option<String>,
-    /// Run command tasks (arbitrary programs the orchestrator names). Off by default.
+    /// Run command tasks (arbitrary programs the orchestrator names). Off by default. Of this
+    /// process's environment they get only PATH, HOME, LANG, LC_ALL and TZ, besides the
+    /// scenario's `env` and DTEST_INBOX, DTEST_NODE, DTEST_WORKDIR and TMPDIR.
     #[arg(long)]
     allow_commands: bool,
-    /// Directory commands run in; messages for them are appended to `.dtest/inbox-PORT.jsonl` there,
-    /// whose path they get in `DTEST_INBOX`.
+    /// The node's working directory [default: the current one]. Each command attempt runs in a
+    /// directory of its own, `.dtest/tasks/PLAN/TASK-ATTEMPT` here (mode 0700, its TMPDIR,
+    /// removed when the attempt ends), unless the scenario's `cwd` names one (relative to this
+    /// directory); a program given as a relative path with a `/` (`./run-tests`) is found here,
+    /// and commands get its absolute path in DTEST_WORKDIR. Messages for them are appended to
+    /// `.dtest/inbox-PORT.jsonl` here, whose path they get in DTEST_INBOX.
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// Command tasks that run at once, across all plans; more wait for a slot (their timeouts
+    /// run meanwhile).
+    #[arg(long, default_value_t = MAX_COMMANDS_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_COMMANDS_MAX as u64))]
+    max_commands: u64,
     /// Register with the `dtest serve` service at this URL (`POST URL/v1/nodes`), at start and
     /// every 5 s; failures are logged and retried, never fatal.
     #[arg(long, value_name = "URL")]
@@ -70,6 +82,10 @@ pub struct Args {
     /// On SIGTERM, seconds to wait for the orchestrator to take the last results.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     drain_timeout_s: u64,
+    #[command(flatten)]
+    tls: crate::secure::ServerArgs,
+    #[command(flatten)]
+    logs: crate::logs::LogArgs,
     /// Exit when this process is no longer the parent (set by `dtest run --local`).
     #[arg(long, hide = true)]
     parent_pid: Option<i32>,
@@ -77,6 +93,7 @@ pub struct Args {
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub fn run(args: &Args) -> Exit {
+    args.logs.init(crate::logs::Severity::Info);
     let token = match read_token(&args.token_file) {
         Ok(token) => token,
         Err(e) => return bad(&e),
@@ -85,10 +102,30 @@ pub fn run(args: &Args) -> Exit {
         Ok(resources) => resources,
         Err(e) => return bad(&format!("--resources: {e}")),
     };
+    // What the node will say of itself, checked as orchestrators check it (a scenario's rules).
+    let names = [("--group", &args.group), ("--region", &args.region), ("--zone", &args.zone)];
+    let named = names.iter().filter_map(|(flag, value)| value.as_deref().map(|v| (*flag, v)));
+    let capabilities = args.capabilities.iter().filter(|c| !c.is_empty()).map(|c| ("--capabilities", c.as_str()));
+    for (flag, value) in named.chain(capabilities) {
+        if let Err(why) = dtest_core::scenario::rules::name(value) {
+            return bad(&format!("{flag} {value}: {why}"));
+        }
+    }
+    if let Some(resources) = &resources {
+        let mut problems = Vec::new();
+        dtest_core::scenario::rules::resources(resources, &dtest_core::scenario::Path::root(), &mut problems);
+        if let Some((field, why)) = problems.first() {
+            return bad(&format!("--resources {field}: {why}"));
+        }
+    }
     let workdir = match args.workdir.clone().map_or_else(std::env::current_dir, Ok) {
         Ok(dir) if dir.is_dir() => dir,
         Ok(dir) => return bad(&format!("--workdir {}: not a directory", dir.display())),
         Err(e) => return bad(&format!("the current directory: {e}")),
+    };
+    let secure = match args.tls.daemon(args.listen) {
+        Ok(secure) => secure,
+        Err(e) => return bad(&e),
     };
     let announce = match Announce::of(args, &token) {
         Ok(announce) => announce,
@@ -104,6 +141,7 @@ pub fn run(args: &Args) -> Exit {
         resources,
         allow_commands: args.allow_commands,
         workdir,
+        max_commands: args.max_commands as usize,
         heartbeat_interval_ms: args.heartbeat_ms,
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         registration: None,
@@ -114,22 +152,24 @@ pub fn run(args: &Args) -> Exit {
     };
     let parent_pid = args.parent_pid;
     let listen = args.listen;
+    let scheme = secure.scheme();
     let result = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        if !local.ip().is_loopback() {
-            eprintln!("dtest node: listening on {local}, beyond this machine; only the token guards it");
+        if !local.ip().is_loopback() && secure.server.is_none() {
+            tracing::warn!(%local, "listening in plain HTTP beyond this machine: the token crosses the network in clear");
         }
         if let Some(announce) = announce {
-            let registration = announce.registration(&config, local);
+            let registration = announce.registration(&config, local, scheme, secure.client.clone());
             config.name = Some(registration.name.clone());
             config.registration = Some(registration);
         }
         // The first line of stdout is the address, for `dtest run --local` and scripts.
-        println!("dtest node listening on http://{local}");
+        println!("dtest node listening on {scheme}://{local}");
         let _ = std::io::stdout().flush();
-        serve(config, listener, shutdown_signal(parent_pid)).await.map_err(|e| e.to_string())
+        let listener = Incoming::new(listener, secure.server);
+        serve_on(config, listener, shutdown_signal(parent_pid)).await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => Exit::Ok,
@@ -178,13 +218,14 @@ impl Announce {
     }
 
     /// The registration of the daemon bound to `local`.
-    fn registration(self, config: &NodeConfig, local: SocketAddr) -> Registration {
+    fn registration(self, config: &NodeConfig, local: SocketAddr, scheme: &str, tls: ClientTls) -> Registration {
         Registration {
             orchestrator: self.orchestrator,
             token: self.token,
             name: config.name.clone().unwrap_or_else(|| default_name(config.group.as_deref(), local.port())),
-            url: self.advertise.unwrap_or_else(|| format!("http://{local}")),
+            url: self.advertise.unwrap_or_else(|| format!("{scheme}://{local}")),
             labels: self.labels,
+            tls,
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct Args {
     /// Send a target's load elsewhere than its `url`: `NAME=URL` (repeatable).
     #[arg(long = "target", value_name = "NAME=URL")]
     targets: Vec<String>,
+    /// TLS to the nodes (`https://` URLs in --nodes).
+    #[command(flatten)]
+    node_tls: crate::secure::ClientArgs,
+    #[command(flatten)]
+    logs: crate::logs::LogArgs,
 }
 
 fn bad(message: &str) -> Exit {
@@ -54,6 +59,7 @@ fn bad(message: &str) -> Exit {
 
 /// Runs the scenario on real nodes.
 pub fn run(args: &Args) -> Exit {
+    args.logs.init(crate::logs::Severity::Warn);
     let mut scenario = match load(&args.file) {
         Ok(scenario) => scenario,
         Err(problems) => {
@@ -78,9 +84,9 @@ pub fn run(args: &Args) -> Exit {
     };
     let nodes = match args.local {
         Some(n) => NodeSource::Local(n),
-        None => match token(args.token_file.as_deref()) {
-            Ok(token) => NodeSource::Remote { urls: args.nodes.clone(), token },
-            Err(e) => return bad(&e),
+        None => match (token(args.token_file.as_deref()), args.node_tls.client()) {
+            (Ok(token), Ok(tls)) => NodeSource::Remote { urls: args.nodes.clone(), token, tls },
+            (Err(e), _) | (_, Err(e)) => return bad(&e),
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -143,12 +149,13 @@ async fn drive(config: SessionConfig) -> Result<Report, NoReport> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tasks ended, {msg} [{elapsed}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    crate::logs::around(Some(&bar));
     let mut cancelled = false;
     loop {
         tokio::select! {
             event = session.next_event() => match event {
                 Some(SessionEvent::Progress(p)) => draw(&bar, &p),
-                Some(SessionEvent::Warning(w)) => bar.suspend(|| eprintln!("warning: {w}")),
+                Some(SessionEvent::Warning(w)) => tracing::warn!(execution = session.id(), "{w}"),
                 Some(SessionEvent::Run { .. }) => {}
                 None => break,
             },
@@ -159,6 +166,7 @@ async fn drive(config: SessionConfig) -> Result<Report, NoReport> {
             }
         }
     }
+    crate::logs::around(None);
     bar.finish_and_clear();
     session.finish().await.map_err(|e| NoReport::Failed(e.to_string()))
 }

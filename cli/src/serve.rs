@@ -29,6 +29,10 @@ pub struct Args {
     /// The data directory: executions, their journals and reports, the registry.
     #[arg(long, default_value = "dtest-data")]
     data: PathBuf,
+    #[command(flatten)]
+    tls: crate::secure::ServerArgs,
+    #[command(flatten)]
+    logs: crate::logs::LogArgs,
     /// Requests per second each client address may make (bursts of twice that); 0: no limit.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     rate_limit: u32,
@@ -36,6 +40,7 @@ pub struct Args {
 
 /// Runs the service until SIGTERM or Ctrl-C.
 pub fn run(args: &Args) -> Exit {
+    args.logs.init(crate::logs::Severity::Info);
     let read = |file: &PathBuf| crate::node::read_token(file);
     let operator = match read(&args.token_file) {
         Ok(token) => token,
@@ -52,10 +57,17 @@ pub fn run(args: &Args) -> Exit {
         Ok(token) => token.unwrap_or_else(|| operator.clone()),
         Err(e) => return bad(&format!("--node-token-file {e}")),
     };
+    let secure = match args.tls.daemon(args.listen) {
+        Ok(secure) => secure,
+        Err(e) => return bad(&e),
+    };
+    let scheme = secure.scheme();
     let config = dtest_serve::Config {
         listen: args.listen,
         access: Access { operator, read_only, rate_per_s: args.rate_limit },
         node_token,
+        tls: secure.server,
+        node_tls: secure.client,
         data: args.data.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -65,11 +77,11 @@ pub fn run(args: &Args) -> Exit {
     let result = runtime.block_on(dtest_serve::run(
         config,
         |address| {
-            if !address.ip().is_loopback() {
-                eprintln!("dtest serve: listening on {address}, beyond this machine; only the token guards it");
+            if !address.ip().is_loopback() && scheme == "http" {
+                tracing::warn!(%address, "listening in plain HTTP beyond this machine: tokens cross the network in clear");
             }
             // The first line of stdout is the address, for scripts and tests.
-            println!("dtest serve listening on http://{address}");
+            println!("dtest serve listening on {scheme}://{address}");
             let _ = std::io::stdout().flush();
         },
         crate::node::shutdown_signal(None),

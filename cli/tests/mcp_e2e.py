@@ -616,8 +616,25 @@ async def execution_on_local_nodes(h, transport):
 
 async def stdio_drives_a_running_serve(h):
     """`--orchestrator URL`: the same execution on a real `dtest serve` with three nodes of its own."""
+    await drive_a_running_serve(h, daemon_tls=[], client_tls=[])
+
+
+async def stdio_drives_a_serve_over_mutual_tls(h):
+    """`--orchestrator https://...` with `--cacert` and a client certificate: the same execution
+    on a service and nodes that all demand certificates of `dtest certs`' CA."""
+    certs = h.path("certs")
+    subprocess.run([h.dtest, "certs", certs], check=True, capture_output=True, timeout=30)
+    daemon_tls = ["--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server-key.pem",
+                  "--tls-client-ca", f"{certs}/ca.pem", "--cacert", f"{certs}/ca.pem"]
+    client_tls = ["--cacert", f"{certs}/ca.pem", "--client-cert", f"{certs}/client.pem",
+                  "--client-key", f"{certs}/client-key.pem"]
+    url = await drive_a_running_serve(h, daemon_tls, client_tls)
+    check(url.startswith("https://"), f"the service listens on {url}")
+
+
+async def drive_a_running_serve(h, daemon_tls, client_tls):
     line = h.spawn("serve", [h.dtest, "serve", "--listen", "127.0.0.1:0", "--token-file", h.token_file,
-                             "--data", h.path("serve-data")])
+                             "--data", h.path("serve-data"), *daemon_tls])
     prefix = "dtest serve listening on "
     check(line.startswith(prefix), f"serve's first line: {line!r}")
     url = line[len(prefix):].strip()
@@ -626,9 +643,11 @@ async def stdio_drives_a_running_serve(h):
         os.makedirs(workdir, exist_ok=True)
         h.spawn(f"local-{i}", [h.dtest, "node", "--listen", "127.0.0.1:0", "--token-file", h.token_file,
                                "--allow-commands", "--group", "local", "--name", f"local-{i}", "--workdir", workdir,
-                               "--orchestrator", url, "--orchestrator-token-file", h.token_file])
-    async with h.session("stdio", ["--orchestrator", url, "--orchestrator-token-file", h.token_file]) as s:
+                               "--orchestrator", url, "--orchestrator-token-file", h.token_file, *daemon_tls])
+    async with h.session("stdio", ["--orchestrator", url, "--orchestrator-token-file", h.token_file,
+                                   *client_tls]) as s:
         await execution_on_three_nodes(s)
+    return url
 
 
 async def execution_on_three_nodes(s):
@@ -869,6 +888,7 @@ CASES = {
     "stdio_execution_on_local_nodes": functools.partial(execution_on_local_nodes, transport="stdio"),
     "http_execution_on_local_nodes": functools.partial(execution_on_local_nodes, transport="http"),
     "stdio_drives_a_running_serve": stdio_drives_a_running_serve,
+    "stdio_drives_a_serve_over_mutual_tls": stdio_drives_a_serve_over_mutual_tls,
     "stdio_cancel_stops_a_simulation": functools.partial(cancel_stops_a_simulation, transport="stdio"),
     "http_cancel_stops_a_simulation": functools.partial(cancel_stops_a_simulation, transport="http"),
     # A client of the handshake era sends notifications/cancelled, and closes the call's stream.

@@ -52,6 +52,9 @@ class Cluster:
         self.url = None
         self.nodes = {}  # name -> Popen
         self.starts = 0
+        # How requests reach the service: what it trusts, and the client certificate it shows.
+        self.verify = True
+        self.cert = None
 
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
@@ -82,16 +85,17 @@ class Cluster:
         prefix = "dtest serve listening on "
         check(line.startswith(prefix), f"serve's first line: {line!r}")
         self.url = line[len(prefix):].strip()
-        wait_for("/healthz", lambda: requests.get(self.url + "/healthz", timeout=2).status_code == 200, 10)
+        healthy = lambda: requests.get(self.url + "/healthz", timeout=2, verify=self.verify, cert=self.cert).status_code == 200
+        wait_for("/healthz", healthy, 10)
         return self.url
 
-    def start_node(self, name):
+    def start_node(self, name, extra=()):
         workdir = self.path(f"work-{name}")
         os.makedirs(workdir, exist_ok=True)
         argv = [self.dtest, "node", "--listen", "127.0.0.1:0", "--token-file", self.token_file, "--allow-commands",
                 "--group", "local", "--name", name, "--workdir", workdir, "--orchestrator", self.url,
                 # Room for two of the scenarios' tasks at a time: 9 tasks take two waves on 3 nodes.
-                "--resources", "cpu_millis=1000,memory_mb=1024"]
+                "--resources", "cpu_millis=1000,memory_mb=1024", *extra]
         proc, line = self.spawn(name, argv)
         check(line.startswith("dtest node listening on "), f"{name}'s first line: {line!r}")
         self.nodes[name] = proc
@@ -119,10 +123,12 @@ class Cluster:
         return {"Authorization": f"Bearer {token or self.token}"}
 
     def get(self, route, token=None, **kwargs):
-        return requests.get(self.url + route, headers=self.headers(token), timeout=10, **kwargs)
+        return requests.get(self.url + route, headers=self.headers(token), timeout=10, verify=self.verify,
+                            cert=self.cert, **kwargs)
 
     def post(self, route, body, token=None):
-        return requests.post(self.url + route, json=body, headers=self.headers(token), timeout=30)
+        return requests.post(self.url + route, json=body, headers=self.headers(token), timeout=30,
+                             verify=self.verify, cert=self.cert)
 
     def submit(self, scenario):
         answer = self.post("/v1/executions", {"scenario": scenario})
@@ -389,7 +395,8 @@ def broadcast_reaches_running_commands(c):
     check(first["delivered"] and not first["duplicate"], f"the first send is delivered: {first}")
     check(again["delivered"] and again["duplicate"], f"the resend is a duplicate: {again}")
     inboxes = os.path.join(c.path("work-node-0"), ".dtest")
-    ids = [json.loads(line)["id"] for name in os.listdir(inboxes) for line in lines(os.path.join(inboxes, name))]
+    inboxes = [os.path.join(inboxes, name) for name in os.listdir(inboxes) if name.endswith(".jsonl")]
+    ids = [json.loads(line)["id"] for inbox in inboxes for line in lines(inbox)]
     check(ids.count("once-1") == 1, f"node-0's inbox holds the message once: {ids}")
     missing = c.post("/v1/messages", dict(message, node="nobody"))
     check(missing.status_code == 404, f"a message to an unknown node: {missing.status_code} {missing.text}")
@@ -478,6 +485,122 @@ def load_with_a_profile_stops_early_and_keeps_its_measure(c):
     target.server.shutdown()
 
 
+def mutual_tls_cluster(c):
+    """A service and three nodes on mutual TLS with `dtest certs`' files: the nodes register over
+    TLS showing their certificate, the service reaches them over TLS showing its own, and an
+    execution completes. A client without a certificate, or with one another CA signed, is
+    refused in the handshake; plain HTTP to the TLS port gets a 400 that says to use https://."""
+    certs, other = c.path("certs"), c.path("other")
+    for d in (certs, other):
+        subprocess.run([c.dtest, "certs", d], check=True, capture_output=True, timeout=30)
+    tls = ["--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server-key.pem",
+           "--tls-client-ca", f"{certs}/ca.pem", "--cacert", f"{certs}/ca.pem"]
+    c.verify, c.cert = f"{certs}/ca.pem", (f"{certs}/client.pem", f"{certs}/client-key.pem")
+    url = c.start_serve(extra=tls)
+    check(url.startswith("https://127.0.0.1:"), f"serve over TLS says {url}")
+    for i in range(3):
+        c.start_node(f"node-{i}", extra=tls)
+    c.wait_nodes(3)
+    urls = [n["url"] for n in c.get("/v1/nodes").json()]
+    check(all(u.startswith("https://") for u in urls), f"the nodes registered at {urls}")
+    id = c.submit(scenario("mtls", 6, ["sh", "-c", "exit 0"]))
+    view = c.wait_succeeded(id)
+    check_counts(view, 6)
+
+    def refused(**kwargs):
+        try:
+            answer = requests.get(url + "/v1/nodes", headers=c.headers(), timeout=10, **kwargs)
+        except requests.exceptions.SSLError as e:
+            return str(e)
+        raise Failed(f"{kwargs}: answered {answer.status_code}, expected a refused handshake")
+    refused(verify=c.verify)
+    refused(verify=c.verify, cert=(f"{other}/client.pem", f"{other}/client-key.pem"))
+    # A service of another CA is not trusted either.
+    refused(verify=f"{other}/ca.pem", cert=c.cert)
+    plain = requests.get(url.replace("https://", "http://") + "/v1/nodes", headers=c.headers(), timeout=10)
+    check(plain.status_code == 400 and "use https://" in plain.json()["error"],
+          f"plain HTTP to the TLS port: {plain.status_code} {plain.text}")
+    # A node, too, answers only clients its CA signed for.
+    try:
+        requests.get(urls[0] + "/v1/info", headers=c.headers(), timeout=10, verify=c.verify,
+                     cert=(f"{other}/client.pem", f"{other}/client-key.pem"))
+    except requests.exceptions.SSLError:
+        pass
+    else:
+        raise Failed("a node answered a client of another CA")
+
+
+def json_logs_carry_ids_and_never_tokens(c):
+    """`--log-format json` on the service, its nodes and `dtest run`: every stderr line is a JSON
+    object; every line about a task attempt carries the execution, task and attempt ids as
+    fields; and no token appears in any log, report or error answer."""
+    logs = ["--log-format", "json", "--log-level", "debug"]
+    c.start_serve(extra=logs)
+    for i in range(3):
+        c.start_node(f"node-{i}", extra=logs)
+    c.wait_nodes(3)
+    id = c.submit(scenario("logged", 6, ["sh", "-c", "exit 0"]))
+    check_counts(c.wait_succeeded(id), 6)
+    failing = c.submit(scenario("failing", 3, ["sh", "-c", "exit 3"]))
+    c.wait_state(failing)
+    wrong = requests.get(c.url + "/v1/nodes", headers={"Authorization": f"Bearer {c.token}x"}, timeout=10)
+    check(wrong.status_code == 401, f"a wrong token: {wrong.status_code}")
+    answers = [wrong.text, c.get(f"/v1/executions/{id}/report").text, c.get(f"/v1/executions/{failing}").text,
+               c.get("/v1/nodes").text, c.get("/v1/cluster").text]
+    # `dtest run` against the same nodes, logging as JSON, with every report written.
+    path = c.path("run.json")
+    with open(path, "w") as f:
+        json.dump(scenario("direct", 3, ["sh", "-c", "exit 0"]), f)
+    urls = ",".join(n["url"] for n in c.get("/v1/nodes").json())
+    run = subprocess.run([c.dtest, "run", path, "--nodes", urls, "--token-file", c.token_file, "--log-format", "json",
+                          "--log-level", "info", "--out", c.path("report.json"), "--html", c.path("report.html"),
+                          "--junit", c.path("junit.xml")], capture_output=True, text=True, timeout=120)
+    check(run.returncode == 0, f"dtest run: {run.returncode} {run.stderr[-2000:]}")
+    run_lines = run.stderr.splitlines()
+
+    def records(lines, who):
+        parsed = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise Failed(f"{who}: a log line that is not JSON: {line!r}")
+            check(isinstance(record, dict) and "level" in record and "fields" in record, f"{who}: {line!r}")
+            parsed.append(record)
+        return parsed
+
+    about_attempts = 0
+    for name, proc, prefix in c.procs:
+        with open(prefix + ".err") as f:
+            for record in records(f.read().splitlines(), name):
+                fields = dict(record.get("span") or {}, **record["fields"])
+                if "attempt" in record["fields"].get("message", "") or "attempt" in fields:
+                    about_attempts += 1
+                    for key in ("execution", "task", "attempt"):
+                        check(key in fields, f"{name}: a line about an attempt without `{key}`: {record}")
+    node_attempts = about_attempts
+    for record in records(run_lines, "dtest run"):
+        fields = dict(record.get("span") or {}, **record["fields"])
+        if record["fields"]["message"] in ("task attempt assigned", "task ended"):
+            about_attempts += 1
+            for key in ("execution", "task", "attempt"):
+                check(key in fields, f"dtest run: a line about an attempt without `{key}`: {record}")
+    # 6 + 3 attempts started and ended on the nodes, and the run's own 3 assigned and ended.
+    print(f"attempt lines: nodes+serve {node_attempts}, run {about_attempts - node_attempts}")
+    check(node_attempts >= 2 * 9, f"the nodes logged {node_attempts} lines about attempts")
+    check(about_attempts >= node_attempts + 6, f"dtest run logged {about_attempts - node_attempts} about attempts")
+
+    texts = answers + [run.stdout, run.stderr]
+    for root, _, files in os.walk(c.dir):
+        for file in files:
+            if file.endswith((".err", ".out", ".json", ".html", ".xml", ".jsonl")):
+                with open(os.path.join(root, file), errors="replace") as f:
+                    texts.append(f.read())
+    for token in (c.token, c.read_token):
+        leaks = [t[:200] for t in texts if token in t]
+        check(not leaks, f"a token in {len(leaks)} of {len(texts)} logs, reports or answers: {leaks}")
+
+
 def readme_service_commands_work_as_printed(c):
     """The README's `dtest serve` walkthrough, run as printed (fixed ports 8700 and 7071)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -513,6 +636,8 @@ CASES = {f.__name__: f for f in [
     two_executions_share_nodes_without_over_commit,
     load_with_a_profile_stops_early_and_keeps_its_measure,
     readme_service_commands_work_as_printed,
+    mutual_tls_cluster,
+    json_logs_carry_ids_and_never_tokens,
 ]}
 
 

@@ -29,6 +29,8 @@ pub struct HttpConfig {
     /// Browser origins allowed besides this machine's own (`http://localhost:*` and the
     /// loopback addresses, any port).
     pub allowed_origins: Vec<String>,
+    /// HTTPS with this; plain HTTP without.
+    pub tls: Option<dtest_node::secure::ServerTls>,
 }
 
 pub(crate) async fn serve(
@@ -66,6 +68,7 @@ pub(crate) async fn serve(
         .map_err(|e| McpError(format!("cannot listen on {}: {e}", config.listen)))?;
     let address = listener.local_addr().map_err(|e| McpError(e.to_string()))?;
     ready(address);
+    let listener = dtest_node::secure::Incoming::new(listener, config.tls);
     tokio::select! {
         served = axum::serve(listener, app) => served.map_err(|e| McpError(e.to_string())),
         () = shutdown => Ok(()),

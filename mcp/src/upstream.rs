@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use dtest_node::secure::ClientTls;
 use dtest_orchestrator::local::{TempDir, fresh_token, write_private};
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -30,6 +31,8 @@ pub enum Upstream {
         url: String,
         /// Its operator token.
         token: String,
+        /// Whom to trust as the service (`https://`), and the certificate to present to it.
+        tls: ClientTls,
     },
     /// One in this process.
     Embedded {
@@ -59,8 +62,8 @@ pub struct Host {
 impl Host {
     pub async fn start(config: &Config) -> Result<Host, McpError> {
         let (local, allow_commands, data) = match &config.upstream {
-            Upstream::Remote { url, token } => {
-                let api = Api::new(url.trim_end_matches('/').to_owned(), token.clone());
+            Upstream::Remote { url, token, tls } => {
+                let api = Api::new(url.trim_end_matches('/').to_owned(), token.clone(), tls);
                 return Ok(Host { api, nodes: Default::default(), _service: None, dir: Default::default() });
             }
             Upstream::Embedded { local, allow_commands, data } => (*local, *allow_commands, data.clone()),
@@ -74,6 +77,8 @@ impl Host {
             listen: "127.0.0.1:0".parse().expect("a loopback address"),
             access: dtest_serve::api::Access { operator: token.clone(), read_only: None, rate_per_s: 0 },
             node_token: token.clone(),
+            tls: None,
+            node_tls: ClientTls::default(),
             data: data.unwrap_or_else(|| dir.0.join("data")),
         };
         let (ready, address) = tokio::sync::oneshot::channel();
@@ -96,7 +101,7 @@ impl Host {
             failure = failure => return Err(McpError(format!("the embedded orchestrator: {}", failure.unwrap_or_default()))),
         };
         let url = format!("http://{address}");
-        let api = Api::new(url.clone(), token);
+        let api = Api::new(url.clone(), token, &ClientTls::default());
         let mut nodes = Vec::new();
         for i in 1..=local.min(LOCAL_MAX) {
             let name = format!("local-{i}");
@@ -191,12 +196,13 @@ pub struct Api {
 }
 
 impl Api {
-    fn new(base: String, token: String) -> Api {
-        let client = reqwest::Client::builder()
+    fn new(base: String, token: String, tls: &ClientTls) -> Api {
+        let client = tls
+            .http()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build()
-            .unwrap_or_default();
+            .expect("a client with a preconfigured TLS and plain settings builds");
         Api { base, token, client }
     }
 

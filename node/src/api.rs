@@ -7,7 +7,7 @@
 //! | method and path | body | answer |
 //! | --- | --- | --- |
 //! | `GET /v1/info` | | [`NodeInfo`] |
-//! | `PUT /v1/plan` | [`Plan`] | 204; 409 when [`PLANS_MAX`] plans all have running work |
+//! | `PUT /v1/plan` | [`Plan`] | 204; 422 when [`Plan::check`] refuses it; 409 when [`PLANS_MAX`] plans all have running work |
 //! | `DELETE /v1/plans/{id}` | | 204; 404 when the node does not hold that plan |
 //! | `POST /v1/exchange` | [`Exchange`] | [`ExchangeReply`]; 409 when the node lacks the plan |
 //! | `PUT /v1/faults` | [`Faults`] | 204; 409 when it names a plan the node lacks |
@@ -32,8 +32,11 @@
 use std::collections::BTreeMap;
 
 use dtest_core::faults::Link;
+use dtest_core::limits::{CAPABILITIES_MAX, TASK_COUNT_MAX, TASK_SPECS_MAX, TASKS_MAX};
 use dtest_core::protocol::{DeliveryMode, Frame, ToAgent, ToOrchestrator};
+use dtest_core::scenario::Path;
 pub use dtest_core::scenario::Resources;
+use dtest_core::scenario::rules::{self, Problems};
 use serde::{Deserialize, Serialize};
 
 /// The API's version prefix.
@@ -48,6 +51,14 @@ pub const WAIT_MAX_MS: u64 = 30_000;
 /// A node holds at most this many plans (lives) at once; a new plan beyond evicts the oldest
 /// without running work, and is refused (409) when every plan has some.
 pub const PLANS_MAX: usize = 8;
+
+/// A plan's id is 1 to this many bytes of letters, digits, `_`, `-` and `.`, starting with a
+/// letter or digit (an execution id is a scenario's name and 16 hex digits): it names the
+/// directory of the plan's command tasks on the node.
+pub const PLAN_ID_MAX: usize = 128;
+
+/// A refused plan's answer names at most this many of its problems.
+pub const PLAN_PROBLEMS_SHOWN: usize = 20;
 
 /// The inbox file of the daemon listening on `port`, relative to its working directory: one per
 /// daemon, so daemons that share a directory (`dtest run --local`) never share an inbox.
@@ -151,7 +162,86 @@ pub enum PlanWork {
     Load(crate::load::LoadSpec),
 }
 
+/// The longest version string a node may give.
+const VERSION_BYTES_MAX: usize = 64;
+
+impl NodeInfo {
+    /// Checks what a node says of itself, before an orchestrator believes it, with the scenario
+    /// parser's own rules: its resources within the limits, its group, region, zone and
+    /// capabilities names (at most [`CAPABILITIES_MAX`]), its plans at most [`PLANS_MAX`].
+    pub fn check(&self) -> Result<(), String> {
+        let root = Path::root();
+        let mut problems = Problems::new();
+        rules::resources(&self.resources, &root.key("resources"), &mut problems);
+        for (field, value) in [("group", &self.group), ("region", &self.region), ("zone", &self.zone)] {
+            if let Some(Err(why)) = value.as_deref().map(rules::name) {
+                problems.push((root.key(field), why));
+            }
+        }
+        if let Err(why) = rules::items(self.capabilities.len(), 0, CAPABILITIES_MAX) {
+            problems.push((root.key("capabilities"), why));
+        }
+        for (i, capability) in self.capabilities.iter().enumerate().take(CAPABILITIES_MAX + 1) {
+            if let Err(why) = rules::name(capability) {
+                problems.push((root.key("capabilities").index(i), why));
+            }
+        }
+        if self.version.len() > VERSION_BYTES_MAX {
+            problems.push((root.key("version"), format!("at most {VERSION_BYTES_MAX} bytes")));
+        }
+        if self.plans as usize > PLANS_MAX {
+            problems.push((root.key("plans"), format!("at most {PLANS_MAX}")));
+        }
+        match problems.first() {
+            None => Ok(()),
+            Some((path, why)) => Err(format!("{path}: {why}")),
+        }
+    }
+}
+
 impl Plan {
+    /// Checks the plan before anything of it runs, with the scenario parser's own rules and
+    /// limits ([`dtest_core::scenario::rules`]): its id, every entry's name, count and work (a
+    /// command's argv and env; a load's URL, headers, timeout, connections, start and pattern)
+    /// and the instances in all. Every problem (up to [`PLAN_PROBLEMS_SHOWN`]) as `FIELD: WHY`,
+    /// the field as the plan's JSON spells it.
+    pub fn check(&self) -> Result<(), String> {
+        let root = Path::root();
+        let mut problems = Problems::new();
+        let mut field = |path: Path, checked: Result<(), String>| {
+            if let Err(why) = checked {
+                problems.push((path, why));
+            }
+        };
+        field(root.key("id"), plan_id(&self.id));
+        field(root.key("entries"), rules::items(self.entries.len(), 0, TASK_SPECS_MAX));
+        let mut total: u64 = 0;
+        for (i, entry) in self.entries.iter().enumerate() {
+            let at = root.key("entries").index(i);
+            field(at.key("name"), rules::name(&entry.name));
+            field(at.key("count"), rules::within(u64::from(entry.count), 1, TASK_COUNT_MAX));
+            total = total.saturating_add(u64::from(entry.count));
+        }
+        field(root.key("entries"), rules::at_most(total, "task instances in all", TASKS_MAX, "TASKS_MAX"));
+        for (i, entry) in self.entries.iter().enumerate() {
+            let at = root.key("entries").index(i).key("work");
+            match &entry.work {
+                PlanWork::Command { argv, env, .. } => rules::command(argv, env, &at.key("command"), &mut problems),
+                PlanWork::Load(spec) => spec.validate(&at.key("load"), &mut problems),
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> =
+            problems.iter().take(PLAN_PROBLEMS_SHOWN).map(|(path, why)| format!("{path}: {why}")).collect();
+        let mut message = format!("the plan is refused: {}", shown.join("; "));
+        if problems.len() > PLAN_PROBLEMS_SHOWN {
+            message.push_str(&format!("; and {} more", problems.len() - PLAN_PROBLEMS_SHOWN));
+        }
+        Err(message)
+    }
+
     /// The entry and instance (from 1) of work item `work`.
     pub fn instance(&self, work: u32) -> Option<(&PlanEntry, u32)> {
         let mut first = 0u64;
@@ -260,6 +350,21 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> 
     Ok(())
 }
 
+/// Checks a plan's id: 1 to [`PLAN_ID_MAX`] bytes of letters, digits, `_`, `-` and `.`,
+/// starting with a letter or digit, so that it is a plain directory name.
+pub fn plan_id(id: &str) -> Result<(), String> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    if id.len() > PLAN_ID_MAX {
+        return Err(format!("expected at most {PLAN_ID_MAX} bytes, found {}", id.len()));
+    }
+    if !id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) || !id.bytes().all(plain) {
+        return Err(format!(
+            "expected letters, digits, `_`, `-` and `.`, starting with a letter or digit; found {id:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// An error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -290,6 +395,31 @@ mod tests {
         assert!(validate_labels(&labels(&[("k", &"v".repeat(129))])).is_err());
         let many: BTreeMap<String, String> = (0..33).map(|i| (format!("k{i}"), String::new())).collect();
         assert!(validate_labels(&many).is_err_and(|e| e.contains("at most 32")));
+    }
+
+    #[test]
+    fn a_node_s_account_of_itself_is_checked_as_a_scenario_s_groups_are() {
+        let good = NodeInfo {
+            version: "0.1.0".to_owned(),
+            incarnation: 1,
+            group: Some("eu".to_owned()),
+            region: Some("eu-west".to_owned()),
+            zone: None,
+            capabilities: vec!["linux".to_owned()],
+            resources: Resources { cpu_millis: 4000, memory_mb: 8192, ..Resources::default() },
+            resources_detected: true,
+            allow_commands: true,
+            plans: 0,
+        };
+        assert_eq!(good.check(), Ok(()));
+        let huge = NodeInfo { resources: Resources { cpu_millis: u64::MAX, ..Resources::default() }, ..good.clone() };
+        assert!(huge.check().expect_err("past the limit").starts_with("resources.cpu_millis"));
+        let odd = NodeInfo { capabilities: vec!["a b".to_owned()], ..good.clone() };
+        assert!(odd.check().expect_err("not a name").starts_with("capabilities[0]"));
+        let many = NodeInfo { capabilities: (0..100).map(|i| format!("c{i}")).collect(), ..good.clone() };
+        assert!(many.check().is_err());
+        let group = NodeInfo { group: Some("x".repeat(1000)), ..good };
+        assert!(group.check().expect_err("too long").starts_with("group"));
     }
 
     #[test]

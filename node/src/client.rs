@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{ApiError, Exchange, ExchangeReply, Faults, MessageReceipt, NodeInfo, NodeMessage, PREFIX, Plan};
+use crate::secure::ClientTls;
 
 /// The longest reply read from a node, bytes: a week-long load's per-second histograms (the
 /// longest load a scenario may hold) come to about 250 MB of JSON.
@@ -47,9 +48,11 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// A client for the daemon at `url` (`http://host:port`), authenticating with `token`.
-    pub fn new(url: &str, token: &str) -> NodeClient {
-        let http = reqwest::Client::builder()
+    /// A client for the daemon at `url` (`http://host:port`, or `https://` with `tls`),
+    /// authenticating with `token`.
+    pub fn new(url: &str, token: &str, tls: &ClientTls) -> NodeClient {
+        let http = tls
+            .http()
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .pool_max_idle_per_host(4)
@@ -63,10 +66,12 @@ impl NodeClient {
         &self.base
     }
 
-    /// What the node is and offers.
+    /// What the node is and offers, checked as a scenario's groups are.
     pub async fn info(&self, timeout: Duration) -> Result<NodeInfo, ClientError> {
         let request = self.http.get(format!("{}{PREFIX}/info", self.base)).timeout(timeout);
-        self.send(request).await
+        let info: NodeInfo = self.send(request).await?;
+        info.check().map_err(|why| ClientError::Unreachable(format!("its info is not believable: {why}")))?;
+        Ok(info)
     }
 
     /// Gives the node the run's plan: a plan it does not hold starts a new life of its own (a
@@ -192,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reply_past_the_bound_is_refused_whether_it_says_its_length_or_not() {
-        let client = reqwest::Client::new();
+        let client = ClientTls::default().http().build().expect("a plain client builds");
         let said = answering("HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n", 5000).await;
         let response = client.get(&said).send().await.expect("a response");
         let error = read_bounded(response, 1000).await.expect_err("too long");

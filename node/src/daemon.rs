@@ -33,7 +33,8 @@ use crate::api::{
     MESSAGE_NAME_MAX, MessageReceipt, NodeInfo, NodeMessage, PLANS_MAX, PREFIX, Plan, PlanWork, Resources, WAIT_MAX_MS,
 };
 use crate::register::{Registration, register_loop};
-use crate::{exec, load, system};
+use crate::secure::Incoming;
+use crate::{exec, load, metrics, system};
 
 /// Frames waiting for the orchestrator beyond this many are dropped, oldest first (reliable
 /// ones are resent by the agent; heartbeats are replaced by newer ones). Per plan.
@@ -42,6 +43,12 @@ const OUTBOUND_MAX: usize = 10_000;
 /// When the daemon leaves, how long it waits for the work it aborted to be dropped (commands'
 /// process groups killed); dropping takes microseconds unless a worker thread is stuck.
 const ABORT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Command tasks a node runs at once, across its plans, unless told (`--max-commands`).
+pub const MAX_COMMANDS_DEFAULT: usize = 64;
+
+/// The most command tasks a node can be told to run at once.
+pub const MAX_COMMANDS_MAX: usize = 4096;
 
 /// How a node daemon runs.
 #[derive(Clone, Debug)]
@@ -62,8 +69,13 @@ pub struct NodeConfig {
     pub resources: Option<Resources>,
     /// Whether command tasks run.
     pub allow_commands: bool,
-    /// Where commands run, and where the inbox is kept.
+    /// The node's working directory: each command attempt runs in a directory of its own
+    /// under it (`.dtest/tasks/PLAN/TASK-ATTEMPT`), finds relative programs (`./run-tests`)
+    /// and gets its absolute path as `DTEST_WORKDIR`; the inbox is kept there.
     pub workdir: PathBuf,
+    /// Command tasks that run at once, across plans (1 to [`MAX_COMMANDS_MAX`]); more wait
+    /// for a slot.
+    pub max_commands: usize,
     /// Time between heartbeats.
     pub heartbeat_interval_ms: u64,
     /// After SIGTERM, how long to wait for the orchestrator to take the last results.
@@ -79,10 +91,15 @@ struct Node {
     state: Mutex<NodeState>,
     /// The messages for commands; its own lock, as appending writes a file.
     inbox: Mutex<Inbox>,
+    /// Slots for command tasks, `max_commands` of them: a command waits for one to start.
+    commands: tokio::sync::Semaphore,
     /// Wakes the agent loop: new inputs, or shutting down.
     wake: Notify,
     /// Wakes long polls: frames to send, or shutting down.
     outbound_ready: Notify,
+    /// What the loads measured since the daemon started, for `GET /metrics`; its own lock, taken
+    /// once a second per running load.
+    load_totals: Mutex<metrics::LoadTotals>,
 }
 
 /// The work of one running attempt.
@@ -108,6 +125,8 @@ struct Life {
     work: BTreeMap<(TaskId, Attempt), Work>,
     /// Recent share of failed attempts, decayed per result.
     error_rate: f64,
+    /// The highest packet id of a result counted in [`NodeState::tally`].
+    counted_id: u64,
 }
 
 struct NodeState {
@@ -121,6 +140,8 @@ struct NodeState {
     metrics: dtest_core::health::Metrics,
     stopping: bool,
     last_incarnation: u64,
+    /// Heartbeats sent and attempts ended, for `GET /metrics`.
+    tally: metrics::Tally,
 }
 
 /// The inbox file of this daemon life and what it remembers of the messages appended.
@@ -235,6 +256,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(config, Incoming::plain(listener), shutdown).await
+}
+
+/// [`serve`] on a listener that may speak TLS.
+pub async fn serve_on(
+    config: NodeConfig,
+    listener: Incoming,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let detected = config.resources.is_none();
     let resources = config.resources.clone().unwrap_or_else(|| system::detect(&config.workdir));
     let info = NodeInfo {
@@ -260,10 +290,13 @@ pub async fn serve(
             metrics: dtest_core::health::Metrics::default(),
             stopping: false,
             last_incarnation: 0,
+            tally: metrics::Tally::default(),
         }),
         inbox: Mutex::new(Inbox::create(&config.workdir, listener.local_addr().map_or(0, |a| a.port()))),
+        commands: tokio::sync::Semaphore::new(config.max_commands.clamp(1, MAX_COMMANDS_MAX)),
         wake: Notify::new(),
         outbound_ready: Notify::new(),
+        load_totals: Mutex::new(metrics::LoadTotals::default()),
         config,
     });
     let app = router(node.clone());
@@ -319,6 +352,7 @@ fn router(node: Arc<Node>) -> Router {
         .route(&format!("{PREFIX}/exchange"), post(exchange))
         .route(&format!("{PREFIX}/faults"), put(faults))
         .route(&format!("{PREFIX}/messages"), post(message))
+        .route("/metrics", get(scrape))
         .route_layer(middleware::from_fn_with_state(node.clone(), authorize))
         .layer(DefaultBodyLimit::max(BODY_MAX))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; the API is under /v1") })
@@ -363,11 +397,35 @@ async fn info(State(node): State<Arc<Node>>) -> Response {
     axum::Json(node.current_info()).into_response()
 }
 
+/// `GET /metrics`: the node's figures for Prometheus, read from its state at the scrape.
+async fn scrape(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    let figures = {
+        let state = node.state();
+        let running: Vec<&Work> =
+            state.lives.values().flat_map(|l| l.work.values()).filter(|w| !w.handle.is_finished()).collect();
+        metrics::NodeFigures {
+            plans: state.lives.len() as u64,
+            commands: running.iter().filter(|w| w.command).count() as u64,
+            loads: running.iter().filter(|w| w.load_stop.is_some()).count() as u64,
+            tally: state.tally,
+            load: metrics::LoadTotals::default(),
+        }
+    };
+    let load = node.load_totals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    metrics::respond(metrics::NodeFigures { load, ..figures }, accept)
+}
+
 async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, JsonRejection>) -> Response {
     let plan = match body {
         Ok(axum::Json(plan)) => plan,
         Err(rejection) => return rejected(rejection),
     };
+    // Checked as the scenario parser checks what it builds, before anything of it runs.
+    if let Err(why) = plan.check() {
+        tracing::warn!(execution = %plan.id, "plan refused: {why}");
+        return error(StatusCode::UNPROCESSABLE_ENTITY, why);
+    }
     let mut state = node.state();
     if state.stopping {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
@@ -403,7 +461,9 @@ async fn plan(State(node): State<Arc<Node>>, body: Result<axum::Json<Plan>, Json
         link: Link::default(),
         work: BTreeMap::new(),
         error_rate: 0.0,
+        counted_id: 0,
     };
+    tracing::info!(execution = %id, entries = life.plan.entries.len(), "plan received: a new run");
     state.lives.insert(id.clone(), life);
     step(&node, &mut state, &id);
     drop(state);
@@ -427,6 +487,7 @@ async fn end_plan(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Resp
     let Some(life) = state.lives.remove(&id) else {
         return error(StatusCode::NOT_FOUND, format!("this node does not hold plan `{id}`"));
     };
+    tracing::info!(execution = %id, "plan ended: its work stops");
     // Its work reports to no one any more: stop it all now, as the daemon's end would.
     for (_, work) in life.work {
         work.handle.abort();
@@ -593,7 +654,7 @@ fn unit(rng: &mut ChaCha8Rng) -> f64 {
 /// Carries out what the agent of `plan` asked for: starts and stops work, queues its frames
 /// through the fault layer.
 fn step(node: &Arc<Node>, state: &mut NodeState, plan: &str) {
-    let NodeState { lives, rng, ending, .. } = state;
+    let NodeState { lives, rng, ending, tally, .. } = state;
     let Some(life) = lives.get_mut(plan) else { return };
     let actions: Vec<AgentAction> = std::iter::from_fn(|| life.agent.poll_action()).collect();
     let mut cancelled = Vec::new();
@@ -631,6 +692,7 @@ fn step(node: &Arc<Node>, state: &mut NodeState, plan: &str) {
         life.agent.work_finished(now_ms, task, attempt, Outcome::Cancelled);
     }
     let frames: Vec<_> = std::iter::from_fn(|| life.agent.poll_transmit()).collect();
+    tally.count(&mut life.counted_id, &frames);
     let incarnation = life.agent.incarnation();
     let mut queued = false;
     for frame in frames {
@@ -686,7 +748,10 @@ fn start(node: &Arc<Node>, plan_id: &str, life: &Life, task: TaskId, attempt: At
     let kind = plan.instance(work).map(|(e, _)| matches!(e.work, PlanWork::Load(_)));
     let load_stop = (kind == Some(true)).then(|| stop.clone());
     let command = kind == Some(false);
-    let handle = tokio::spawn(async move {
+    // Every line logged about the attempt carries its execution (the plan's id), task and attempt.
+    let span = tracing::info_span!("attempt", execution = %plan_id, task = task.0, attempt = attempt.0);
+    let work_item = async move {
+        tracing::info!(work, "task attempt started");
         let mut load = None;
         let outcome = match plan.instance(work) {
             None => Outcome::Failed(format!("work item {work} is not in this node's plan")),
@@ -703,13 +768,23 @@ fn start(node: &Arc<Node>, plan_id: &str, life: &Life, task: TaskId, attempt: At
                         () = stop.stopped() => {}
                     }
                     let (live, progress) = tokio::sync::watch::channel(load::Progress::default());
-                    let reporter =
-                        tokio::spawn(report_live(node.clone(), plan_id.clone(), incarnation, task, attempt, progress));
+                    let feed = Arc::new(Mutex::new(metrics::LoadFeed::default()));
+                    let reporter = tokio::spawn(report_live(
+                        node.clone(),
+                        plan_id.clone(),
+                        incarnation,
+                        task,
+                        attempt,
+                        progress,
+                        feed.clone(),
+                    ));
                     // Stopped before it started, it returns at once with nothing measured.
                     let measured = load::run(&spec, Some(live), &stop).await;
                     reporter.abort();
                     match measured {
                         Ok(loaded) => {
+                            let mut feed = feed.lock().unwrap_or_else(|e| e.into_inner());
+                            feed.settle(&node.load_totals, &loaded.measure);
                             load = Some(Box::new(loaded.measure.to_wire()));
                             // The agent records a cancelled attempt as such whatever this says.
                             if loaded.stopped_after.is_some() { Outcome::Cancelled } else { Outcome::Passed }
@@ -722,11 +797,28 @@ fn start(node: &Arc<Node>, plan_id: &str, life: &Life, task: TaskId, attempt: At
                 }
                 PlanWork::Command { argv, env, cwd } => {
                     let argv = exec::substitute(argv, index, entry.count);
-                    let workdir = cwd.as_ref().map_or(node.config.workdir.clone(), |c| node.config.workdir.join(c));
-                    exec::run(&argv, &command_env(&node, env), &workdir).await
+                    // Against the daemon's own current directory, which never changes.
+                    let workdir = std::path::absolute(&node.config.workdir).unwrap_or(node.config.workdir.clone());
+                    let dir = task_dir(&workdir, &plan_id, task, attempt);
+                    let env = command_env(&node, &workdir, &dir, env);
+                    let cwd = cwd.as_ref().map(|c| workdir.join(c));
+                    // A slot first: the attempt's timeout runs meanwhile, and a cancel drops the wait.
+                    match node.commands.acquire().await {
+                        Ok(_slot) => exec::run(&argv, exec::Setting { dir, cwd, workdir, env }).await,
+                        Err(_) => Outcome::Failed("the node is shutting down".to_owned()),
+                    }
                 }
             },
         };
+        match &outcome {
+            Outcome::Failed(why) => {
+                let why: String = why.chars().take(200).collect();
+                tracing::info!(outcome = "failed", why, "task attempt ended");
+            }
+            Outcome::Passed => tracing::info!(outcome = "passed", "task attempt ended"),
+            Outcome::TimedOut => tracing::info!(outcome = "timed_out", "task attempt ended"),
+            Outcome::Cancelled => tracing::info!(outcome = "cancelled", "task attempt ended"),
+        }
         let mut state = node.state();
         // The plan ended or was replaced meanwhile: the work of the old life reports to no one.
         let Some(life) = state.life(&plan_id, incarnation) else { return };
@@ -740,22 +832,42 @@ fn start(node: &Arc<Node>, plan_id: &str, life: &Life, task: TaskId, attempt: At
         step(&node, &mut state, &plan_id);
         drop(state);
         node.wake.notify_one();
-    });
+    };
+    let handle = tokio::spawn(tracing::Instrument::instrument(work_item, span));
     Work { handle, load_stop, command }
 }
 
-/// A command's environment: the plan's, with the node's own variables (`DTEST_INBOX`, and
-/// `DTEST_NODE` when the node has a name) over it.
-fn command_env(node: &Node, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut env = env.clone();
-    env.insert("DTEST_INBOX".to_owned(), node.inbox().path.to_string_lossy().into_owned());
+/// A command's whole environment ([`exec::environment`]): of the daemon's own variables only
+/// `PATH`, `HOME`, `LANG`, `LC_ALL` and `TZ`; `TMPDIR` its own directory `dir`; the plan's
+/// variables over those; the node's own (`DTEST_INBOX`, `DTEST_WORKDIR`, and `DTEST_NODE` when
+/// the node has a name) over everything.
+fn command_env(
+    node: &Node,
+    workdir: &std::path::Path,
+    dir: &std::path::Path,
+    env: &BTreeMap<String, String>,
+) -> BTreeMap<std::ffi::OsString, std::ffi::OsString> {
+    let mut own = vec![("DTEST_INBOX", node.inbox().path.clone().into()), ("DTEST_WORKDIR", workdir.into())];
     if let Some(name) = &node.config.name {
-        env.insert("DTEST_NODE".to_owned(), name.clone());
+        own.push(("DTEST_NODE", name.into()));
     }
-    env
+    exec::environment(std::env::vars_os(), dir, env, &own)
 }
 
-/// Hands a running load's live figures to the agent, for its heartbeats.
+/// The directory of one attempt of a command: `WORKDIR/.dtest/tasks/PLAN/TASK-ATTEMPT`. Plan
+/// ids are checked plain names ([`crate::api::plan_id`]); any other byte would become `_`, and
+/// a leading one too, so that no id reaches outside the plan's directory.
+fn task_dir(workdir: &std::path::Path, plan: &str, task: TaskId, attempt: Attempt) -> PathBuf {
+    let mut name: String =
+        plan.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        name.insert(0, '_');
+    }
+    workdir.join(".dtest").join("tasks").join(name).join(format!("{}-{}", task.0, attempt.0))
+}
+
+/// Hands a running load's live figures to the agent, for its heartbeats, and adds them to the
+/// node's load totals through `feed`.
 async fn report_live(
     node: Arc<Node>,
     plan: String,
@@ -763,9 +875,11 @@ async fn report_live(
     task: TaskId,
     attempt: Attempt,
     mut progress: watch::Receiver<load::Progress>,
+    feed: Arc<Mutex<metrics::LoadFeed>>,
 ) {
     while progress.changed().await.is_ok() {
         let p = progress.borrow_and_update().clone();
+        feed.lock().unwrap_or_else(|e| e.into_inner()).live(&node.load_totals, &p);
         let second = p.last_second.map(|(t, s)| s.to_wire(t));
         let live = LiveLoad { requests: p.requests, errors: p.errors, dropped: p.dropped, second };
         if let Some(life) = node.state().life(&plan, incarnation) {
@@ -836,6 +950,7 @@ async fn agent_loop(node: Arc<Node>, drained: Arc<Notify>) {
 
 /// Shuts down gracefully: every plan's agent stops its attempts and tells its orchestrator.
 fn leave(node: &Arc<Node>) {
+    tracing::info!("leaving: running work is cancelled and its results handed over");
     let mut state = node.state();
     state.stopping = true;
     let now_ms = node.now_ms();
@@ -875,6 +990,11 @@ mod tests {
     impl Daemon {
         /// A daemon with commands allowed, running them in `workdir`, holding no plan yet.
         async fn serve(workdir: &std::path::Path) -> Daemon {
+            Daemon::serve_with(workdir, MAX_COMMANDS_DEFAULT).await
+        }
+
+        /// [`Daemon::serve`] running at most `max_commands` commands at once.
+        async fn serve_with(workdir: &std::path::Path, max_commands: usize) -> Daemon {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
             let url = format!("http://{}", listener.local_addr().expect("its address"));
             let config = NodeConfig {
@@ -887,6 +1007,7 @@ mod tests {
                 resources: Some(Resources { cpu_millis: 1_000, memory_mb: 1_000, ..Resources::default() }),
                 allow_commands: true,
                 workdir: workdir.to_path_buf(),
+                max_commands,
                 heartbeat_interval_ms: 1_000,
                 // No orchestrator acknowledges the goodbye; do not wait for one.
                 drain_timeout: Duration::from_millis(100),
@@ -896,7 +1017,7 @@ mod tests {
             let served = tokio::spawn(serve(config, listener, async move {
                 let _ = signal.await;
             }));
-            Daemon { client: NodeClient::new(&url, TOKEN), shutdown: Some(shutdown), served }
+            Daemon { client: NodeClient::new(&url, TOKEN, &Default::default()), shutdown: Some(shutdown), served }
         }
 
         /// A daemon holding plan [`PLAN`] of `entries`, and the orchestrator's side of it.
@@ -1022,7 +1143,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancelled_commands_end_at_once_and_none_outlives_the_daemon() {
         let dir = scratch("commands");
-        let script = "echo $$ > pid-{index}; exec sleep 300";
+        let script = r#"echo $$ > "$DTEST_WORKDIR/pid-{index}"; exec sleep 300"#;
         let argv = ["sh", "-c", script].map(str::to_owned).to_vec();
         let work = PlanWork::Command { argv, env: BTreeMap::new(), cwd: None };
         let (daemon, mut run) = Daemon::start(&dir, vec![PlanEntry { name: "sleep".to_owned(), count: 2, work }]).await;
@@ -1066,9 +1187,192 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// One entry of `count` instances of `sh -c SCRIPT`.
+    /// Waits (up to 20 s) for the node to report the end of every task of `tasks`.
+    async fn all_finished(run: &Orchestrator, tasks: &[u64]) -> BTreeMap<u64, Outcome> {
+        let mut ends = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ends.len() < tasks.len() && Instant::now() < deadline {
+            for frame in run.exchange(Vec::new(), 500).await {
+                if let Frame::Data(Packet { body: ToOrchestrator::Finished { task, outcome, .. }, .. }) = frame
+                    && tasks.contains(&task.0)
+                {
+                    ends.insert(task.0, outcome);
+                }
+            }
+        }
+        ends
+    }
+
+    /// Whether `dir` is gone within a few seconds (an attempt's is removed in the background).
+    async fn removed(dir: &std::path::Path) -> bool {
+        for _ in 0..100 {
+            if !dir.exists() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_gets_a_scrubbed_environment_its_own_directory_and_relative_programs() {
+        let dir = scratch("least-privilege");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let probe = r#"#!/bin/sh
+env | cut -d= -f1 | sort > "$DTEST_WORKDIR/names-$1"
+pwd > "$DTEST_WORKDIR/cwd-$1"
+stat -c %a . > "$DTEST_WORKDIR/mode-$1"
+test "$TMPDIR" = "$(pwd)" || exit 4
+test "$PLAN_VAR" = planned || exit 5
+"#;
+        std::fs::write(bin.join("probe"), probe).expect("the probe");
+        std::fs::set_permissions(bin.join("probe"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let env = BTreeMap::from([("PLAN_VAR".to_owned(), "planned".to_owned())]);
+        let argv = vec!["./bin/probe".to_owned(), "{index}".to_owned()];
+        let entry = PlanEntry { name: "probe".to_owned(), count: 1, work: PlanWork::Command { argv, env, cwd: None } };
+        let (daemon, mut run) = Daemon::start(&dir, vec![entry]).await;
+        run.send(vec![assign(1, 0)]).await;
+        assert_eq!(run.finished(TaskId(1)).await, (Outcome::Passed, None));
+
+        let required = ["DTEST_INBOX", "DTEST_NODE", "DTEST_WORKDIR", "PATH", "PLAN_VAR", "TMPDIR"];
+        // Of the daemon's own: the kept few; and what `sh` itself sets.
+        let allowed: BTreeSet<&str> =
+            required.into_iter().chain(exec::KEPT_VARIABLES).chain(["PWD", "OLDPWD", "SHLVL", "_"]).collect();
+        let ours: Vec<String> = std::env::vars_os().map(|(n, _)| n.to_string_lossy().into_owned()).collect();
+        assert!(ours.iter().any(|n| !allowed.contains(n.as_str())), "the test process has variables to leak: {ours:?}");
+        let names = std::fs::read_to_string(dir.join("names-1")).expect("the names");
+        let names: BTreeSet<&str> = names.lines().collect();
+        assert!(required.iter().all(|n| names.contains(n)), "{names:?}");
+        assert!(names.is_subset(&allowed), "only the expected variables: {names:?}");
+
+        let own = std::fs::canonicalize(&dir).expect("the scratch directory").join(".dtest/tasks/plan/1-1");
+        let cwd = std::fs::read_to_string(dir.join("cwd-1")).expect("the cwd");
+        assert_eq!(std::path::Path::new(cwd.trim()), own, "its own directory");
+        assert_eq!(std::fs::read_to_string(dir.join("mode-1")).expect("the mode").trim(), "700");
+        assert!(removed(&own).await, "{} was removed once the attempt ended", own.display());
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_max_commands_run_at_once_and_the_others_wait_their_turn() {
+        let dir = scratch("max-commands");
+        let daemon = Daemon::serve_with(&dir, 2).await;
+        // Each counts the commands running while it runs, halfway through.
+        let script = "touch running-{index}; sleep 0.4; ls running-* | wc -l >> counts; sleep 0.4; rm running-{index}";
+        let mut run = daemon.plan(PLAN, shell("capped", 4, script)).await;
+        run.send((1..=4).map(|t| assign(t, t as u32 - 1)).collect()).await;
+        let ends = all_finished(&run, &[1, 2, 3, 4]).await;
+        assert_eq!(ends.values().filter(|o| **o == Outcome::Passed).count(), 4, "{ends:?}");
+        let counts = std::fs::read_to_string(dir.join("counts")).expect("the counts");
+        let counts: Vec<u32> = counts.lines().map(|l| l.trim().parse().expect("a count")).collect();
+        assert_eq!((counts.len(), counts.iter().max()), (4, Some(&2)), "two at a time: {counts:?}");
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_waiting_for_a_slot_still_times_out_and_can_be_cancelled() {
+        let dir = scratch("slot-wait");
+        let daemon = Daemon::serve_with(&dir, 1).await;
+        let mut run = daemon.plan(PLAN, shell("hold", 3, "echo $$ > started-{index}; exec sleep 300")).await;
+        run.send(vec![assign(1, 0)]).await;
+        let holder = pid_in(&dir.join("started-1")).await;
+        let short = ToAgent::Assign { task: TaskId(2), attempt: Attempt(1), work: 1, timeout_ms: 300 };
+        run.send(vec![short, assign(3, 2)]).await;
+        let reply = run.send(vec![cancel(3)]).await;
+        assert_eq!(finished(&reply, TaskId(3)), Some((Outcome::Cancelled, None)), "{reply:?}");
+        assert_eq!(run.finished(TaskId(2)).await, (Outcome::TimedOut, None));
+        assert!(runs(holder), "the command holding the slot runs on");
+        assert!(!dir.join("started-2").exists() && !dir.join("started-3").exists(), "neither got a slot");
+        daemon.stop().await;
+        assert!(gone(holder).await);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plan_the_scenario_rules_refuse_is_422_naming_the_field_and_the_daemon_serves_on() {
+        let dir = scratch("bad-plan");
+        let daemon = Daemon::serve(&dir).await;
+        // Bodies the client could not send: plain HTTP/1.1 over TCP.
+        let addr = daemon.client.url().trim_start_matches("http://").to_owned();
+        let put = |body: String| {
+            let addr = addr.clone();
+            async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("the daemon listens");
+                let head = format!(
+                    "PUT /v1/plan HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: \
+                     application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(format!("{head}{body}").as_bytes()).await.expect("the request is sent");
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).await.expect("an answer");
+                let status: u16 = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+                (status, answer)
+            }
+        };
+        let load = |id: &str, connections: &str, rps: &str, duration_ms: &str| {
+            format!(
+                r#"{{"id": "{id}", "entries": [{{"name": "load", "count": 2, "work": {{"load": {{
+                    "url": "http://127.0.0.1:1/", "timeout_ms": 1000, "connections": {connections},
+                    "rate": {{"pattern": {{"pattern": {{"type": "constant", "rps": {rps},
+                    "duration_ms": {duration_ms}}}, "seed": 0, "index": 0, "of": 1}}}}}}}}}}]}}"#
+            )
+        };
+        let pattern = "entries[0].work.load.rate.pattern.pattern";
+        let refused = [
+            (load("p", "4", "-5", "1000"), format!("{pattern}.rps: expected at least 0, found -5")),
+            (
+                load("p", "1000000000", "10", "1000"),
+                "entries[0].work.load.connections: expected at most 100000, found 1000000000".to_owned(),
+            ),
+            (
+                load("p", "4", "10", "18446744073709551615"),
+                format!("{pattern}.duration_ms: expected at most 604800000, found 18446744073709551615"),
+            ),
+            (load("../../escape", "4", "10", "1000"), "id: expected letters, digits".to_owned()),
+        ];
+        for (body, why) in refused {
+            let (status, text) = put(body).await;
+            assert_eq!(status, 422, "{text}");
+            assert!(text.contains(&why), "{why:?} in {text}");
+        }
+        // JSON has no NaN or infinity, and serde refuses a number past f64's range.
+        let (status, text) = put(load("p", "4", "1e309", "1000")).await;
+        assert!(status == 400 && text.contains("number out of range"), "{text}");
+        let argv = vec!["sh".to_owned(), "{idx}".to_owned()];
+        let env = BTreeMap::from([("A=B".to_owned(), String::new())]);
+        let work = PlanWork::Command { argv, env, cwd: None };
+        let plan = Plan {
+            id: "p".to_owned(),
+            entries: vec![PlanEntry { name: "t".to_owned(), count: 0, work }],
+            elapsed_ms: 0,
+        };
+        let refused = daemon.client.put_plan(&plan).await;
+        let Err(ClientError::Refused(422, why)) = refused else { panic!("{refused:?}") };
+        for part in [
+            "entries[0].count: expected at least 1, found 0",
+            "entries[0].work.command.argv[1]: unknown placeholder `{idx}`",
+            r#"entries[0].work.command.env["A=B"]: an environment variable name"#,
+        ] {
+            assert!(why.contains(part), "{part:?} in {why}");
+        }
+        assert_eq!(daemon.client.info(Duration::from_secs(5)).await.expect("info").plans, 0, "nothing was taken");
+        let (status, text) = put(load("p", "4", "10", "1000")).await;
+        assert_eq!(status, 204, "a plan within the rules is taken: {text}");
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One entry of `count` instances of `sh -c SCRIPT`, run from the node's working directory
+    /// (where the test looks for what it writes) rather than the attempt's own.
     fn shell(name: &str, count: u32, script: &str) -> Vec<PlanEntry> {
-        let argv = ["sh", "-c", script].map(str::to_owned).to_vec();
+        let script = format!(r#"cd "$DTEST_WORKDIR" || exit 9; {script}"#);
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), script];
         let work = PlanWork::Command { argv, env: BTreeMap::new(), cwd: None };
         vec![PlanEntry { name: name.to_owned(), count, work }]
     }
@@ -1264,6 +1568,76 @@ mod tests {
         let full = inbox.take("one-more", DeliveryMode::AtLeastOnce, b"{}\n");
         assert!(matches!(&full, Err((StatusCode::CONFLICT, why)) if why.starts_with("inbox full")), "{full:?}");
         assert_eq!(inbox.take("id-1", DeliveryMode::ExactlyOnce, b"{}\n"), Ok(true), "a duplicate is no new line");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `GET /metrics` of `daemon` with `token` (plain HTTP/1.1 over TCP): the status and the body.
+    async fn scrape(daemon: &Daemon, token: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = daemon.client.url().trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("the daemon listens");
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("the request is sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("an answer");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+        (status, body.to_owned())
+    }
+
+    /// The value of the sample `series` (name and labels) in an exposition.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_count_what_ended_the_heartbeats_and_every_load_request_once() {
+        let addr = load::testing::target().await;
+        let rate = load::Rate::Pattern {
+            pattern: Pattern::Constant { rps: 200.0, duration_ms: 2_500 },
+            seed: 1,
+            index: 0,
+            of: 1,
+        };
+        let dir = scratch("metrics");
+        let mut entries = shell("sleep", 1, "exec sleep 300");
+        entries.extend(shell("fail", 1, "exit 3"));
+        let work = PlanWork::Load(load::testing::spec(addr, rate));
+        entries.push(PlanEntry { name: "load".to_owned(), count: 1, work });
+        let (daemon, mut run) = Daemon::start(&dir, entries).await;
+        run.send(vec![assign(1, 0), assign(2, 1), assign(3, 2)]).await;
+        assert!(matches!(run.finished(TaskId(2)).await.0, Outcome::Failed(_)));
+
+        let (status, text) = scrape(&daemon, TOKEN).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(sample(&text, "dtest_node_plans"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, r#"dtest_node_tasks_running{kind="command"}"#), Some(1.0), "{text}");
+        assert_eq!(sample(&text, r#"dtest_node_tasks_running{kind="load"}"#), Some(1.0), "{text}");
+        assert_eq!(sample(&text, r#"dtest_node_tasks_ended_total{outcome="failed"}"#), Some(1.0), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+
+        let (outcome, load) = run.finished(TaskId(3)).await;
+        assert_eq!(outcome, Outcome::Passed);
+        let load = load.expect("the load's measure");
+        assert!(load.requests > 400, "{load:?}");
+        run.send(vec![cancel(1)]).await;
+        let (_, text) = scrape(&daemon, TOKEN).await;
+        let ended = |outcome: &str| sample(&text, &format!(r#"dtest_node_tasks_ended_total{{outcome="{outcome}"}}"#));
+        assert_eq!((ended("passed"), ended("failed"), ended("cancelled")), (Some(1.0), Some(1.0), Some(1.0)), "{text}");
+        assert_eq!(sample(&text, r#"dtest_node_tasks_running{kind="load"}"#), Some(0.0), "{text}");
+        assert!(sample(&text, "dtest_node_heartbeats_sent_total").is_some_and(|n| n >= 2.0), "{text}");
+        // Live figures, then the rest at the load's end: every request exactly once.
+        let requests = load.requests as f64;
+        assert_eq!(sample(&text, "dtest_node_load_requests_total"), Some(requests), "{text}");
+        assert_eq!(sample(&text, "dtest_node_load_errors_total"), Some(load.errors as f64), "{text}");
+        assert_eq!(sample(&text, "dtest_node_load_latency_seconds_count"), Some(requests), "{text}");
+        assert_eq!(sample(&text, r#"dtest_node_load_latency_seconds_bucket{le="+Inf"}"#), Some(requests), "{text}");
+
+        let (status, text) = scrape(&daemon, "not-the-token").await;
+        assert_eq!(status, 401, "{text}");
+        daemon.stop().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,7 +2,8 @@
 //! the orchestrator's side of it ([`client`]). The core's agent and orchestrator decide
 //! everything; this crate carries their frames over HTTP, runs commands and load ([`load`], the
 //! engine `dtest load` uses too) and samples the machine; [`register`] announces the node to a
-//! `dtest serve` service.
+//! `dtest serve` service; [`secure`] is TLS for all of these connections.
+//! [`metrics`] is `GET /metrics` for Prometheus, the daemon's and `dtest serve`'s.
 
 pub mod api;
 pub mod client;
@@ -10,6 +11,8 @@ pub mod daemon;
 mod exec;
 pub mod h1;
 pub mod load;
+pub mod metrics;
 pub mod register;
+pub mod secure;
 mod system;
 pub mod tls;

@@ -25,9 +25,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use dtest_core::limits::{CONNECTIONS_MAX, DURATION_MS_MAX, MILLIS_MAX};
 use dtest_core::load::Schedule;
 use dtest_core::measure::{Measure, Second, Status};
-use dtest_core::scenario::{HttpMethod, HttpVersion, Pattern};
+use dtest_core::scenario::rules::{self, Problems, Units};
+use dtest_core::scenario::{HttpMethod, HttpVersion, Path, Pattern};
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -52,6 +54,8 @@ pub const H2_STREAMS: usize = 100;
 /// The scheduler thread sleeps at most this long at a time, so that a stopped load's thread
 /// ends soon even when its next arrival is far off.
 const SCHEDULER_SLEEP_MAX: Duration = Duration::from_millis(50);
+/// Due times queued between the scheduler thread and the runtime at most.
+const DUE_QUEUE_MAX: usize = 65_536;
 
 /// What to load and how hard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +96,36 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 /// Checks that `spec` can run (its URL, headers and TLS settings), without running it.
 pub fn check(spec: &LoadSpec) -> Result<(), String> {
     Target::parse(spec).map(|_| ())
+}
+
+impl LoadSpec {
+    /// Checks the spec with the scenario parser's own rules and limits (URL, headers, timeout,
+    /// connections, start, TLS settings, the pattern), naming fields under `at`: what a node is
+    /// sent is checked as what `dtest run` parsed was.
+    pub fn validate(&self, at: &Path, problems: &mut Problems) {
+        let mut field = |name: &str, checked: Result<(), String>| {
+            if let Err(why) = checked {
+                problems.push((at.key(name), why));
+            }
+        };
+        field("url", rules::url(&self.url));
+        field("timeout_ms", rules::positive_ms(self.timeout_ms, MILLIS_MAX as u64));
+        field("connections", rules::within(u64::from(self.connections), 1, CONNECTIONS_MAX));
+        field("start_ms", rules::within(self.start_ms, 0, DURATION_MS_MAX));
+        if let Rate::Max { duration_ms } = self.rate {
+            let checked = rules::positive_ms(duration_ms, DURATION_MS_MAX);
+            if let Err(why) = checked {
+                problems.push((at.key("rate").key("max").key("duration_ms"), why));
+            }
+        }
+        rules::headers(&self.headers, &at.key("headers"), problems);
+        if self.tls != TlsOptions::default() {
+            rules::tls(Some(&self.url), self.tls.insecure, self.tls.ca_pem.is_some(), &at.key("tls"), problems);
+        }
+        if let Rate::Pattern { pattern, .. } = &self.rate {
+            pattern.validate(Units::Millis, &at.key("rate").key("pattern").key("pattern"), problems);
+        }
+    }
 }
 
 /// How hard to load.
@@ -560,7 +594,7 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>, sto
     let stopped_after = 'load: {
         match schedule {
             None => {
-                let end = engine.start + Duration::from_millis(duration_ms);
+                let end = engine.start.checked_add(Duration::from_millis(duration_ms)).unwrap_or(engine.start);
                 for _ in 0..concurrency {
                     tasks.spawn(closed_loop(engine.clone(), end));
                 }
@@ -570,11 +604,17 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>, sto
                 // system's timer (tens of microseconds late, where the runtime's timer wheel is
                 // up to a millisecond late), so the generator's own timer hardly shows up as
                 // latency.
-                let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+                // Bounded: a runtime that falls behind holds the scheduler back rather than
+                // letting due times pile up without end (they are absolute, so latency is
+                // still measured from when each request was due).
+                let (due_tx, mut due_rx) = tokio::sync::mpsc::channel::<Instant>(DUE_QUEUE_MAX);
                 let start = engine.start.into_std();
                 let scheduler = std::thread::Builder::new().name("dtest-schedule".into()).spawn(move || {
                     for due_ms in schedule.share(index, of) {
-                        let due = start + Duration::from_secs_f64(due_ms / 1000.0);
+                        // A checked plan's patterns give finite times within a week; a due time
+                        // that is not one ends the schedule rather than the thread by a panic.
+                        let due = Duration::try_from_secs_f64(due_ms / 1000.0).ok().and_then(|d| start.checked_add(d));
+                        let Some(due) = due else { return };
                         loop {
                             let now = std::time::Instant::now();
                             if due <= now {
@@ -585,7 +625,7 @@ pub async fn run(spec: &LoadSpec, progress: Option<watch::Sender<Progress>>, sto
                             }
                             std::thread::sleep((due - now).min(SCHEDULER_SLEEP_MAX));
                         }
-                        if due_tx.send(Instant::from_std(due)).is_err() {
+                        if due_tx.blocking_send(Instant::from_std(due)).is_err() {
                             return; // The load was stopped.
                         }
                     }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::api::{NodeInfo, NodeRegistration};
+use crate::secure::ClientTls;
 
 /// Time between two registrations.
 pub const REGISTER_INTERVAL: Duration = Duration::from_secs(5);
@@ -30,6 +31,8 @@ pub struct Registration {
     pub url: String,
     /// The node's labels, already checked by [`crate::api::validate_labels`].
     pub labels: BTreeMap<String, String>,
+    /// Whom the node trusts as the service, and the certificate it presents to it.
+    pub tls: ClientTls,
 }
 
 impl std::fmt::Debug for Registration {
@@ -57,10 +60,10 @@ pub async fn register_loop(
     info: impl Fn() -> NodeInfo + Send,
     stop: impl Future<Output = ()> + Send,
 ) {
-    let http = match reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build() {
+    let http = match registration.tls.http().connect_timeout(Duration::from_secs(2)).build() {
         Ok(http) => http,
         Err(e) => {
-            eprintln!("dtest node: cannot register with {}: {e}", registration.orchestrator);
+            tracing::error!(orchestrator = %registration.orchestrator, "cannot register: {e}");
             return;
         }
     };
@@ -83,15 +86,15 @@ pub async fn register_loop(
         match outcome {
             Ok(()) => {
                 if failing {
-                    eprintln!("dtest node: registered with {endpoint} again");
+                    tracing::info!(%endpoint, "registered again");
                 } else if !registered {
-                    eprintln!("dtest node: registered with {endpoint} as {}", registration.name);
+                    tracing::info!(%endpoint, name = %registration.name, "registered");
                 }
                 (failing, registered) = (false, true);
             }
             Err(why) => {
                 if !failing {
-                    eprintln!("dtest node: cannot register with {endpoint} ({why}); retrying");
+                    tracing::warn!(%endpoint, "cannot register ({why}); retrying");
                 }
                 failing = true;
             }
@@ -134,6 +137,7 @@ mod tests {
             name: "eu-7001".to_owned(),
             url: "http://10.0.0.1:7001".to_owned(),
             labels: BTreeMap::new(),
+            tls: ClientTls::default(),
         };
         assert!(!format!("{registration:?}").contains("very-secret"));
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtest_core::faults::Link;
+use dtest_core::placement::NodeIdx;
 use dtest_core::protocol::{Frame, ToAgent};
 use dtest_core::report::{Mode, Report};
 use dtest_core::run::{
@@ -16,6 +17,7 @@ use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Resources, Scenario, Wor
 use dtest_node::api::{Faults, NodeInfo, Plan, PlanEntry, PlanWork};
 use dtest_node::client::NodeClient;
 use dtest_node::load::{LoadSpec, Rate};
+use dtest_node::secure::ClientTls;
 use dtest_node::tls::TlsOptions;
 use tokio::sync::{mpsc, watch};
 
@@ -26,6 +28,12 @@ use crate::transport::{Carrier, Input, poll_node, push_faults, send_to_node};
 /// Live events a consumer may fall behind by before the oldest are dropped (a live view's, not
 /// the report's: the report does not depend on them).
 const EVENTS_BUFFER: usize = 4_096;
+/// Inputs from the nodes' carriers queued for the run at most; a carrier waits for room (its
+/// node's next frames wait on the node meanwhile).
+const INPUTS_MAX: usize = 1_024;
+/// Frames queued for one node's carrier at most; past it, frames are lost as on a congested
+/// network and the protocol resends what must arrive.
+const OUTGOING_MAX: usize = 4_096;
 /// While the journal refuses inputs, how often the run tries again.
 const JOURNAL_RETRY: Duration = Duration::from_millis(250);
 /// How long a node has to answer `info` at the start.
@@ -42,6 +50,8 @@ pub enum NodeSource {
         urls: Vec<String>,
         /// The nodes' token.
         token: String,
+        /// Whom to trust as the nodes (`https://` URLs), and the certificate to present.
+        tls: ClientTls,
     },
 }
 
@@ -231,7 +241,7 @@ impl Session {
         };
         let dir = TempDir::new("dtest-run").map_err(|e| SessionError::Io(format!("a temporary directory: {e}")))?;
         let heartbeat_ms = scenario.failure_detector.heartbeat_interval_ms;
-        let (token_file, token, urls, locals) = match nodes {
+        let (token_file, token, urls, locals, node_tls) = match nodes {
             NodeSource::Local(n) => {
                 let token = local::fresh_token().map_err(|e| SessionError::Io(format!("cannot draw a token: {e}")))?;
                 let token_file = dir.0.join("token");
@@ -244,19 +254,19 @@ impl Session {
                 .await;
                 let locals = started.into_iter().collect::<Result<Vec<_>, _>>()?;
                 let urls = locals.iter().map(LocalNode::url).collect();
-                (Some(token_file), token, urls, locals)
+                (Some(token_file), token, urls, locals, ClientTls::default())
             }
-            NodeSource::Remote { urls, token } => {
+            NodeSource::Remote { urls, token, tls } => {
                 let urls: Vec<String> = urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
                 if urls.is_empty() {
                     return Err(SessionError::NotRunnable("no node named".to_owned()));
                 }
-                (None, token, urls, Vec::new())
+                (None, token, urls, Vec::new(), tls)
             }
         };
 
         // Every node must answer before anything starts; name all that do not.
-        let clients: Vec<NodeClient> = urls.iter().map(|u| NodeClient::new(u, &token)).collect();
+        let clients: Vec<NodeClient> = urls.iter().map(|u| NodeClient::new(u, &token, &node_tls)).collect();
         let infos = futures::future::join_all(clients.iter().map(|c| c.info(INFO_TIMEOUT))).await;
         let mut unreachable = Vec::new();
         let mut offers = Vec::new();
@@ -328,6 +338,8 @@ impl Session {
             journal_failing: false,
             events: mpsc::channel(1).0,
             events_dropped: 0,
+            names: Vec::new(),
+            attempts: BTreeMap::new(),
             _dir: Some(dir),
         };
         Ok(Session::spawn(id, names, driver, Vec::new()))
@@ -338,7 +350,7 @@ impl Session {
     /// their results). `config` is the one it started with; only remote nodes can be resumed.
     pub async fn resume(config: SessionConfig, setup: Setup, entries: Vec<Entry>) -> Result<Session, SessionError> {
         let SessionConfig { scenario, tls, nodes, seed, journal, .. } = config;
-        let NodeSource::Remote { token, .. } = nodes else {
+        let NodeSource::Remote { token, tls: node_tls, .. } = nodes else {
             return Err(SessionError::NotResumable(
                 "its local nodes ended with the process that started them".to_owned(),
             ));
@@ -348,7 +360,7 @@ impl Session {
         let options = RunOptions { mode: Mode::Run, seed, events: true, ..RunOptions::default() };
         let mut run = Run::new(&scenario, cluster, options)?;
         let replayed = crate::journal::replay(&mut run, offers.len(), &entries);
-        let clients = setup.nodes.iter().map(|n| NodeClient::new(&n.url, &token)).collect();
+        let clients = setup.nodes.iter().map(|n| NodeClient::new(&n.url, &token, &node_tls)).collect();
         let dir = None;
         let driver = Driver {
             run,
@@ -362,6 +374,8 @@ impl Session {
             journal_failing: false,
             events: mpsc::channel(1).0,
             events_dropped: 0,
+            names: Vec::new(),
+            attempts: BTreeMap::new(),
             _dir: dir,
         };
         let names = offers.iter().map(|o| o.name.clone()).collect();
@@ -372,7 +386,10 @@ impl Session {
         let (events_tx, events) = mpsc::channel(EVENTS_BUFFER);
         driver.events = events_tx;
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let task = tokio::spawn(driver.drive(cancel_rx, links));
+        driver.names = names.clone();
+        // Every line logged about the run carries its id, as a field of this span.
+        let span = tracing::info_span!("execution", execution = %id);
+        let task = tokio::spawn(tracing::Instrument::instrument(driver.drive(cancel_rx, links), span));
         Session { id, names, events, canceller: Canceller(Arc::new(cancel_tx)), task: Some(task) }
     }
 
@@ -561,6 +578,10 @@ struct Driver {
     journal_failing: bool,
     events: mpsc::Sender<SessionEvent>,
     events_dropped: u64,
+    /// The nodes' names, for logs.
+    names: Vec<String>,
+    /// Each running task's attempt, for logs.
+    attempts: BTreeMap<u64, u32>,
     /// The local nodes' token and logs, removed at the end.
     _dir: Option<TempDir>,
 }
@@ -599,13 +620,13 @@ impl Driver {
     }
 
     async fn drive(mut self, mut cancel: watch::Receiver<bool>, resumed_links: Vec<Option<Link>>) -> Report {
-        let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
+        let (inputs_tx, mut inputs) = mpsc::channel::<Input>(INPUTS_MAX);
         let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut outgoing = Vec::new();
         let mut links = Vec::new();
         let mut carriers = Vec::new();
         for (i, client) in self.clients.iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(OUTGOING_MAX);
             outgoing.push(tx);
             let carrier = Carrier { plan: self.plan.clone(), clock: self.clock, over: over.clone() };
             carriers.push(tokio::spawn(poll_node(i, client.clone(), carrier.clone(), inputs_tx.clone())));
@@ -654,14 +675,12 @@ impl Driver {
             if self.run.poll_timeout().is_some_and(|at| at <= now) {
                 self.input(Entry::Timeout { at_ms: now });
             }
-            while let Some((node, frame)) = self.run.poll_transmit() {
-                self.run.count_sent(1);
-                let _ = outgoing[node.0 as usize].send(frame);
-            }
+            self.transmit(&outgoing);
             while let Some(action) = self.run.poll_action() {
                 self.act(action, &links).await;
             }
             while let Some((at_ms, event)) = self.run.poll_event() {
+                self.log(&event);
                 self.emit(SessionEvent::Run { at_ms, event });
             }
             if now >= next_progress {
@@ -699,6 +718,66 @@ impl Driver {
     async fn end_plans(&self) {
         let id = &self.plan.id;
         let _ = futures::future::join_all(self.clients.iter().map(|c| c.end_plan(id))).await;
+    }
+
+    /// Logs what happened in the run (inside the session's `execution` span): its nodes' and
+    /// tasks' lives at `info`, what the run survives at `warn`.
+    fn log(&mut self, event: &RunEvent) {
+        let name = |node: &NodeIdx| self.names.get(node.0 as usize).map_or("?", String::as_str);
+        match event {
+            RunEvent::NodeJoined { node, incarnation } => {
+                tracing::info!(node = name(node), incarnation = incarnation.0, "node joined");
+            }
+            RunEvent::NodeSuspected { node } => tracing::warn!(node = name(node), "node suspected"),
+            RunEvent::NodeDead { node } => tracing::warn!(node = name(node), "node declared dead; its work moves"),
+            RunEvent::NodeBack { node } => tracing::info!(node = name(node), "node back"),
+            RunEvent::NodeLeft { node } => tracing::info!(node = name(node), "node left"),
+            RunEvent::TaskAssigned { task, attempt, node } => {
+                self.attempts.insert(task.0, attempt.0);
+                tracing::info!(task = task.0, attempt = attempt.0, node = name(node), "task attempt assigned");
+            }
+            RunEvent::TaskFinished { task, outcome } => {
+                let attempt = self.attempts.remove(&task.0);
+                tracing::info!(task = task.0, attempt, outcome = outcome.name(), "task ended");
+            }
+            RunEvent::TaskReassigned { task, from } => {
+                let attempt = self.attempts.get(&task.0).copied();
+                tracing::warn!(
+                    task = task.0,
+                    attempt,
+                    from = name(from),
+                    "task attempt taken back; the task is queued again"
+                );
+            }
+            RunEvent::AlertFired(alert) => tracing::warn!(
+                alert = alert.id,
+                rule = %alert.rule,
+                subject = %alert.subject,
+                value = alert.value,
+                "alert fired"
+            ),
+            RunEvent::AlertResolved(alert) => {
+                tracing::info!(alert = alert.id, rule = %alert.rule, subject = %alert.subject, "alert resolved");
+            }
+            RunEvent::FaultStarted { fault } => tracing::info!(fault, "fault started"),
+            RunEvent::FaultEnded { fault } => tracing::info!(fault, "fault ended"),
+            RunEvent::Load(_) => {}
+        }
+    }
+
+    /// Queues the run's frames to their nodes' carriers. A frame a full queue cannot take is
+    /// lost, as on a congested network: the protocol resends what must arrive.
+    fn transmit(&mut self, outgoing: &[mpsc::Sender<Frame<ToAgent>>]) {
+        let mut dropped = 0;
+        while let Some((node, frame)) = self.run.poll_transmit() {
+            self.run.count_sent(1);
+            if outgoing[node.0 as usize].try_send(frame).is_err() {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.input(Entry::Undelivered { frames: dropped });
+        }
     }
 
     fn emit(&mut self, event: SessionEvent) {
@@ -753,8 +832,8 @@ impl Driver {
     /// local daemon still runs. All of it within [`LEAVE_GRACE_MS`].
     async fn leave(
         &mut self,
-        inputs: &mut mpsc::UnboundedReceiver<Input>,
-        outgoing: &[mpsc::UnboundedSender<Frame<ToAgent>>],
+        inputs: &mut mpsc::Receiver<Input>,
+        outgoing: &[mpsc::Sender<Frame<ToAgent>>],
         links: &[watch::Sender<Faults>],
     ) {
         for local in &self.locals {
@@ -763,9 +842,7 @@ impl Driver {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(LEAVE_GRACE_MS);
         loop {
             self.input(Entry::Timeout { at_ms: self.now_ms() });
-            while let Some((node, frame)) = self.run.poll_transmit() {
-                let _ = outgoing[node.0 as usize].send(frame);
-            }
+            self.transmit(outgoing);
             while let Some(action) = self.run.poll_action() {
                 self.act(action, links).await;
             }

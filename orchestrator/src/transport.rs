@@ -55,14 +55,14 @@ impl Carrier {
 
 /// Keeps one long poll open to node `i`, forwarding its frames; gives it the plan when it lacks
 /// it (a restarted node: a new life that needs the plan again).
-pub async fn poll_node(i: usize, client: NodeClient, carrier: Carrier, inputs: mpsc::UnboundedSender<Input>) {
+pub async fn poll_node(i: usize, client: NodeClient, carrier: Carrier, inputs: mpsc::Sender<Input>) {
     // The session's end closes `inputs`: from then on this node is not ours to poll, nor to give
     // the plan to again.
     while !inputs.is_closed() {
         let exchange = Exchange { plan: carrier.plan.id.clone(), frames: Vec::new(), wait_ms: POLL_WAIT_MS };
         match client.exchange(&exchange).await {
             Ok(reply) => {
-                if !reply.frames.is_empty() && inputs.send(Input::Frames(i, reply.frames)).is_err() {
+                if !reply.frames.is_empty() && inputs.send(Input::Frames(i, reply.frames)).await.is_err() {
                     return;
                 }
             }
@@ -81,8 +81,8 @@ pub async fn send_to_node(
     i: usize,
     client: NodeClient,
     carrier: Carrier,
-    mut frames: mpsc::UnboundedReceiver<Frame<ToAgent>>,
-    inputs: mpsc::UnboundedSender<Input>,
+    mut frames: mpsc::Receiver<Frame<ToAgent>>,
+    inputs: mpsc::Sender<Input>,
 ) {
     while let Some(first) = frames.recv().await {
         let mut batch = vec![first];
@@ -104,7 +104,7 @@ pub async fn send_to_node(
             Ok(reply) => Input::Frames(i, reply.frames),
             Err(_) => Input::Undelivered(count),
         };
-        if inputs.send(input).is_err() {
+        if inputs.send(input).await.is_err() {
             return;
         }
     }

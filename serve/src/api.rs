@@ -73,6 +73,7 @@ pub fn router(service: Arc<Service>, access: Access) -> Router {
         .route("/v1/messages/broadcast", post(broadcast))
         .route("/v1/connections", get(connections))
         .route("/v1/events", get(events))
+        .route("/metrics", get(prometheus))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -505,6 +506,18 @@ async fn events(
     ws.on_upgrade(move |socket| bus.stream(socket, after))
 }
 
+/// Figures for Prometheus: executions and their tasks, the registry's nodes (health, phi,
+/// probes), alerts firing. OpenMetrics text, or the classic Prometheus text format (0.0.4) for a
+/// client whose `Accept` names `text/plain` and not OpenMetrics.
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses((status = 200, description = "The exposition: `application/openmetrics-text; version=1.0.0; charset=utf-8`, \
+        or `text/plain; version=0.0.4; charset=utf-8`", content((String = "application/openmetrics-text"), (String = "text/plain"))),
+        Errors))]
+async fn prometheus(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    dtest_node::metrics::respond(s.service.figures(), accept)
+}
+
 /// This document.
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
@@ -527,7 +540,7 @@ impl Modify for Bearer {
     info(title = "dtest serve", description = "The dtest orchestrator as a service. Every route but /healthz needs `Authorization: Bearer TOKEN`; the read-only token may only GET."),
     paths(register, nodes, node, submit, executions, execution, cancel, report, metrics, start_load, stop_load,
           profiles, put_profile, cluster, alerts, rules, put_rules, acknowledge, allocate, deallocate, utilization,
-          send_message, broadcast, connections, events),
+          send_message, broadcast, connections, events, prometheus),
     components(schemas(ErrorBody, ErrorDetail, ReportFormat, Mode)),
     modifiers(&Bearer),
     security(("bearer" = [])),

@@ -39,7 +39,7 @@ impl Bus {
         let seq = match self.store.append_event(time, kind, execution, &data.to_string()) {
             Ok(seq) => seq,
             Err(e) => {
-                eprintln!("dtest serve: event `{kind}` not logged: {e}");
+                tracing::error!(kind, execution, "event not stored: {e}");
                 0
             }
         };

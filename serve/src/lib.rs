@@ -9,10 +9,12 @@
 //! - `service`: what each route does.
 //! - `api`: routes, access, errors, the OpenAPI document.
 //! - `events`: the event log and its WebSocket listeners.
+//! - `metrics`: `GET /metrics` for Prometheus.
 //! - `model`: the API's bodies.
 
 pub mod api;
 pub mod events;
+pub mod metrics;
 pub mod model;
 pub mod service;
 pub mod store;
@@ -20,6 +22,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use dtest_node::secure::{ClientTls, Incoming, ServerTls};
 
 use crate::service::{PROBE_INTERVAL, Service, ServiceConfig};
 use crate::store::{Store, StoreError};
@@ -33,6 +38,10 @@ pub struct Config {
     pub access: api::Access,
     /// The token the nodes accept.
     pub node_token: String,
+    /// TLS to serve with (mutual when it has a client CA); plain HTTP without.
+    pub tls: Option<ServerTls>,
+    /// Whom to trust as the nodes, and the certificate to present to them.
+    pub node_tls: ClientTls,
     /// The data directory.
     pub data: PathBuf,
 }
@@ -54,17 +63,21 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Opens the store, resumes what was running, and serves until `shutdown` completes. `ready` is
-/// called with the address once it listens.
+/// called with the address once it listens (over TLS when `config.tls` is given).
 pub async fn run(
     config: Config,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = Arc::new(Store::open(&config.data)?);
-    let service = Service::open(store, ServiceConfig { node_token: config.node_token.clone() })?;
+    let service = Service::open(
+        store,
+        ServiceConfig { node_token: config.node_token.clone(), node_tls: config.node_tls.clone() },
+    )?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServeError::Listen(config.listen, e))?;
     let address = listener.local_addr().map_err(|e| ServeError::Listen(config.listen, e))?;
+    let listener = Incoming::new(listener, config.tls.clone());
     let prober = service.clone();
     let probing = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -82,7 +95,8 @@ pub async fn run(
     // same `--data` resumes them, as after a crash. So there is nothing to wait for (open
     // WebSockets would hold a graceful shutdown forever).
     let served = tokio::select! {
-        served = axum::serve(listener, app) => served,
+        // `tap_io` only to give connections their peer address as `ConnectInfo`.
+        served = axum::serve(listener.tap_io(|_| ()), app) => served,
         () = shutdown => Ok(()),
     };
     probing.abort();

@@ -16,6 +16,7 @@ use dtest_core::run::RunEvent;
 use dtest_core::scenario::{Resources, Scenario};
 use dtest_node::api::NodeInfo;
 use dtest_node::client::NodeClient;
+use dtest_node::secure::ClientTls;
 use dtest_orchestrator::journal::{Entry, Journal, JournalHandle, Setup};
 use dtest_orchestrator::{Canceller, NodeSource, Session, SessionConfig, SessionError, SessionEvent};
 use serde_json::{Value, json};
@@ -86,6 +87,8 @@ type Result<T> = std::result::Result<T, Failure>;
 pub struct ServiceConfig {
     /// The token nodes accept.
     pub node_token: String,
+    /// Whom to trust as the nodes (`https://` URLs), and the certificate to present to them.
+    pub node_tls: ClientTls,
 }
 
 impl Inner {
@@ -107,6 +110,8 @@ struct Node {
     last_seen_ms: Option<u64>,
     round_trip_ms: Option<f64>,
     failures: u32,
+    /// Probes answered and failed since it registered, for `GET /metrics`.
+    probes: (u64, u64),
     health: NodeHealth,
     breaker: CircuitBreaker,
     client: NodeClient,
@@ -175,6 +180,8 @@ struct Inner {
     unstored: BTreeMap<String, Ended>,
     /// Executions being started (counted against [`RUNNING_MAX`] with the running ones).
     starting: usize,
+    /// Executions ended since the service started, by state, for `GET /metrics`.
+    ended: BTreeMap<String, u64>,
 }
 
 impl Service {
@@ -234,9 +241,10 @@ impl Service {
             last_seen_ms: None,
             round_trip_ms: None,
             failures: 0,
+            probes: (0, 0),
             health: NodeHealth::new(phi, HealthConfig::default()),
             breaker: CircuitBreaker::new(BreakerConfig::default()),
-            client: NodeClient::new(&registration.url, &self.config.node_token),
+            client: NodeClient::new(&registration.url, &self.config.node_token, &self.config.node_tls),
         }
     }
 
@@ -253,15 +261,19 @@ impl Service {
         // The node's own rules for its labels: one set of checks on both ends.
         dtest_node::api::validate_labels(&registration.labels).map_err(|e| Failure::Invalid(format!("labels: {e}")))?;
         let info = match registration.info.clone() {
-            Some(info) => info,
-            None => {
-                NodeClient::new(&registration.url, &self.config.node_token).info(PROBE_TIMEOUT).await.map_err(|e| {
+            Some(info) => {
+                info.check().map_err(|why| Failure::Invalid(format!("info.{why}")))?;
+                info
+            }
+            None => NodeClient::new(&registration.url, &self.config.node_token, &self.config.node_tls)
+                .info(PROBE_TIMEOUT)
+                .await
+                .map_err(|e| {
                     Failure::Invalid(format!(
                         "info: not given, and the node at {} did not give it: {e}",
                         registration.url
                     ))
-                })?
-            }
+                })?,
         };
         registration.info = Some(info.clone());
         let now_ms = unix_ms();
@@ -290,6 +302,7 @@ impl Service {
         let view = view_of(&inner, &id, self.now()).ok_or_else(|| Failure::NotFound(id.clone()))?;
         drop(inner);
         if new {
+            tracing::info!(node = %id, url = %view.url, "node registered");
             self.bus.publish("node_joined", None, json!({ "node": id, "url": view.url }));
         }
         Ok((view, new))
@@ -335,6 +348,7 @@ impl Service {
                 Ok(info) => {
                     node.breaker.record(now, false);
                     node.failures = 0;
+                    node.probes.0 += 1;
                     node.last_seen_ms = Some(unix_ms());
                     node.round_trip_ms = Some(round_trip_ms);
                     node.health.heartbeat(now, NodeMetrics::default());
@@ -346,6 +360,7 @@ impl Service {
                 Err(_) => {
                     node.breaker.record(now, true);
                     node.failures += 1;
+                    node.probes.1 += 1;
                 }
             }
         }
@@ -388,10 +403,16 @@ impl Service {
                 _ if before >= HealthState::Unhealthy => "node_back",
                 _ => "node_health",
             };
+            if after >= HealthState::Unhealthy {
+                tracing::warn!(node = %id, state = state_name(after), "node health changed");
+            } else {
+                tracing::info!(node = %id, state = state_name(after), "node health changed");
+            }
             self.bus.publish(kind, None, json!({ "node": id, "state": state_name(after) }));
         }
         for view in fired {
             let kind = if view.state == "fired" { "alert_fired" } else { "alert_resolved" };
+            tracing::warn!(rule = %view.rule, subject = %view.subject, state = %view.state, "cluster alert");
             self.bus.publish(kind, None, serde_json::to_value(&view).unwrap_or(Value::Null));
         }
     }
@@ -431,12 +452,74 @@ impl Service {
         ClusterView { health, nodes, alerts_firing: firing(&inner), executions_running: inner.running.len() as u64 }
     }
 
+    /// `GET /metrics`: what the service knows now, for Prometheus.
+    pub fn figures(&self) -> crate::metrics::ServeFigures {
+        use crate::metrics::{NODE_SERIES_MAX, NODE_STATES, NodeFigures, ServeFigures, ended_states};
+        let now = self.now();
+        let inner = self.inner();
+        let cancelling = inner.running.values().filter(|l| l.cancelled).count() as u64;
+        let (tasks, tasks_ended) =
+            inner.running.values().fold((0, 0), |(t, e), l| (t + l.progress.tasks, e + l.progress.tasks_ended));
+        let mut nodes_by_state = [0; 4];
+        for node in inner.nodes.values() {
+            let state = state_name(node.health.state());
+            if let Some(i) = NODE_STATES.iter().position(|s| *s == state) {
+                nodes_by_state[i] += 1;
+            }
+        }
+        let nodes = inner
+            .nodes
+            .iter()
+            .take(NODE_SERIES_MAX)
+            .map(|(name, node)| {
+                // As in the API (infinity is `f64::MAX`), but never below 0 (`-0 + 0` is `0`).
+                let phi = node.health.detector().phi(now);
+                let phi = if phi.is_finite() { phi.max(0.0) + 0.0 } else { f64::MAX };
+                NodeFigures {
+                    name: name.clone(),
+                    phi,
+                    score: node.health.score(),
+                    probes_ok: node.probes.0,
+                    probes_failed: node.probes.1,
+                    round_trip_s: node.round_trip_ms.map(|ms| ms / 1e3),
+                }
+            })
+            .collect();
+        let firing = inner.alerts.firing();
+        let rules = inner
+            .rules
+            .rules
+            .iter()
+            .map(|rule| {
+                let severity = rule.severity.clone().unwrap_or_else(|| Severity::Warning.name().to_owned());
+                let count = firing.iter().filter(|f| f.1 == rule.name).count() as u64;
+                (rule.name.clone(), severity, count)
+            })
+            .collect();
+        ServeFigures {
+            starting: inner.starting as u64,
+            running: inner.running.len() as u64 - cancelling,
+            cancelling,
+            ended: ended_states(&inner.ended),
+            tasks_ended,
+            tasks_unfinished: tasks.saturating_sub(tasks_ended),
+            nodes_by_state,
+            cluster_health: cluster_figures(&inner).0,
+            nodes,
+            nodes_omitted: inner.nodes.len().saturating_sub(NODE_SERIES_MAX) as u64,
+            rules,
+        }
+    }
+
     // ---- executions -------------------------------------------------------------------------
 
     /// `POST /v1/executions`: checks the scenario, picks the nodes, takes each one's share and
     /// starts the run; answers once the nodes have the plan.
     pub async fn submit(self: &Arc<Self>, request: SubmitExecution) -> Result<String> {
-        let scenario = scenario_of(&request.scenario).map_err(Failure::Invalid)?;
+        // Checking a scenario of megabytes is work for a blocking thread, not for the runtime's.
+        let json = request.scenario.clone();
+        let parsed = tokio::task::spawn_blocking(move || scenario_of(&json)).await;
+        let scenario = parsed.map_err(|e| Failure::Invalid(format!("scenario: {e}")))?.map_err(Failure::Invalid)?;
         let seed = request.seed.unwrap_or(1);
         let stored = json!({ "kind": "scenario", "scenario": request.scenario, "seed": seed });
         self.start(scenario, seed, ExecutionKind::Scenario, request.nodes.as_deref(), stored).await
@@ -618,7 +701,7 @@ impl Service {
         let journal = JournalHandle(Arc::new(StoreJournal { store: self.store.clone(), id: id.to_owned() }));
         let mut config = SessionConfig::new(
             scenario.clone(),
-            NodeSource::Remote { urls, token: self.config.node_token.clone() },
+            NodeSource::Remote { urls, token: self.config.node_token.clone(), tls: self.config.node_tls.clone() },
             seed,
         );
         config.tls = target_tls(&scenario);
@@ -650,6 +733,7 @@ impl Service {
             id.clone(),
             Live { canceller: session.canceller(), progress: ProgressView::default(), cancelled: false },
         );
+        tracing::info!(execution = %id, name = %scenario.name, nodes = nodes.len(), resumed, "execution started");
         self.bus.publish(
             if resumed { "execution_resumed" } else { "execution_started" },
             Some(&id),
@@ -696,7 +780,10 @@ impl Service {
                     live.progress = view;
                 }
             }
-            SessionEvent::Warning(warning) => self.bus.publish("warning", Some(id), json!({ "message": warning })),
+            SessionEvent::Warning(warning) => {
+                tracing::warn!(execution = %id, "{warning}");
+                self.bus.publish("warning", Some(id), json!({ "message": warning }));
+            }
             SessionEvent::Run { at_ms, event } => {
                 let (kind, data) = match event {
                     RunEvent::NodeJoined { node, incarnation } => {
@@ -786,6 +873,7 @@ impl Service {
             summary: summary.to_string(),
         };
         self.ended(id, ended);
+        tracing::info!(execution = %id, state, "execution ended");
         self.bus.publish("execution_finished", Some(id), json!({ "state": state, "summary": summary }));
     }
 
@@ -793,18 +881,16 @@ impl Service {
     /// there, and stored as soon as the store takes it (its journal stays until then, so a restart
     /// meanwhile finishes it again).
     fn ended(&self, id: &str, ended: Ended) {
+        *self.inner().ended.entry(ended.state.clone()).or_default() += 1;
         let stored =
             self.store.finish_execution(id, &ended.state, ended.finished_ms, ended.report.as_deref(), &ended.summary);
         if let Err(e) = stored {
-            eprintln!(
-                "dtest serve: execution {id} ended {}; that waits in memory until it can be stored: {e}",
-                ended.state
-            );
+            tracing::error!(execution = %id, state = %ended.state, "how the execution ended waits in memory until it can be stored: {e}");
             let mut inner = self.inner();
             if inner.unstored.len() >= UNSTORED_MAX
                 && let Some(oldest) = inner.unstored.iter().min_by_key(|(_, e)| e.finished_ms).map(|(id, _)| id.clone())
             {
-                eprintln!("dtest serve: how execution {oldest} ended is dropped: {UNSTORED_MAX} wait already");
+                tracing::error!(execution = %oldest, "how the execution ended is dropped: {UNSTORED_MAX} wait already");
                 inner.unstored.remove(&oldest);
             }
             inner.unstored.insert(id.to_owned(), ended);
@@ -821,7 +907,7 @@ impl Service {
                 .finish_execution(&id, &ended.state, ended.finished_ms, ended.report.as_deref(), &ended.summary)
                 .is_ok()
             {
-                eprintln!("dtest serve: the report of execution {id} is stored");
+                tracing::info!(execution = %id, "the execution's report is stored");
                 self.inner().unstored.remove(&id);
             }
         }
@@ -833,8 +919,10 @@ impl Service {
     pub async fn resume_all(self: &Arc<Self>) -> std::result::Result<(), StoreError> {
         for row in self.store.unfinished_executions()? {
             if let Err(why) = self.resume(&row).await {
+                tracing::error!(execution = %row.id, "could not resume after a restart: {why}");
                 let summary = json!({ "error": format!("could not resume after a restart: {why}") });
                 self.store.finish_execution(&row.id, "interrupted", unix_ms(), None, &summary.to_string())?;
+                *self.inner().ended.entry("interrupted".to_owned()).or_default() += 1;
                 self.bus.publish(
                     "execution_finished",
                     Some(&row.id),
@@ -884,7 +972,7 @@ impl Service {
         let urls = setup.nodes.iter().map(|n| n.url.clone()).collect();
         let mut config = SessionConfig::new(
             scenario.clone(),
-            NodeSource::Remote { urls, token: self.config.node_token.clone() },
+            NodeSource::Remote { urls, token: self.config.node_token.clone(), tls: self.config.node_tls.clone() },
             row.seed,
         );
         config.tls = target_tls(&scenario);

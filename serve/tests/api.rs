@@ -31,6 +31,8 @@ async fn start(name: &str, rate_per_s: u32) -> Server {
         listen: "127.0.0.1:0".parse().expect("address"),
         access: Access { operator: OPERATOR.to_owned(), read_only: Some(READER.to_owned()), rate_per_s },
         node_token: OPERATOR.to_owned(),
+        tls: None,
+        node_tls: Default::default(),
         data: data.clone(),
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
@@ -50,7 +52,12 @@ async fn start(name: &str, rate_per_s: u32) -> Server {
         .expect("serves");
     });
     let address = ready_rx.await.expect("the service listens");
-    Server { base: format!("http://{address}"), client: reqwest::Client::new(), _stop: stop, data }
+    Server {
+        base: format!("http://{address}"),
+        client: dtest_node::secure::ClientTls::default().http().build().expect("a client"),
+        _stop: stop,
+        data,
+    }
 }
 
 impl Server {
@@ -231,6 +238,66 @@ fn profiles_and_alert_rules_are_checked_by_the_core_s_rules() {
     });
 }
 
+/// `GET /metrics` with `token` and `accept`: the status, the content type and the body.
+async fn scrape(server: &Server, token: &str, accept: &str) -> (u16, String, String) {
+    let request = server.client.get(format!("{}/metrics", server.base)).bearer_auth(token).header("accept", accept);
+    let answer = request.send().await.expect("an answer");
+    let content_type = answer.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    (answer.status().as_u16(), content_type, answer.text().await.expect("a body"))
+}
+
+/// The value of the sample `series` (name and labels) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_show_each_node_s_probes_and_health_and_the_alerts_firing() {
+    runtime().block_on(async {
+        let server = start("metrics", 0).await;
+        // Nothing listens on port 9: every probe fails.
+        server.register("a", 1000).await;
+        server.register("b", 1000).await;
+        let rules = json!({ "rules": [
+            { "name": "any \"score\"", "metric": "score", "comparison": "<=", "threshold": 100, "severity": "critical" },
+            { "name": "never", "metric": "nodes_dead", "comparison": ">", "threshold": 1000 },
+        ] });
+        let (status, _) = server.call(reqwest::Method::PUT, "/v1/alerts/rules", Some(OPERATOR), Some(rules)).await;
+        assert_eq!(status, 204);
+        let openmetrics = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let mut text = String::new();
+        for _ in 0..100 {
+            let (status, content_type, body) = scrape(&server, READER, openmetrics).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+            text = body;
+            let failed = sample(&text, r#"dtest_serve_node_probes_total{node="a",result="failed"}"#);
+            if failed.is_some_and(|n| n >= 2.0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(sample(&text, r#"dtest_serve_node_probes_total{node="a",result="failed"}"#) >= Some(2.0), "{text}");
+        assert_eq!(sample(&text, r#"dtest_serve_node_probes_total{node="a",result="ok"}"#), Some(0.0), "{text}");
+        assert!(sample(&text, r#"dtest_serve_node_score{node="b"}"#).is_some(), "{text}");
+        assert!(sample(&text, r#"dtest_serve_node_phi{node="a"}"#).is_some_and(|phi| phi >= 0.0), "{text}");
+        // A rule name with quotes in it is escaped, not a broken line.
+        let any = r#"dtest_serve_alerts_firing{rule="any \"score\"",severity="critical"}"#;
+        assert_eq!(sample(&text, any), Some(2.0), "{text}");
+        assert_eq!(sample(&text, r#"dtest_serve_alerts_firing{rule="never",severity="warning"}"#), Some(0.0), "{text}");
+        assert_eq!(sample(&text, r#"dtest_serve_executions{state="running"}"#), Some(0.0), "{text}");
+        assert_eq!(sample(&text, r#"dtest_serve_executions_ended_total{state="succeeded"}"#), Some(0.0), "{text}");
+        assert_eq!(sample(&text, "dtest_serve_node_series_omitted"), Some(0.0), "{text}");
+
+        let (status, content_type, classic) = scrape(&server, OPERATOR, "text/plain").await;
+        assert_eq!((status, content_type.as_str()), (200, "text/plain; version=0.0.4; charset=utf-8"));
+        assert!(classic.contains("# TYPE dtest_serve_node_probes_total counter\n") && !classic.contains("# EOF"));
+        let (status, _, body) = scrape(&server, "wrong", openmetrics).await;
+        assert_eq!(status, 401, "{body}");
+    });
+}
+
 #[test]
 fn a_client_over_its_rate_gets_429() {
     runtime().block_on(async {
@@ -273,6 +340,7 @@ fn the_openapi_document_is_3_1_and_has_every_contract_route() {
         ("post", "/v1/messages/broadcast"),
         ("get", "/v1/connections"),
         ("get", "/v1/events"),
+        ("get", "/metrics"),
     ];
     for (method, path) in routes {
         assert!(document["paths"][path][method].is_object(), "{method} {path} is in the document");
@@ -287,6 +355,8 @@ fn a_second_service_on_the_same_data_directory_is_refused_clearly() {
             listen: "127.0.0.1:0".parse().expect("address"),
             access: Access { operator: OPERATOR.to_owned(), read_only: None, rate_per_s: 0 },
             node_token: OPERATOR.to_owned(),
+            tls: None,
+            node_tls: Default::default(),
             data: server.data.clone(),
         };
         let error = dtest_serve::run(config, |_| {}, std::future::pending()).await.expect_err("refused");
@@ -326,6 +396,8 @@ fn an_execution_that_cannot_be_resumed_is_marked_interrupted_never_left_running(
             listen: "127.0.0.1:0".parse().expect("address"),
             access: Access { operator: OPERATOR.to_owned(), read_only: None, rate_per_s: 0 },
             node_token: OPERATOR.to_owned(),
+            tls: None,
+            node_tls: Default::default(),
             data: data.clone(),
         };
         tokio::spawn(dtest_serve::run(
@@ -336,7 +408,10 @@ fn an_execution_that_cannot_be_resumed_is_marked_interrupted_never_left_running(
             std::future::pending(),
         ));
         let address = ready_rx.await.expect("the service listens");
-        let execution: Value = reqwest::Client::new()
+        let execution: Value = dtest_node::secure::ClientTls::default()
+            .http()
+            .build()
+            .expect("a client")
             .get(format!("http://{address}/v1/executions/gone-1"))
             .bearer_auth(OPERATOR)
             .send()

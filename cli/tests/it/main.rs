@@ -1,8 +1,10 @@
 //! Integration tests of the `dtest` binary: each test runs the real executable.
 
 mod conventions;
+mod fuzz;
 mod load;
 mod mcp;
+mod metrics;
 mod parity;
 mod run;
 mod schema;

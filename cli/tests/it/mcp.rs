@@ -49,6 +49,11 @@ fn stdio_drives_a_running_serve() {
 }
 
 #[test]
+fn stdio_drives_a_serve_over_mutual_tls() {
+    case("stdio_drives_a_serve_over_mutual_tls");
+}
+
+#[test]
 fn stdio_cancel_stops_a_simulation() {
     case("stdio_cancel_stops_a_simulation");
 }

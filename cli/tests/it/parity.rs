@@ -117,7 +117,11 @@ fn kill_and_pause_faults_need_local_nodes_in_a_real_run() {
     let config = SessionConfig {
         scenario,
         tls: Vec::new(),
-        nodes: NodeSource::Remote { urls: vec!["http://127.0.0.1:9".to_owned()], token: "t".to_owned() },
+        nodes: NodeSource::Remote {
+            urls: vec!["http://127.0.0.1:9".to_owned()],
+            token: "t".to_owned(),
+            tls: Default::default(),
+        },
         seed: 42,
         node_exe: None,
         shares: Vec::new(),

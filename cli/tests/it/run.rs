@@ -515,7 +515,11 @@ fn a_journaled_session_abandoned_mid_run_resumes_from_its_journal_and_runs_each_
     let journal = Arc::new(MemoryJournal::default());
     let mut config = SessionConfig::new(
         scenario,
-        NodeSource::Remote { urls: daemons.iter().map(Daemon::url).collect(), token: "resume-token".to_owned() },
+        NodeSource::Remote {
+            urls: daemons.iter().map(Daemon::url).collect(),
+            token: "resume-token".to_owned(),
+            tls: Default::default(),
+        },
         7,
     );
     config.journal = Some(JournalHandle(journal.clone()));
@@ -629,7 +633,16 @@ async fn a_node_given_an_orchestrator_registers_with_its_name_url_labels_and_tok
 fn a_node_registering_while_listening_everywhere_needs_advertise_and_labels_are_checked() {
     let scratch = Scratch::new("register-bad");
     let token = scratch.file("token", "node-token");
-    let everywhere = ["node", "--token-file", &token, "--listen", "0.0.0.0:0", "--orchestrator", "http://127.0.0.1:9"];
+    let everywhere = [
+        "node",
+        "--token-file",
+        &token,
+        "--listen",
+        "0.0.0.0:0",
+        "--insecure-plaintext",
+        "--orchestrator",
+        "http://127.0.0.1:9",
+    ];
     let output = dtest(&everywhere);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -679,7 +692,11 @@ fn a_session_whose_journal_fails_now_and_then_holds_inputs_back_and_still_finish
     let journal = Arc::new(Flaky { inner: MemoryJournal::default(), calls: AtomicU64::new(0) });
     let mut config = SessionConfig::new(
         scenario,
-        NodeSource::Remote { urls: daemons.iter().map(Daemon::url).collect(), token: "flaky-token".to_owned() },
+        NodeSource::Remote {
+            urls: daemons.iter().map(Daemon::url).collect(),
+            token: "flaky-token".to_owned(),
+            tls: Default::default(),
+        },
         3,
     );
     config.journal = Some(JournalHandle(journal.clone()));
@@ -700,4 +717,84 @@ fn a_session_whose_journal_fails_now_and_then_holds_inputs_back_and_still_finish
     // The memory journal refuses an entry out of order, so a session that moved on past a refused
     // entry would have stalled its run: the entries are the run's inputs, whole and in order.
     assert!(journal.inner.entries.lock().expect("entries").len() > 10);
+}
+
+/// One node's scenario: `count` tasks that exit at once.
+fn one_node_scenario(count: u32) -> String {
+    format!(
+        r#"{{ "name": "one-node", "description": "quick tasks on one node", "duration_s": 60,
+  "cluster": {{ "groups": [{{ "name": "local", "count": 1, "resources": {{ "cpu_millis": 1000, "memory_mb": 1024 }} }}] }},
+  "workload": {{ "tasks": [{{ "name": "quick", "count": {count}, "kind": "command",
+    "requires": {{ "cpu_millis": 100, "memory_mb": 64 }}, "command": {{ "argv": ["true"], "timeout_s": 30 }} }}] }},
+  "faults": [], "expect": {{ "all_tasks_complete": true }} }}"#
+    )
+}
+
+/// A node on mutual TLS with `dtest certs`' files completes a run for a client showing the
+/// cluster's certificate; a client without one, with another CA's, not trusting the node's CA,
+/// or speaking plain HTTP to the TLS port is refused, and says why.
+#[test]
+fn a_run_over_mutual_tls_completes_and_every_stranger_is_refused() {
+    let scratch = Scratch::new("mtls");
+    let token = scratch.file("token", "tls-token");
+    let (certs, other) = (scratch.0.join("certs"), scratch.0.join("other"));
+    for dir in [&certs, &other] {
+        let made = dtest(&["certs", &dir.to_string_lossy()]);
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let again = dtest(&["certs", &certs.to_string_lossy()]);
+    assert_eq!(again.status.code(), Some(2), "certs are never overwritten without --force");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let pem = |dir: &PathBuf, name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (ca, server, server_key) = (pem(&certs, "ca.pem"), pem(&certs, "server.pem"), pem(&certs, "server-key.pem"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&server_key).expect("the key").permissions());
+    assert_eq!(mode & 0o077, 0, "a private key is its owner's alone: {mode:o}");
+    let tls = ["--tls-cert", &server, "--tls-key", &server_key, "--tls-client-ca", &ca];
+    let daemon = Daemon::start(&token, &[&["--allow-commands"][..], &tls[..]].concat());
+    let url = format!("https://127.0.0.1:{}", daemon.port);
+    let scenario = scratch.file("quick.json", &one_node_scenario(4));
+    let run = |nodes: &str, tls: &[&str]| {
+        dtest(&[&["run", &scenario, "--nodes", nodes, "--token-file", &token, "--json"][..], tls].concat())
+    };
+    let (client, client_key) = (pem(&certs, "client.pem"), pem(&certs, "client-key.pem"));
+    let done = run(&url, &["--cacert", &ca, "--client-cert", &client, "--client-key", &client_key]);
+    assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_nothing_lost_or_doubled(&report_of(&done));
+
+    let refused = |tls: &[&str], nodes: &str, why: &str| {
+        let output = run(nodes, tls);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(nodes) && stderr.contains(why), "expected `{why}`: {stderr}");
+    };
+    refused(&["--cacert", &ca], &url, "CertificateRequired");
+    let (stranger, stranger_key) = (pem(&other, "client.pem"), pem(&other, "client-key.pem"));
+    refused(&["--cacert", &ca, "--client-cert", &stranger, "--client-key", &stranger_key], &url, "UnknownCA");
+    refused(&[], &url, "UnknownIssuer");
+    refused(&[], &url.replace("https://", "http://"), "use https://");
+}
+
+/// A daemon does not send its token in clear beyond this machine unless told to.
+#[test]
+fn daemons_refuse_plain_http_beyond_loopback_without_insecure_plaintext() {
+    let scratch = Scratch::new("plaintext");
+    let token = scratch.file("token", "t");
+    let data = scratch.0.join("data").to_string_lossy().into_owned();
+    for command in [
+        &["node", "--token-file", &token, "--listen", "0.0.0.0:0"][..],
+        &["serve", "--token-file", &token, "--listen", "0.0.0.0:0", "--data", &data][..],
+        &["mcp", "--token-file", &token, "--http", "0.0.0.0:0"][..],
+    ] {
+        let output = dtest(command);
+        assert_eq!(output.status.code(), Some(2), "{command:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--tls-cert") && stderr.contains("--insecure-plaintext"), "{stderr}");
+    }
+    // TLS to a port that speaks plain HTTP fails at once, naming the node.
+    let daemon = Daemon::start(&token, &["--allow-commands"]);
+    let scenario = scratch.file("quick.json", &one_node_scenario(1));
+    let url = format!("https://127.0.0.1:{}", daemon.port);
+    let output = dtest(&["run", &scenario, "--nodes", &url, "--token-file", &token]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&url));
 }

@@ -57,3 +57,13 @@ fn load_with_a_profile_stops_early_and_keeps_its_measure() {
 fn readme_service_commands_work_as_printed() {
     case("readme_service_commands_work_as_printed");
 }
+
+#[test]
+fn mutual_tls_cluster() {
+    case("mutual_tls_cluster");
+}
+
+#[test]
+fn json_logs_carry_ids_and_never_tokens() {
+    case("json_logs_carry_ids_and_never_tokens");
+}

@@ -1,0 +1,103 @@
+//! The TLS flags, shared by the commands that listen (`node`, `serve`) and those that only
+//! connect (`run`, `mcp --orchestrator`), and the rule that a daemon does not send tokens in
+//! clear beyond this machine unless told to.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use dtest_node::secure::{ClientTls, Identity, ServerTls};
+
+/// TLS flags of a daemon.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Serve HTTPS with this certificate chain (PEM). It is also the certificate this daemon
+    /// presents to the peers it connects to that ask for one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate this CA (PEM) signed.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// A CA (PEM) to trust, besides Mozilla's roots, in the peers this daemon connects to.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Listen in plain HTTP beyond loopback anyway: the token crosses the network in clear.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_plaintext: bool,
+}
+
+/// What a daemon's TLS flags come to.
+pub struct Daemon {
+    /// How it listens: TLS, or plain without.
+    pub server: Option<ServerTls>,
+    /// How it connects to its peers.
+    pub client: ClientTls,
+}
+
+impl Daemon {
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.server.is_some() { "https" } else { "http" }
+    }
+}
+
+impl ServerArgs {
+    /// Reads the certificates and keys, and refuses plain HTTP on `listen` beyond loopback
+    /// without `--insecure-plaintext`.
+    pub fn daemon(&self, listen: SocketAddr) -> Result<Daemon, String> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(Identity::load(cert, key).map_err(|e| format!("--tls-cert/--tls-key {e}"))?)
+            }
+            _ => None,
+        };
+        let server = match &identity {
+            Some(identity) => Some(
+                ServerTls::new(identity, self.tls_client_ca.as_deref()).map_err(|e| format!("--tls-client-ca {e}"))?,
+            ),
+            None if !listen.ip().is_loopback() && !self.insecure_plaintext => {
+                return Err(format!(
+                    "--listen {listen} is beyond this machine: give --tls-cert and --tls-key (`dtest certs` makes \
+                     them), or --insecure-plaintext to send the token in clear"
+                ));
+            }
+            None => None,
+        };
+        let client = ClientTls::new(self.cacert.as_deref(), identity.as_ref()).map_err(|e| format!("--cacert {e}"))?;
+        Ok(Daemon { server, client })
+    }
+}
+
+/// TLS flags of a client.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// A CA (PEM) to trust, besides Mozilla's roots, in the `https://` servers reached.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// The certificate (PEM) to present to servers that require one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// Reads the CA, certificate and key.
+    pub fn client(&self) -> Result<ClientTls, String> {
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                Some(Identity::load(cert, key).map_err(|e| format!("--client-cert/--client-key {e}"))?)
+            }
+            _ => None,
+        };
+        ClientTls::new(self.cacert.as_deref(), identity.as_ref()).map_err(|e| format!("--cacert {e}"))
+    }
+
+    /// Whether any flag was given.
+    pub fn given(&self) -> bool {
+        self.cacert.is_some() || self.client_cert.is_some()
+    }
+}

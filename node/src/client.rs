@@ -9,9 +9,10 @@ use serde::de::DeserializeOwned;
 use crate::api::{ApiError, Exchange, ExchangeReply, Faults, MessageReceipt, NodeInfo, NodeMessage, PREFIX, Plan};
 use crate::secure::ClientTls;
 
-/// The longest reply read from a node, bytes: a week-long load's per-second histograms (the
-/// longest load a scenario may hold) come to about 250 MB of JSON.
-pub const REPLY_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// The longest reply read from a node unless a run says less
+/// ([`NodeClient::with_reply_bytes_max`], [`dtest_core::run::reply_bytes_max`]): a week-long
+/// load's per-second histograms (the longest load a scenario may hold) come to about 250 MB.
+pub const REPLY_BYTES_MAX: usize = dtest_core::run::REPLY_BYTES_CAP as usize;
 
 /// The longest error message read from a node, bytes.
 const ERROR_BYTES_MAX: usize = 64 * 1024;
@@ -45,6 +46,7 @@ pub struct NodeClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    reply_bytes_max: usize,
 }
 
 impl NodeClient {
@@ -58,7 +60,19 @@ impl NodeClient {
             .pool_max_idle_per_host(4)
             .build()
             .expect("a client with plain settings builds");
-        NodeClient { base: url.trim_end_matches('/').to_owned(), token: token.to_owned(), http }
+        NodeClient {
+            base: url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+            reply_bytes_max: REPLY_BYTES_MAX,
+        }
+    }
+
+    /// Reads no reply longer than `bytes` (at most [`REPLY_BYTES_MAX`]): what the run asked of
+    /// the node bounds what it may send back.
+    pub fn with_reply_bytes_max(mut self, bytes: u64) -> NodeClient {
+        self.reply_bytes_max = usize::try_from(bytes).unwrap_or(REPLY_BYTES_MAX).min(REPLY_BYTES_MAX);
+        self
     }
 
     /// The daemon's address.
@@ -101,18 +115,32 @@ impl NodeClient {
 
     /// Hands over frames and takes the node's, waiting up to `exchange.wait_ms` for some.
     pub async fn exchange(&self, exchange: &Exchange) -> Result<ExchangeReply, ClientError> {
+        self.exchange_measured(exchange).await.map(|(reply, _)| reply)
+    }
+
+    /// [`NodeClient::exchange`], with the reply's length in bytes.
+    pub async fn exchange_measured(&self, exchange: &Exchange) -> Result<(ExchangeReply, usize), ClientError> {
         let timeout = Duration::from_millis(exchange.wait_ms) + Duration::from_secs(5);
         let request = self.http.post(format!("{}{PREFIX}/exchange", self.base)).timeout(timeout);
-        match self.send(request.json(exchange)).await {
+        match self.send_measured(request.json(exchange)).await {
             Err(ClientError::Refused(409, _)) => Err(ClientError::NeedsPlan),
             other => other,
         }
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        self.send_measured(request).await.map(|(value, _)| value)
+    }
+
+    async fn send_measured<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(T, usize), ClientError> {
         let response = self.checked(request).await?;
-        let bytes = read_bounded(response, REPLY_BYTES_MAX).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreachable(format!("a malformed reply: {e}")))
+        let bytes = read_bounded(response, self.reply_bytes_max).await?;
+        let value =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreachable(format!("a malformed reply: {e}")))?;
+        Ok((value, bytes.len()))
     }
 
     async fn send_empty(&self, request: reqwest::RequestBuilder) -> Result<(), ClientError> {
@@ -125,8 +153,10 @@ impl NodeClient {
         match response.status() {
             status if status.is_success() => Ok(response),
             status => {
-                let bytes = read_bounded(response, ERROR_BYTES_MAX).await.unwrap_or_default();
-                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let text = match read_bounded(response, ERROR_BYTES_MAX).await {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Err(e) => format!("its error text could not be read: {e}"),
+                };
                 let why = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.error);
                 Err(ClientError::Refused(status.as_u16(), why))
             }

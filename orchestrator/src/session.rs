@@ -12,6 +12,7 @@ use dtest_core::protocol::{Frame, ToAgent};
 use dtest_core::report::{Mode, Report};
 use dtest_core::run::{
     Action, Cluster, LEAVE_GRACE_MS, LiveFigures, NodeOffer, Run, RunEvent, RunOptions, SAMPLE_INTERVAL_MS,
+    reply_bytes_max,
 };
 use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Resources, Scenario, Work};
 use dtest_node::api::{Faults, NodeInfo, Plan, PlanEntry, PlanWork};
@@ -265,8 +266,11 @@ impl Session {
             }
         };
 
-        // Every node must answer before anything starts; name all that do not.
-        let clients: Vec<NodeClient> = urls.iter().map(|u| NodeClient::new(u, &token, &node_tls)).collect();
+        // Every node must answer before anything starts; name all that do not. What the run asks
+        // of them bounds what they may send back.
+        let reply_max = reply_bytes_max(&scenario);
+        let clients: Vec<NodeClient> =
+            urls.iter().map(|u| NodeClient::new(u, &token, &node_tls).with_reply_bytes_max(reply_max)).collect();
         let infos = futures::future::join_all(clients.iter().map(|c| c.info(INFO_TIMEOUT))).await;
         let mut unreachable = Vec::new();
         let mut offers = Vec::new();
@@ -360,7 +364,12 @@ impl Session {
         let options = RunOptions { mode: Mode::Run, seed, events: true, ..RunOptions::default() };
         let mut run = Run::new(&scenario, cluster, options)?;
         let replayed = crate::journal::replay(&mut run, offers.len(), &entries);
-        let clients = setup.nodes.iter().map(|n| NodeClient::new(&n.url, &token, &node_tls)).collect();
+        let reply_max = reply_bytes_max(&scenario);
+        let clients = setup
+            .nodes
+            .iter()
+            .map(|n| NodeClient::new(&n.url, &token, &node_tls).with_reply_bytes_max(reply_max))
+            .collect();
         let dir = None;
         let driver = Driver {
             run,
@@ -622,13 +631,15 @@ impl Driver {
     async fn drive(mut self, mut cancel: watch::Receiver<bool>, resumed_links: Vec<Option<Link>>) -> Report {
         let (inputs_tx, mut inputs) = mpsc::channel::<Input>(INPUTS_MAX);
         let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queued = Arc::new(tokio::sync::Semaphore::new(crate::transport::QUEUED_BYTES_MAX));
         let mut outgoing = Vec::new();
         let mut links = Vec::new();
         let mut carriers = Vec::new();
         for (i, client) in self.clients.iter().enumerate() {
             let (tx, rx) = mpsc::channel(OUTGOING_MAX);
             outgoing.push(tx);
-            let carrier = Carrier { plan: self.plan.clone(), clock: self.clock, over: over.clone() };
+            let carrier =
+                Carrier { plan: self.plan.clone(), clock: self.clock, over: over.clone(), queued: queued.clone() };
             carriers.push(tokio::spawn(poll_node(i, client.clone(), carrier.clone(), inputs_tx.clone())));
             carriers.push(tokio::spawn(send_to_node(i, client.clone(), carrier, rx, inputs_tx.clone())));
             let (link_tx, link_rx) = watch::channel(Faults::default());
@@ -653,7 +664,7 @@ impl Driver {
             }
             tokio::select! {
                 input = inputs.recv(), if carrying => match input {
-                    Some(Input::Frames(i, frames)) => {
+                    Some(Input::Frames(i, frames, _held)) => {
                         self.input(Entry::Frames { at_ms: self.now_ms(), node: i as u32, frames });
                     }
                     Some(Input::Undelivered(n)) => {
@@ -853,7 +864,7 @@ impl Driver {
             // The orchestrator's resends are due in hundreds of milliseconds: look every 50.
             let pause = tokio::time::sleep(Duration::from_millis(50));
             tokio::select! {
-                input = inputs.recv() => if let Some(Input::Frames(i, frames)) = input {
+                input = inputs.recv() => if let Some(Input::Frames(i, frames, _held)) = input {
                     self.input(Entry::Frames { at_ms: self.now_ms(), node: i as u32, frames });
                 },
                 () = pause => {}

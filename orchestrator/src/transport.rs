@@ -19,10 +19,17 @@ const POLL_WAIT_MS: u64 = 1_000;
 /// After a failed exchange, how long before the next.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
+/// Bytes of the nodes' replies queued for the run at most (each reply counts its length on the
+/// wire, up to this): a node that answers faster than the run takes its frames waits.
+pub const QUEUED_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// A reply's share of [`QUEUED_BYTES_MAX`], given back when the run has taken its frames.
+pub type Held = tokio::sync::OwnedSemaphorePermit;
+
 /// What reaches the run from the nodes.
 pub enum Input {
-    /// Frames from node `i`.
-    Frames(usize, Vec<Frame<ToOrchestrator>>),
+    /// Frames from node `i`, holding their reply's share of the queue.
+    Frames(usize, Vec<Frame<ToOrchestrator>>, Held),
     /// This many frames to a node could not be delivered (its exchange failed).
     Undelivered(u64),
 }
@@ -36,9 +43,18 @@ pub struct Carrier {
     pub clock: Clock,
     /// Set once the run is over: from then on a node that lacks the plan is not given it again.
     pub over: Arc<AtomicBool>,
+    /// The queue's bytes, [`QUEUED_BYTES_MAX`] in all, shared by every node's carriers.
+    pub queued: Arc<tokio::sync::Semaphore>,
 }
 
 impl Carrier {
+    /// Waits for room for a reply of `bytes` in the run's queue (a reply larger than the whole
+    /// queue waits for all of it); `None` if the queue is closed.
+    async fn hold(&self, bytes: usize) -> Option<Held> {
+        let permits = bytes.clamp(1, QUEUED_BYTES_MAX) as u32;
+        self.queued.clone().acquire_many_owned(permits).await.ok()
+    }
+
     /// The plan as sent now, saying how long the run has been going; `None` once the run is over.
     fn plan_now(&self) -> Option<Plan> {
         (!self.over.load(Ordering::Relaxed)).then(|| Plan { elapsed_ms: self.clock.now_ms(), ..(*self.plan).clone() })
@@ -60,9 +76,11 @@ pub async fn poll_node(i: usize, client: NodeClient, carrier: Carrier, inputs: m
     // the plan to again.
     while !inputs.is_closed() {
         let exchange = Exchange { plan: carrier.plan.id.clone(), frames: Vec::new(), wait_ms: POLL_WAIT_MS };
-        match client.exchange(&exchange).await {
-            Ok(reply) => {
-                if !reply.frames.is_empty() && inputs.send(Input::Frames(i, reply.frames)).await.is_err() {
+        match client.exchange_measured(&exchange).await {
+            Ok((reply, _)) if reply.frames.is_empty() => {}
+            Ok((reply, bytes)) => {
+                let Some(held) = carrier.hold(bytes).await else { return };
+                if inputs.send(Input::Frames(i, reply.frames, held)).await.is_err() {
                     return;
                 }
             }
@@ -91,17 +109,20 @@ pub async fn send_to_node(
         }
         let exchange = Exchange { plan: carrier.plan.id.clone(), frames: batch, wait_ms: 0 };
         let count = exchange.frames.len() as u64;
-        let reply = match client.exchange(&exchange).await {
+        let reply = match client.exchange_measured(&exchange).await {
             Err(ClientError::NeedsPlan) if inputs.is_closed() => return,
             Err(ClientError::NeedsPlan) => match carrier.give_plan(&client).await {
-                Ok(()) => client.exchange(&exchange).await,
+                Ok(()) => client.exchange_measured(&exchange).await,
                 Err(e) => Err(e),
             },
             other => other,
         };
         let input = match reply {
-            Ok(reply) if reply.frames.is_empty() => continue,
-            Ok(reply) => Input::Frames(i, reply.frames),
+            Ok((reply, _)) if reply.frames.is_empty() => continue,
+            Ok((reply, bytes)) => match carrier.hold(bytes).await {
+                Some(held) => Input::Frames(i, reply.frames, held),
+                None => return,
+            },
             Err(_) => Input::Undelivered(count),
         };
         if inputs.send(input).await.is_err() {

@@ -708,6 +708,36 @@ mod tests {
         assert_eq!(decode(&hostile(0, 3, 1, 3_600_000_000), 3).expect("in bounds").len(), 0);
     }
 
+    /// The worst second a load can report: every bucket of the per-second precision filled over
+    /// the whole latency range, in both histograms, with large counts. The run's bound on a
+    /// node's replies counts each second at `SECOND_WIRE_BYTES_MAX`; it must hold this one.
+    #[test]
+    fn a_second_on_the_wire_fits_its_bound() {
+        let mut full = histogram(SECOND_DIGITS);
+        let mut other = histogram(SECOND_DIGITS);
+        let (mut us, mut buckets) = (1, 0u64);
+        // Counts that deflate cannot squeeze: a multiplicative hash of the bucket, up to 2^30.
+        let count = |n: u64| 1 + (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 34);
+        while us <= LATENCY_US_MAX {
+            record(&mut full, us, count(buckets));
+            record(&mut other, us, count(buckets + 1_000_003));
+            buckets += 1;
+            us = full.next_non_equivalent(us);
+        }
+        let wire = WireSecond {
+            t: crate::limits::DURATION_S_MAX as u64,
+            requests: u64::MAX,
+            errors: u64::MAX,
+            dropped: u64::MAX,
+            histogram: encode(&full),
+            uncorrected: encode(&other),
+        };
+        let bytes = serde_json::to_vec(&wire).expect("serializes").len() as u64;
+        assert!(buckets > 3_000, "every bucket: {buckets}");
+        assert!(bytes <= crate::run::SECOND_WIRE_BYTES_MAX, "a full second takes {bytes} bytes");
+        assert!(bytes * 2 > crate::run::SECOND_WIRE_BYTES_MAX, "the bound is not loose: {bytes} bytes");
+    }
+
     #[test]
     fn a_peer_s_absurd_counts_saturate_and_its_overfull_histograms_are_refused() {
         let mut m = Measure::new();

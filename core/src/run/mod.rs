@@ -330,6 +330,29 @@ pub struct Run {
     events_dropped: u64,
 }
 
+/// What a node's replies may carry besides load results: frames, heartbeats with live figures.
+pub const REPLY_BASE_BYTES: u64 = 4 * 1024 * 1024;
+/// The most one second of a load result takes on the wire: two histograms with every bucket of
+/// the per-second precision filled (`a_second_on_the_wire_fits_its_bound` holds it to that).
+pub const SECOND_WIRE_BYTES_MAX: u64 = 48 * 1024;
+/// The longest reply read from a node whatever the scenario: a week-long load's results.
+pub const REPLY_BYTES_CAP: u64 = 256 * 1024 * 1024;
+
+/// The longest reply a node of a run of `scenario` can have reason to send: the base, and every
+/// second each load instance can report, at its largest, up to [`REPLY_BYTES_CAP`]. What a
+/// peer sends beyond what the run asked of it is not read, so a hostile node costs the
+/// orchestrator the memory of the run's own loads, not of the longest load there could be.
+pub fn reply_bytes_max(scenario: &Scenario) -> u64 {
+    let seconds: u64 = scenario
+        .workload
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.work, Work::Load(_)))
+        .map(|t| u64::from(t.count).saturating_mul(attempt_timeout_ms(t).div_ceil(1000) + 1))
+        .fold(0, u64::saturating_add);
+    REPLY_BASE_BYTES.saturating_add(seconds.saturating_mul(SECOND_WIRE_BYTES_MAX)).min(REPLY_BYTES_CAP)
+}
+
 /// An attempt's timeout for a task entry: a real command's own; a simulated one's ten times the
 /// sum of its mean and ten deviations; a load's end, its last request's timeout and [`LOAD_MARGIN_MS`].
 pub fn attempt_timeout_ms(spec: &TaskSpec) -> u64 {

@@ -321,3 +321,16 @@ fn with_fencing_off_the_harness_finds_the_double_count() {
     });
     assert!(found.is_some(), "switching fencing off must be caught by the checkers");
 }
+
+/// A node's replies are bounded by what its run asks of it: the base for commands alone, room
+/// for every second each load can report, and never past the cap.
+#[test]
+fn a_run_reads_no_longer_replies_than_its_loads_can_fill() {
+    use dtest_core::run::{REPLY_BASE_BYTES, REPLY_BYTES_CAP, SECOND_WIRE_BYTES_MAX, reply_bytes_max};
+    let parse = |text: &str| dtest_core::scenario::parse(text.as_bytes()).expect("a valid scenario");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).expect("a shipped scenario");
+    assert_eq!(reply_bytes_max(&parse(&read("sharded-tests.json"))), REPLY_BASE_BYTES, "no load, no room for one");
+    let loads = reply_bytes_max(&parse(&read("load-patterns.json")));
+    assert!(loads > REPLY_BASE_BYTES + 60 * SECOND_WIRE_BYTES_MAX && loads < REPLY_BYTES_CAP, "{loads}");
+}

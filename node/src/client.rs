@@ -14,6 +14,9 @@ use crate::secure::ClientTls;
 /// load's per-second histograms (the longest load a scenario may hold) come to about 250 MB.
 pub const REPLY_BYTES_MAX: usize = dtest_core::run::REPLY_BYTES_CAP as usize;
 
+/// The longest account of itself read from a node, bytes.
+const INFO_BYTES_MAX: usize = 64 * 1024;
+
 /// The longest error message read from a node, bytes.
 const ERROR_BYTES_MAX: usize = 64 * 1024;
 
@@ -83,7 +86,9 @@ impl NodeClient {
     /// What the node is and offers, checked as a scenario's groups are.
     pub async fn info(&self, timeout: Duration) -> Result<NodeInfo, ClientError> {
         let request = self.http.get(format!("{}{PREFIX}/info", self.base)).timeout(timeout);
-        let info: NodeInfo = self.send(request).await?;
+        // A few hundred bytes at most, whatever the run: a service probes every node each second.
+        let bounded = NodeClient { reply_bytes_max: INFO_BYTES_MAX, ..self.clone() };
+        let info: NodeInfo = bounded.send(request).await?;
         info.check().map_err(|why| ClientError::Unreachable(format!("its info is not believable: {why}")))?;
         Ok(info)
     }

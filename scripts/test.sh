@@ -22,6 +22,7 @@ step "installing test dependencies"
 # requests and websockets are the clients the `dtest serve` end-to-end tests (serve_e2e.py) drive
 # its REST API and event WebSocket with; schemathesis fuzzes it against its own OpenAPI document.
 # mcp is the official MCP Python SDK, the client the `dtest mcp` end-to-end tests (mcp_e2e.py) drive it with.
+# PyYAML reads the sweep manifests of docs/k8s and docs/ci, which cli/tests/it/sweeps.rs runs as written.
 missing=()
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -34,11 +35,11 @@ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || 
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
-if ! python3 -c 'import jsonschema, junitparser, hdrh, requests, websockets, schemathesis, mcp' 2>/dev/null; then
+if ! python3 -c 'import jsonschema, junitparser, hdrh, requests, websockets, schemathesis, mcp, yaml' 2>/dev/null; then
   pip_install() {
     python3 -m pip install --quiet --disable-pip-version-check "$@" 'jsonschema>=4.18,<5' 'junitparser>=3.1,<4' \
       'hdrhistogram>=0.10,<0.11' 'requests>=2.32,<3' 'websockets>=14,<18' 'schemathesis>=4,<5' \
-      'mcp==2.3.0'
+      'mcp==2.3.0' 'pyyaml>=6,<7'
   }
   # Debian's own python3 refuses system-wide installs (PEP 668) unless told otherwise.
   pip_install || pip_install --break-system-packages

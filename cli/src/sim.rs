@@ -1,12 +1,14 @@
-//! `dtest sim FILE`: a deterministic simulation of a scenario under madsim.
+//! `dtest sim FILE`: a deterministic simulation of a scenario under madsim; `dtest sim merge`:
+//! the result files of a sweep's shards, combined.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dtest_core::report::Report;
 use dtest_core::scenario::{Distribution, Scenario};
 use dtest_sim::compare::{StrategyRow, compare};
-use dtest_sim::sweep::{parse_seeds, sweep};
-use dtest_sim::{SimOptions, simulate};
+use dtest_sim::shard::{self, ResultFile, ScenarioFile, Seeds};
+use dtest_sim::sweep::{SeedOutcome, Shard, parse_seeds, sweep_shard};
+use dtest_sim::{Determinism, Divergence, SimOptions, TracedEvent, check_determinism, simulate};
 
 use crate::Exit;
 use crate::output::Outputs;
@@ -14,10 +16,13 @@ use crate::validate::print_stdout;
 use dtest_orchestrator::scenario_file::load;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true, disable_help_subcommand = true)]
 pub struct Args {
+    #[command(subcommand)]
+    command: Option<SimCommand>,
     /// The scenario file.
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    #[arg(value_name = "FILE", required = true)]
+    file: Option<PathBuf>,
     /// The seed; the same seed gives the same run and the same report.
     #[arg(long, default_value_t = 42, conflicts_with = "seeds")]
     seed: u64,
@@ -25,6 +30,10 @@ pub struct Args {
     /// replays it.
     #[arg(long, value_name = "A..B")]
     seeds: Option<String>,
+    /// Run only shard I of N of the sweep (I from 0): the seeds s of A..B with (s - A) % N == I.
+    /// With --out, writes the shard's result file for `dtest sim merge`.
+    #[arg(long, value_name = "I/N", requires = "seeds")]
+    shard: Option<String>,
     /// Replace the scenario's faults with a mix drawn from each seed (partitions, kills, loss,
     /// latency, clogs); seeds are then judged by the invariants alone.
     #[arg(long)]
@@ -33,13 +42,21 @@ pub struct Args {
     /// capability, locality, weighted, adaptive), or `all` to compare them on the same seed.
     #[arg(long, value_name = "NAME")]
     strategy: Option<String>,
-    /// Run the seed twice and fail unless the two reports are identical, byte for byte.
+    /// Run the seed twice and fail unless both runs handle the same events (every frame, input,
+    /// timeout and action, at the same simulated times) and give identical reports, byte for
+    /// byte; if not, show the first event where they part.
     #[arg(long)]
     check_determinism: bool,
+    /// Test-only (dtest's own tests use it to show a real divergence): with
+    /// --check-determinism, the second run's shell draws a number from the seeded generator out
+    /// of turn at this event (counted from 0).
+    #[arg(long, hide = true, value_name = "EVENT", requires = "check_determinism")]
+    perturb_second_run_at: Option<u64>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Also write the JSON report to FILE.
+    /// Also write the JSON report to FILE; with --seeds, the sweep's result file (every seed's
+    /// outcome), which `dtest sim merge` combines with the other shards'.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Also write a self-contained HTML report (charts of the load) to FILE.
@@ -47,9 +64,36 @@ pub struct Args {
     html: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum SimCommand {
+    /// Combine the result files of a sweep's shards (`--shard I/N --out FILE`) into the sweep's
+    /// summary, with the command that replays each failing seed.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// The result files, one per shard, every shard once.
+    #[arg(value_name = "FILES", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    /// The scenario file; clap requires it unless a subcommand is given.
+    fn file(&self) -> &Path {
+        self.file.as_deref().unwrap_or(Path::new(""))
+    }
+}
+
 pub fn run(args: &Args) -> Exit {
-    let label = args.file.display().to_string();
-    let scenario = match load(&args.file) {
+    if let Some(SimCommand::Merge(merge)) = &args.command {
+        return run_merge(merge);
+    }
+    let label = args.file().display().to_string();
+    let scenario = match load(args.file()) {
         Ok(scenario) => scenario,
         Err(problems) => {
             for p in &problems {
@@ -73,42 +117,106 @@ pub fn run(args: &Args) -> Exit {
     if all {
         return compare_strategies(args, &scenario, &options);
     }
-    let report = match simulate(&scenario, &options) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("{label}: {e}");
-            return Exit::BadInput;
-        }
-    };
-    if args.check_determinism {
-        let json = report.to_json();
-        let again = match simulate(&scenario, &options) {
-            Ok(report) => report.to_json(),
+    let report = if args.check_determinism {
+        match check_determinism(&scenario, &options, args.perturb_second_run_at) {
+            Ok(Determinism::Same { report, events }) => {
+                eprintln!(
+                    "determinism: seed {} ran twice with identical reports ({} bytes) and identical events ({events})",
+                    args.seed,
+                    report.to_json().len()
+                );
+                *report
+            }
+            Ok(Determinism::Diverged(divergence)) => {
+                eprint!("{}", divergence_text(args.seed, &divergence));
+                return Exit::Failed;
+            }
+            Ok(Determinism::Intermittent { index, at_ms }) => {
+                eprintln!(
+                    "error: seed {} is not deterministic: the runs diverged at event {index} (t={:.3} s), but not when run again to show it",
+                    args.seed,
+                    at_ms as f64 / 1e3
+                );
+                return Exit::Failed;
+            }
+            Ok(Determinism::ReportsDiffer) => {
+                eprintln!(
+                    "error: seed {} is not deterministic: every event agreed, yet the two reports differ",
+                    args.seed
+                );
+                return Exit::Failed;
+            }
             Err(e) => {
                 eprintln!("{label}: {e}");
                 return Exit::BadInput;
             }
-        };
-        if again != json {
-            eprintln!("error: seed {} gave two different reports; the simulation is not deterministic", args.seed);
-            return Exit::Failed;
         }
-        eprintln!("determinism: seed {} ran twice with identical reports ({} bytes)", args.seed, json.len());
-    }
+    } else {
+        match simulate(&scenario, &options) {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("{label}: {e}");
+                return Exit::BadInput;
+            }
+        }
+    };
     let outputs = Outputs { json: args.json, out: args.out.as_deref(), html: args.html.as_deref(), junit: None };
     crate::output::finish(&report, outputs)
 }
 
+/// Where two runs of a seed part, for people: the event's index and time, then both versions.
+fn divergence_text(seed: u64, d: &Divergence) -> String {
+    let version = |event: &Option<TracedEvent>| match event {
+        Some(e) => format!("[{:.3} s] {}", e.at_ms as f64 / 1e3, e.text),
+        None => format!("(the run ended after {} events)", d.index),
+    };
+    format!(
+        "error: seed {seed} is not deterministic: the runs diverge at event {} (t={:.3} s)\n  first run:  {}\n  second run: {}\n",
+        d.index,
+        d.at_ms as f64 / 1e3,
+        version(&d.first),
+        version(&d.second)
+    )
+}
+
 /// The command line that replays a seed of this run, without `--seed`.
-fn replay_command(args: &Args) -> String {
-    let mut command = format!("dtest sim {}", args.file.display());
-    if args.swarm {
+fn replay_command(file: &str, swarm: bool, strategy: Option<&str>) -> String {
+    let mut command = format!("dtest sim {file}");
+    if swarm {
         command.push_str(" --swarm");
     }
-    if let Some(strategy) = &args.strategy {
+    if let Some(strategy) = strategy {
         command.push_str(&format!(" --strategy {strategy}"));
     }
     command
+}
+
+/// A sweep's summary as JSON: what `--seeds --json` and `merge --json` print.
+fn sweep_json<'a>(
+    scenario: &str,
+    seeds: u64,
+    swarm: bool,
+    failing: impl Iterator<Item = &'a SeedOutcome>,
+    replay: &str,
+) -> String {
+    let failing: Vec<serde_json::Value> = failing
+        .map(|o| serde_json::json!({ "seed": o.seed, "reason": o.reason, "replay": format!("{replay} --seed {}", o.seed) }))
+        .collect();
+    let summary = serde_json::json!({
+        "scenario": scenario,
+        "seeds": seeds,
+        "swarm": swarm,
+        "passed": seeds - failing.len() as u64,
+        "failed": failing.len(),
+        "failing": failing,
+    });
+    format!("{}\n", serde_json::to_string_pretty(&summary).unwrap_or_default())
+}
+
+/// The SHA-256 of `bytes`, in hex, as `sha256sum` prints it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions) -> Exit {
@@ -120,11 +228,35 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
         eprintln!("error: --strategy all compares strategies on one seed; use it with --seed, not --seeds");
         return Exit::BadInput;
     }
+    let shard = match args.shard.as_deref().map(|text| (text, Shard::parse(text))) {
+        None => Shard::WHOLE,
+        Some((_, Some(shard))) => shard,
+        Some((text, None)) => {
+            eprintln!(
+                "error: --shard expects I/N with 0 <= I < N <= {}, like 0/4; found {text:?}",
+                dtest_sim::sweep::SHARDS_MAX
+            );
+            return Exit::BadInput;
+        }
+    };
+    let shard_seeds = shard.len(&seeds);
+    if args.out.is_some() && shard_seeds > shard::SHARD_SEEDS_MAX {
+        eprintln!(
+            "error: a result file holds at most {} seeds; this one would hold {shard_seeds}: split the sweep with --shard",
+            shard::SHARD_SEEDS_MAX
+        );
+        return Exit::BadInput;
+    }
+    // Read before the sweep, so that the hash is of the file that ran.
+    let sha256 = match args.out.as_ref().map(|_| std::fs::read(args.file())).transpose() {
+        Ok(bytes) => bytes.map(|b| sha256_hex(&b)),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file().display());
+            return Exit::BadInput;
+        }
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(seeds.end - seeds.start),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let bar = indicatif::ProgressBar::with_draw_target(Some(shard_seeds), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {msg} [{elapsed} of ~{duration}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -137,32 +269,47 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
         bar.set_message(format!("{} failed", failed.load(std::sync::atomic::Ordering::Relaxed)));
         bar.inc(1);
     };
-    let result = sweep(scenario, seeds, options, threads, &progress);
+    let result = sweep_shard(scenario, seeds.clone(), shard, options, threads, &progress);
     bar.finish_and_clear();
     let result = match result {
         Ok(result) => result,
         Err(e) => {
-            eprintln!("{}: {e}", args.file.display());
+            eprintln!("{}: {e}", args.file().display());
             return Exit::BadInput;
         }
     };
-    let replay = replay_command(args);
+    let path = args.file().display().to_string();
+    if let (Some(out), Some(sha256)) = (&args.out, sha256) {
+        let failed = result.failing().count() as u64;
+        let file = ResultFile {
+            format: shard::FORMAT.to_owned(),
+            dtest: env!("CARGO_PKG_VERSION").to_owned(),
+            scenario: ScenarioFile { path: path.clone(), name: scenario.name.clone(), sha256 },
+            seeds: Seeds { start: seeds.start, end: seeds.end },
+            shard,
+            swarm: args.swarm,
+            strategy: args.strategy.clone(),
+            passed: result.outcomes.len() as u64 - failed,
+            failed,
+            outcomes: result.outcomes.clone(),
+        };
+        let mut text = serde_json::to_string(&file).unwrap_or_default();
+        text.push('\n');
+        if let Err(e) = std::fs::write(out, text) {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            return Exit::BadInput;
+        }
+    }
+    let replay = replay_command(&path, args.swarm, args.strategy.as_deref());
     let printed = if args.json {
-        let failing: Vec<serde_json::Value> = result
-            .failing()
-            .map(|o| serde_json::json!({ "seed": o.seed, "reason": o.reason, "replay": format!("{replay} --seed {}", o.seed) }))
-            .collect();
-        let summary = serde_json::json!({
-            "scenario": scenario.name,
-            "seeds": result.outcomes.len(),
-            "swarm": args.swarm,
-            "passed": result.outcomes.len() - failing.len(),
-            "failed": failing.len(),
-            "failing": failing,
-        });
-        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary).unwrap_or_default()))
+        print_stdout(&sweep_json(&scenario.name, result.outcomes.len() as u64, args.swarm, result.failing(), &replay))
     } else {
-        print_stdout(&result.summary(&replay, usize::MAX))
+        let mut text = String::new();
+        if args.shard.is_some() {
+            text.push_str(&format!("shard {shard} of seeds {range}\n"));
+        }
+        text.push_str(&result.summary(&replay, usize::MAX));
+        print_stdout(&text)
     };
     if printed != Exit::Ok {
         return printed;
@@ -175,7 +322,7 @@ fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) ->
     let reports = match compare(scenario, options, &Distribution::ALL, &|_| {}) {
         Ok(reports) => reports,
         Err(e) => {
-            eprintln!("{}: {e}", args.file.display());
+            eprintln!("{}: {e}", args.file().display());
             return Exit::BadInput;
         }
     };
@@ -189,6 +336,63 @@ fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) ->
         return printed;
     }
     if reports.iter().all(Report::passed) { Exit::Ok } else { Exit::Failed }
+}
+
+/// `dtest sim merge FILES...`: the shards' result files, checked and combined into the sweep's
+/// summary; 2 when they are not every shard of one sweep once, else 1 when a seed failed.
+fn run_merge(args: &MergeArgs) -> Exit {
+    if args.files.len() as u64 > dtest_sim::sweep::SHARDS_MAX {
+        eprintln!(
+            "error: a sweep has at most {} shards; {} files given",
+            dtest_sim::sweep::SHARDS_MAX,
+            args.files.len()
+        );
+        return Exit::BadInput;
+    }
+    let mut files = Vec::with_capacity(args.files.len());
+    for path in &args.files {
+        let label = path.display().to_string();
+        match read_result(path) {
+            Ok(file) => files.push((label, file)),
+            Err(problem) => {
+                eprintln!("error: {label}: {problem}");
+                return Exit::BadInput;
+            }
+        }
+    }
+    let merged = match shard::merge(files) {
+        Ok(merged) => merged,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let replay = replay_command(&merged.scenario.path, merged.swarm, merged.strategy.as_deref());
+    let printed = if args.json {
+        print_stdout(&sweep_json(&merged.scenario.name, merged.total(), merged.swarm, merged.failing.iter(), &replay))
+    } else {
+        print_stdout(&merged.summary(&replay, usize::MAX))
+    };
+    if printed != Exit::Ok {
+        return printed;
+    }
+    if merged.failing.is_empty() { Exit::Ok } else { Exit::Failed }
+}
+
+/// Reads a result file, at most [`shard::RESULT_FILE_BYTES_MAX`] bytes of it.
+fn read_result(path: &Path) -> Result<ResultFile, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let too_large = || format!("larger than {} MiB; not a result file of a shard", shard::RESULT_FILE_BYTES_MAX >> 20);
+    if file.metadata().is_ok_and(|m| m.len() > shard::RESULT_FILE_BYTES_MAX) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(shard::RESULT_FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > shard::RESULT_FILE_BYTES_MAX {
+        return Err(too_large());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("not a dtest sweep result file: {e}"))
 }
 
 fn strategy_table(scenario: &Scenario, seed: u64, rows: &[Report]) -> String {

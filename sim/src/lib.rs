@@ -18,6 +18,12 @@
 //! allocations from its events and report any task ended twice, stale result counted, node
 //! over-committed, task never ended after the faults healed, or kill noticed too late.
 //!
+//! Beyond one run: `sweep` runs many seeds (each with its own fault mix in a swarm) and splits a
+//! sweep into shards; `shard` holds a shard's result file and merges them; `compare` runs every
+//! strategy on one seed; `trace` records every event a run handles, only for
+//! [`check_determinism`], which runs a seed twice side by side and names the first event where
+//! the runs part.
+//!
 //! The workspace builds with `--cfg madsim` (`.cargo/config.toml`), which compiles madsim's
 //! simulated runtime into the one `dtest` binary. Without the flag this crate refuses to build,
 //! so a `RUSTFLAGS` that replaces the config's flags cannot silently drop the simulator.
@@ -29,8 +35,12 @@ compile_error!(
 
 pub mod compare;
 mod post;
+pub mod shard;
 pub mod sweep;
+mod trace;
 mod world;
+
+pub use trace::{Divergence, EVENT_TEXT_MAX, TracedEvent};
 
 use std::fmt;
 use std::sync::Arc;
@@ -161,10 +171,18 @@ pub fn simulate_traced(scenario: &Scenario, options: &SimOptions) -> Result<(Rep
 }
 
 fn simulate_inner(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Counts, Events), SimError> {
+    simulate_recorded(scenario, options, None)
+}
+
+fn simulate_recorded(
+    scenario: &Scenario,
+    options: &SimOptions,
+    trace: Option<trace::Recorder>,
+) -> Result<(Report, Counts, Events), SimError> {
     world::simulable(scenario)?;
     let swarm = options.swarm.then(|| sweep::swarm_scenario(scenario, options.seed));
     let scenario = swarm.as_ref().unwrap_or(scenario);
-    let shared = world::run(scenario, options)?;
+    let shared = world::run(scenario, options, trace)?;
     let mut world = shared.world();
     if world.stopped {
         return Err(SimError::Stopped);
@@ -174,6 +192,109 @@ fn simulate_inner(scenario: &Scenario, options: &SimOptions) -> Result<(Report, 
         Counts { messages: report.messages.sent, letters: world.post.delivered(), events: world.run.events_seen() };
     let events = std::iter::from_fn(|| world.run.poll_event()).collect();
     Ok((report, counts, events))
+}
+
+/// What running one seed twice found ([`check_determinism`]).
+#[derive(Clone, Debug)]
+pub enum Determinism {
+    /// Both runs handled the same events, in the same order at the same times, and gave the
+    /// same report, byte for byte.
+    Same {
+        /// The report.
+        report: Box<Report>,
+        /// How many events each run handled.
+        events: u64,
+    },
+    /// The runs part at this event; they were stopped there.
+    Diverged(Divergence),
+    /// The runs parted at event `index` (at `at_ms`), but when run twice again to show the event,
+    /// they did not part at all: the nondeterminism comes and goes.
+    Intermittent {
+        /// The event, counted from 0.
+        index: u64,
+        /// Its simulated time, in ms.
+        at_ms: u64,
+    },
+    /// Every event agreed, yet the reports differ.
+    ReportsDiffer,
+}
+
+/// Runs `options.seed` twice, side by side on two threads, each recording its trace: every frame
+/// sent (with the network's verdict), every input a node or the orchestrator takes, every timeout
+/// and action, with its simulated time. The traces are compared as they grow, by fingerprint,
+/// and both runs stop at the first event that differs; the seed then runs twice more, keeping
+/// the events' text, to show that event. Recording costs nothing in a run that does not ask for
+/// it. The check stops its runs with watches of its own; `options.watch` is not used.
+///
+/// `perturb_second_run_at` is for tests only: at that event (counted from 0) the second run's
+/// shell draws a number from the seeded generator out of turn, a real divergence from then on,
+/// so the report of where it starts can be checked.
+pub fn check_determinism(
+    scenario: &Scenario,
+    options: &SimOptions,
+    perturb_second_run_at: Option<u64>,
+) -> Result<Determinism, SimError> {
+    world::simulable(scenario)?;
+    match run_twice(scenario, options, trace::Keep::Fingerprints, perturb_second_run_at) {
+        Twice::Same(events, reports) => {
+            let [first, second] = *reports;
+            let (first, second) = (first?, second?);
+            if first.to_json() == second.to_json() {
+                Ok(Determinism::Same { report: Box::new(first), events })
+            } else {
+                Ok(Determinism::ReportsDiffer)
+            }
+        }
+        Twice::Diverged(found) => match run_twice(scenario, options, trace::Keep::Text, perturb_second_run_at) {
+            Twice::Diverged(shown) => Ok(Determinism::Diverged(shown)),
+            Twice::Same(..) => Ok(Determinism::Intermittent { index: found.index, at_ms: found.at_ms }),
+        },
+    }
+}
+
+/// What two runs of a seed did, side by side.
+enum Twice {
+    /// The same events, this many; each run's report.
+    Same(u64, Box<[Result<Report, SimError>; 2]>),
+    /// They parted here, and were stopped.
+    Diverged(Divergence),
+}
+
+/// Runs `options.seed` twice at once, recording `keep` of each event, and compares the traces
+/// as they grow; stops both runs where they part.
+fn run_twice(
+    scenario: &Scenario,
+    options: &SimOptions,
+    keep: trace::Keep,
+    perturb_second_run_at: Option<u64>,
+) -> Twice {
+    let watch = Watch::default();
+    let options = SimOptions { watch: Some(watch.clone()), ..options.clone() };
+    let names: Vec<String> = scenario.nodes().map(|n| scenario.node_id(n)).collect();
+    let (first_sink, first) = trace::channel();
+    let (second_sink, second) = trace::channel();
+    let recorders = [
+        trace::Recorder::new(names.clone(), keep, first_sink, None),
+        trace::Recorder::new(names, keep, second_sink, perturb_second_run_at),
+    ];
+    std::thread::scope(|scope| {
+        let runs = recorders.map(|recorder| {
+            let options = &options;
+            scope.spawn(move || simulate_recorded(scenario, options, Some(recorder)).map(|(report, ..)| report))
+        });
+        match trace::compare(first, second) {
+            trace::Compared::Diverged(divergence) => {
+                // Nothing after the divergence is worth running; the scope waits for both to stop.
+                watch.stop();
+                Twice::Diverged(divergence)
+            }
+            trace::Compared::Same(events) => {
+                // A run that panicked failed an assertion of the core or the shell: so does this.
+                let reports = runs.map(|run| run.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                Twice::Same(events, Box::new(reports))
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -211,6 +332,31 @@ mod tests {
         });
         assert_eq!(outcome, Err(SimError::Stopped));
         assert_eq!(ran.into_inner(), 0);
+    }
+
+    #[test]
+    fn checking_determinism_agrees_on_every_event_and_changes_nothing_in_the_report() {
+        let s = scenario("node-failure");
+        let options = SimOptions { seed: 3, swarm: true, ..SimOptions::default() };
+        let Ok(Determinism::Same { report, events }) = check_determinism(&s, &options, None) else {
+            panic!("a seed replays")
+        };
+        assert!(events > 1_000, "every frame, input and action is an event: {events}");
+        assert_eq!(report.to_json(), simulate(&s, &options).expect("runs").to_json());
+    }
+
+    #[test]
+    fn a_perturbed_second_run_diverges_at_the_event_perturbed() {
+        let s = scenario("node-failure");
+        let options = SimOptions { seed: 3, ..SimOptions::default() };
+        let Ok(Determinism::Diverged(d)) = check_determinism(&s, &options, Some(700)) else {
+            panic!("the second run was perturbed")
+        };
+        assert_eq!(d.index, 700);
+        let (first, second) = (d.first.expect("the first run went on"), d.second.expect("so did the second"));
+        assert!(second.text.starts_with("test-only perturbation"), "{second:?}");
+        assert!(!first.text.starts_with("test-only"), "{first:?}");
+        assert_eq!(d.at_ms, first.at_ms.min(second.at_ms));
     }
 
     #[test]

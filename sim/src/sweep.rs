@@ -1,13 +1,17 @@
 //! Many seeds at once: sweeps over a range of seeds on every core, and swarm testing, where each
 //! seed draws its own fault mix within the scenario's bounds (as TigerBeetle's VOPR does), so a
 //! sweep explores partitions, kills, loss, latency and clogs the scenario's author did not write.
+//! A sweep can be split into shards ([`Shard`]) run on different machines; `shard` merges their
+//! result files.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dtest_core::report::Report;
 use dtest_core::scenario::{ClogDirection, Fault, FaultKind, GroupId, NodeRef, NodeSet, Scenario, Side};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 use crate::{SimError, SimOptions, Watch, simulate};
 
@@ -15,15 +19,47 @@ use crate::{SimError, SimOptions, Watch, simulate};
 /// whether everything recovers (liveness).
 const SWARM_FAULTS_FRACTION: f64 = 0.6;
 
+/// A failing seed lists at most this many failed expectations and violated invariants; more are
+/// counted in a last entry.
+pub const FAILED_LISTED_MAX: usize = 8;
+
 /// The outcome of one seed of a sweep.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SeedOutcome {
     /// The seed.
     pub seed: u64,
     /// Whether every expectation and invariant held.
     pub passed: bool,
     /// Why not: the first violation or failed expectation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Every invariant violated (`invariant: WHAT`) and expectation failed (`expectation NAME`),
+    /// the first [`FAILED_LISTED_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// In a swarm sweep, the fault mix the failing seed drew ([`describe_fault`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<String>,
+}
+
+impl SeedOutcome {
+    /// The outcome of `seed` whose run reported `report`.
+    pub fn of(seed: u64, report: &Report) -> SeedOutcome {
+        let passed = report.passed();
+        let mut failed: Vec<String> = Vec::new();
+        if !passed {
+            let violations = report.violations.iter().map(|v| format!("invariant: {}", v.what));
+            let judged = if report.swarm { &[][..] } else { &report.expectations[..] };
+            let expectations = judged.iter().filter(|e| !e.ok).map(|e| format!("expectation {}", e.name));
+            let all: Vec<String> = violations.chain(expectations).collect();
+            failed.extend(all.iter().take(FAILED_LISTED_MAX).cloned());
+            if all.len() > FAILED_LISTED_MAX {
+                failed.push(format!("and {} more", all.len() - FAILED_LISTED_MAX));
+            }
+        }
+        SeedOutcome { seed, passed, reason: report.failure(), failed, faults: Vec::new() }
+    }
 }
 
 /// The outcome of a sweep, seeds in order.
@@ -42,26 +78,31 @@ impl Sweep {
     /// A summary for people: counts, then the first `shown` failing seeds, each with the command
     /// that replays it. `replay` is the command line without `--seed`.
     pub fn summary(&self, replay: &str, shown: usize) -> String {
-        let failing: Vec<&SeedOutcome> = self.failing().collect();
-        let mut out = format!(
-            "{} seeds: {} passed, {} failed\n",
-            self.outcomes.len(),
-            self.outcomes.len() - failing.len(),
-            failing.len()
-        );
-        for o in failing.iter().take(shown) {
-            out.push_str(&format!(
-                "  seed {}: {}\n    replay: {replay} --seed {}\n",
-                o.seed,
-                o.reason.as_deref().unwrap_or("failed"),
-                o.seed
-            ));
-        }
-        if failing.len() > shown {
-            out.push_str(&format!("  and {} more failing seeds\n", failing.len() - shown));
-        }
-        out
+        summary(self.outcomes.len() as u64, self.failing(), replay, shown)
     }
+}
+
+/// [`Sweep::summary`] of a sweep of `seeds` seeds whose failing ones are `failing`, in order.
+pub fn summary<'a>(
+    seeds: u64,
+    failing: impl IntoIterator<Item = &'a SeedOutcome>,
+    replay: &str,
+    shown: usize,
+) -> String {
+    let failing: Vec<&SeedOutcome> = failing.into_iter().collect();
+    let mut out = format!("{} seeds: {} passed, {} failed\n", seeds, seeds - failing.len() as u64, failing.len());
+    for o in failing.iter().take(shown) {
+        out.push_str(&format!(
+            "  seed {}: {}\n    replay: {replay} --seed {}\n",
+            o.seed,
+            o.reason.as_deref().unwrap_or("failed"),
+            o.seed
+        ));
+    }
+    if failing.len() > shown {
+        out.push_str(&format!("  and {} more failing seeds\n", failing.len() - shown));
+    }
+    out
 }
 
 /// Seeds `A..B` (A up to B-1), as `--seeds` takes them; `None` unless A < B.
@@ -69,6 +110,56 @@ pub fn parse_seeds(text: &str) -> Option<std::ops::Range<u64>> {
     let (a, b) = text.split_once("..")?;
     let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
     (a < b).then_some(a..b)
+}
+
+/// Sweeps split across machines have at most this many shards.
+pub const SHARDS_MAX: u64 = 10_000;
+
+/// One shard of a sweep over seeds `A..B`, as `--shard I/N` names it: the seeds `s` with
+/// `(s - A) % N == I`, every `N`-th seed from `A + I`. Interleaved rather than contiguous, so
+/// that every shard gets seeds from the whole range and shards take about as long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    /// Which shard, from 0.
+    pub index: u64,
+    /// Of how many, at most [`SHARDS_MAX`].
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole sweep as one shard.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// `I/N` with `I < N <= SHARDS_MAX`.
+    pub fn parse(text: &str) -> Option<Shard> {
+        let (i, n) = text.split_once('/')?;
+        let (index, count): (u64, u64) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
+        (index < count && count <= SHARDS_MAX).then_some(Shard { index, count })
+    }
+
+    /// This shard's seeds of `seeds`, in order.
+    pub fn seeds(self, seeds: std::ops::Range<u64>) -> impl Iterator<Item = u64> {
+        let step = usize::try_from(self.count).unwrap_or(usize::MAX);
+        (seeds.start.saturating_add(self.index).min(seeds.end)..seeds.end).step_by(step)
+    }
+
+    /// How many seeds of `seeds` are this shard's.
+    pub fn len(self, seeds: &std::ops::Range<u64>) -> u64 {
+        let span = seeds.end.saturating_sub(seeds.start);
+        span.saturating_sub(self.index).div_ceil(self.count)
+    }
+
+    /// The `k`-th of this shard's seeds of a range starting at `start`.
+    fn nth(self, start: u64, k: u64) -> u64 {
+        start + self.index + k * self.count
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Runs `seeds` on `threads` threads; `options.seed` is replaced by each seed (and with
@@ -81,18 +172,32 @@ pub fn sweep(
     threads: usize,
     progress: &(dyn Fn(&SeedOutcome) + Sync),
 ) -> Result<Sweep, SimError> {
+    sweep_shard(scenario, seeds, Shard::WHOLE, options, threads, progress)
+}
+
+/// [`sweep`] of one shard of `seeds`: only its seeds run.
+pub fn sweep_shard(
+    scenario: &Scenario,
+    seeds: std::ops::Range<u64>,
+    shard: Shard,
+    options: &SimOptions,
+    threads: usize,
+    progress: &(dyn Fn(&SeedOutcome) + Sync),
+) -> Result<Sweep, SimError> {
     crate::world::simulable(scenario)?;
     let stopped = || options.watch.as_ref().is_some_and(Watch::stopped);
-    let next = AtomicU64::new(seeds.start);
+    let next = AtomicU64::new(0);
+    let count = shard.len(&seeds);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
                 loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= seeds.end || stopped() {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= count || stopped() {
                         break;
                     }
+                    let seed = shard.nth(seeds.start, k);
                     let outcome = run_seed(scenario, &SimOptions { seed, ..options.clone() });
                     progress(&outcome);
                     outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
@@ -108,13 +213,66 @@ pub fn sweep(
     Ok(Sweep { outcomes })
 }
 
-/// One seed of a sweep: `options.seed`, judged as the report judges it.
+/// One seed of a sweep: `options.seed`, judged as the report judges it; a failing swarm seed
+/// lists the fault mix it drew.
 pub fn run_seed(scenario: &Scenario, options: &SimOptions) -> SeedOutcome {
     let seed = options.seed;
-    match simulate(scenario, options) {
-        Ok(report) => SeedOutcome { seed, passed: report.passed(), reason: report.failure() },
-        Err(e) => SeedOutcome { seed, passed: false, reason: Some(e.to_string()) },
+    let mut outcome = match simulate(scenario, options) {
+        Ok(report) => SeedOutcome::of(seed, &report),
+        Err(e) => {
+            SeedOutcome { seed, passed: false, reason: Some(e.to_string()), failed: Vec::new(), faults: Vec::new() }
+        }
+    };
+    if !outcome.passed && options.swarm {
+        let swarm = swarm_scenario(scenario, seed);
+        outcome.faults = swarm.faults.iter().map(|f| describe_fault(&swarm, f)).collect();
     }
+    outcome
+}
+
+/// A fault in a line, as a failing swarm seed lists its mix: `at 12.000 s: kill eu-3, us-7,
+/// restart at 40.000 s`.
+pub fn describe_fault(scenario: &Scenario, fault: &Fault) -> String {
+    let s = |ms: u64| format!("{:.3} s", ms as f64 / 1e3);
+    let set = |set: &NodeSet| -> String {
+        let names: Vec<String> = set
+            .groups
+            .iter()
+            .map(|g| format!("group {}", scenario.groups[g.0 as usize].name))
+            .chain(set.nodes.iter().map(|&n| scenario.node_id(n)))
+            .collect();
+        if names.is_empty() { "every node".to_owned() } else { names.join(", ") }
+    };
+    let until = |end: Option<u64>, word: &str| end.map_or_else(String::new, |end| format!(", {word} {}", s(end)));
+    let what = match &fault.kind {
+        FaultKind::Partition { sides, oneway, heal_at_ms } => {
+            let sides: Vec<String> = sides
+                .iter()
+                .map(|side| format!("[{}{}]", set(&side.nodes), if side.orchestrator { " + orchestrator" } else { "" }))
+                .collect();
+            let oneway = if *oneway { " one way" } else { "" };
+            format!("partition {} from the rest{oneway}{}", sides.join(" | "), until(*heal_at_ms, "healed at"))
+        }
+        FaultKind::Kill { nodes, restart_at_ms } => {
+            format!("kill {}{}", set(nodes), until(*restart_at_ms, "restart at"))
+        }
+        FaultKind::PacketLoss { rate, nodes, until_ms } => {
+            format!("packet loss {:.1}% on {}{}", rate * 100.0, set(nodes), until(*until_ms, "until"))
+        }
+        FaultKind::Latency { min_ms, max_ms, nodes, until_ms } => {
+            format!("latency {min_ms}-{max_ms} ms on {}{}", set(nodes), until(*until_ms, "until"))
+        }
+        FaultKind::Clog { nodes, direction, until_ms } => {
+            let direction = match direction {
+                ClogDirection::Both => "both ways",
+                ClogDirection::In => "inbound",
+                ClogDirection::Out => "outbound",
+            };
+            format!("clog {} {direction}{}", set(nodes), until(*until_ms, "until"))
+        }
+        FaultKind::Pause { nodes, until_ms } => format!("pause {}{}", set(nodes), until(*until_ms, "until")),
+    };
+    format!("at {}: {what}", s(fault.at_ms))
 }
 
 /// The scenario with its faults replaced by a mix drawn from `seed`: partitions, kills (most

@@ -25,6 +25,7 @@ use madsim::task::NodeId;
 use madsim::time::{Instant, sleep};
 
 use crate::post::{Letter, Mailbox, PostOffice};
+use crate::trace::{Recorder, Traced};
 use crate::{SimError, SimOptions, Watch};
 use dtest_core::faults::{Direction, Verdict};
 
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub node_refs: Vec<NodeRef>,
     pub seed: u64,
     pub watch: Option<Watch>,
+    /// The run's trace, kept only when checking determinism.
+    pub trace: Option<Mutex<Recorder>>,
 }
 
 impl Shared {
@@ -86,6 +89,7 @@ impl Shared {
             start: Instant::now(),
             seed: options.seed,
             watch: options.watch.clone(),
+            trace: None,
         })
     }
 
@@ -96,6 +100,16 @@ impl Shared {
     pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
         // The simulation runs on one thread; a poisoned lock means a checker panicked already.
         self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the event `event` gives (with its time) in the run's trace, if one is kept;
+    /// otherwise `event` is not called. Its lock is taken after the world's, never before it.
+    #[inline]
+    fn trace<'a>(&self, event: impl FnOnce() -> (u64, Traced<'a>)) {
+        if let Some(trace) = &self.trace {
+            let (at_ms, event) = event();
+            trace.lock().unwrap_or_else(|e| e.into_inner()).record(at_ms, event);
+        }
     }
 }
 
@@ -116,11 +130,18 @@ fn send(world: &mut World, shared: &Shared, node: usize, mail: Mail) {
     };
     let mut rng = thread_rng();
     let verdict = world.run.net().verdict(shared.node_refs[node], direction, || rng.r#gen::<f64>());
-    let Verdict::Deliver(delay_ms) = verdict else {
+    let due_ms = match verdict {
+        Verdict::Deliver(delay_ms) => Some(now_ms + rng.gen_range(LINK_LATENCY_MS) + delay_ms),
+        _ => None,
+    };
+    shared.trace(|| match &mail {
+        Mail::ToAgent(frame) => (now_ms, Traced::ToAgent { node, frame, verdict, due_ms }),
+        Mail::ToOrchestrator(frame) => (now_ms, Traced::ToOrchestrator { node, frame, verdict, due_ms }),
+    });
+    let Some(at_ms) = due_ms else {
         world.run.count_dropped(1);
         return;
     };
-    let at_ms = now_ms + rng.gen_range(LINK_LATENCY_MS) + delay_ms;
     let letter = match mail {
         Mail::ToAgent(frame) => {
             Letter::Agent { node, incarnation: world.incarnations[node], input: AgentInput::Frame(frame) }
@@ -144,6 +165,7 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
         world.incarnations[node] += 1;
         world.incarnations[node]
     };
+    shared.trace(|| (shared.now_ms(), Traced::Starts { node, incarnation }));
     let inputs = Mailbox::<AgentInput>::new();
     shared.world().post.open_agent(node, incarnation, inputs.clone());
     let heartbeat_interval_ms = shared.scenario.failure_detector.heartbeat_interval_ms;
@@ -158,6 +180,7 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
     let mut work: BTreeMap<(TaskId, Attempt), madsim::task::JoinHandle<()>> = BTreeMap::new();
     loop {
         while let Some(action) = agent.poll_action() {
+            shared.trace(|| (shared.now_ms(), Traced::AgentDoes { node, incarnation, action: &action }));
             match action {
                 AgentAction::Start { task, attempt, work: instance } => {
                     let done = inputs.clone();
@@ -186,7 +209,9 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
             incarnation,
             input: AgentInput::Tick(at_ms),
         });
-        match inputs.take().await {
+        let input = inputs.take().await;
+        shared.trace(|| (shared.now_ms(), Traced::AgentTakes { node, incarnation, input: &input }));
+        match input {
             AgentInput::Frame(frame) => agent.handle(shared.now_ms(), frame),
             AgentInput::Finished(task, attempt, outcome, load) => {
                 work.remove(&(task, attempt));
@@ -199,6 +224,7 @@ async fn agent_main(shared: Arc<Shared>, node: usize) {
 }
 
 /// What wakes an agent.
+#[derive(Debug)]
 pub(crate) enum AgentInput {
     Frame(Frame<ToAgent>),
     Finished(TaskId, Attempt, Outcome, Option<Box<LoadResult>>),
@@ -327,12 +353,14 @@ async fn orchestrator_main(shared: Arc<Shared>, over: Mailbox<u64>) {
         {
             let mut world = shared.world();
             if world.run.poll_timeout().is_some_and(|at| at <= now) {
+                shared.trace(|| (now, Traced::TimersDue));
                 world.run.handle_timeout(now);
             }
             while let Some((node, frame)) = world.run.poll_transmit() {
                 send(&mut world, &shared, node.0 as usize, Mail::ToAgent(frame));
             }
             while let Some(action) = world.run.poll_action() {
+                shared.trace(|| (now, Traced::RunDoes(&action)));
                 if let Action::Kill(node) = action {
                     world.post.close_agent(node.0 as usize);
                 }
@@ -363,7 +391,14 @@ async fn orchestrator_main(shared: Arc<Shared>, over: Mailbox<u64>) {
             return;
         };
         alarm.arm(&shared, at_ms.max(now + 1), |at_ms| Letter::Orchestrator(OrchestratorInput::Tick(at_ms)));
-        match inputs.take().await {
+        let input = inputs.take().await;
+        shared.trace(|| match &input {
+            OrchestratorInput::Frame(node, frame) => {
+                (shared.now_ms(), Traced::OrchestratorTakes { node: *node, frame })
+            }
+            OrchestratorInput::Tick(at_ms) => (shared.now_ms(), Traced::Alarm { at_ms: *at_ms }),
+        });
+        match input {
             OrchestratorInput::Frame(node, frame) => {
                 shared.world().run.handle(shared.now_ms(), NodeIdx(node as u32), frame);
             }
@@ -397,14 +432,17 @@ pub(crate) fn simulable(scenario: &Scenario) -> Result<(), SimError> {
     Ok(())
 }
 
-/// Runs the simulation to its end and returns the shared state, the run's report included.
-pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> Result<Arc<Shared>, SimError> {
+/// Runs the simulation to its end and returns the shared state, the run's report included;
+/// with `trace`, records its events there ([`crate::trace`]) and closes it at the end.
+pub(crate) fn run(scenario: &Scenario, options: &SimOptions, trace: Option<Recorder>) -> Result<Arc<Shared>, SimError> {
     let runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, madsim::Config::default());
     let scenario = scenario.clone();
     let options = options.clone();
     let shared = runtime.block_on(async move {
         let handle = Handle::current();
-        let shared = Arc::new(Shared::new(&scenario, &options)?);
+        let mut shared = Shared::new(&scenario, &options)?;
+        shared.trace = trace.map(Mutex::new);
+        let shared = Arc::new(shared);
         let nodes = shared.node_refs.len();
         let post_office = handle.create_node().name("network").build();
         post_office.spawn(crate::post::run(shared.clone()));
@@ -436,5 +474,8 @@ pub(crate) fn run(scenario: &Scenario, options: &SimOptions) -> Result<Arc<Share
     })?;
     drop(runtime);
     assert_eq!(Arc::strong_count(&shared), 1, "a simulated task outlived its run");
+    if let Some(trace) = &shared.trace {
+        trace.lock().unwrap_or_else(|e| e.into_inner()).finish();
+    }
     Ok(shared)
 }

@@ -10,6 +10,7 @@ mod run;
 mod schema;
 mod serve;
 mod sim;
+mod sweeps;
 mod tls;
 mod validate;
 

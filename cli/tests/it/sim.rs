@@ -155,3 +155,29 @@ fn a_swarm_run_is_judged_by_its_invariants_in_text_and_exit_code_alike() {
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON on stdout");
     assert_eq!(report["swarm"], true);
 }
+
+#[test]
+fn a_determinism_failure_names_the_first_event_where_the_runs_part() {
+    // The hidden, test-only flag makes the second run's shell draw a random number out of turn
+    // at event 500: a real divergence, which the check must find there and not later.
+    let output = dtest(&[
+        "sim",
+        "scenarios/node-failure.json",
+        "--seed",
+        "3",
+        "--check-determinism",
+        "--perturb-second-run-at",
+        "500",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty(), "no report of a run that is not deterministic");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with("error: seed 3 is not deterministic: the runs diverge at event 500 (t="), "{stderr}");
+    assert!(lines[0].ends_with(" s)"), "{stderr}");
+    assert!(lines[1].starts_with("  first run:  [") && !lines[1].contains("perturbation"), "{stderr}");
+    assert!(lines[2].starts_with("  second run: [") && lines[2].contains("test-only perturbation"), "{stderr}");
+    let help = String::from_utf8_lossy(&dtest(&["sim", "--help"]).stdout).into_owned();
+    assert!(!help.contains("perturb"), "the test-only flag is hidden");
+}

@@ -2,6 +2,7 @@
 checks, waits, the scenario of command tasks they run, and a target to aim load at."""
 
 import os
+import signal
 import time
 
 import requests
@@ -93,3 +94,34 @@ def tagged_pids(tag):
         except OSError:
             pass
     return [p for p in pids if p != os.getpid()]
+
+
+def kill_tagged(tag, timeout_s=10):
+    """SIGKILLs every process tagged `tag` (see `tagged_pids`) until none is left, or warns
+    after `timeout_s` naming those still alive."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = tagged_pids(tag)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    print(f"warning: processes still alive after teardown: {tagged_pids(tag)}")
+
+
+def print_logs(prefixes):
+    """The end of each `PREFIX.out` and `PREFIX.err` that holds anything, for a failed case."""
+    for prefix in prefixes:
+        for suffix in (".out", ".err"):
+            try:
+                with open(prefix + suffix, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if text.strip():
+                print(f"---- {os.path.basename(prefix)}{suffix} (last 3000 characters) ----")
+                print(text[-3000:])

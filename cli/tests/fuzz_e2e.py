@@ -56,7 +56,7 @@ import urllib.parse
 import uuid
 import zlib
 
-from e2e import Failed, check, tagged_pids, wait_for
+from e2e import Failed, check, kill_tagged, print_logs, wait_for
 
 RSS_BUDGET_KB = 150 * 1024
 # Every answer must come within this; an exchange may also wait as long as it asked (≤ 30 s).
@@ -127,30 +127,10 @@ class Procs:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pids = tagged_pids(self.tag)
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        print(f"warning: processes still alive after teardown: {tagged_pids(self.tag)}")
+        kill_tagged(self.tag)
 
     def logs(self):
-        for _, _, prefix in self.procs:
-            for suffix in (".out", ".err"):
-                try:
-                    with open(prefix + suffix, errors="replace") as f:
-                        text = f.read()
-                except OSError:
-                    continue
-                if text.strip():
-                    print(f"---- {os.path.basename(prefix)}{suffix} (last 3000 characters) ----")
-                    print(text[-3000:])
+        print_logs(prefix for _, _, prefix in self.procs)
 
 
 def memory_kb(pid):

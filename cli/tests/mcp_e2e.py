@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from e2e import TERMINAL, Failed, Target, check, scenario, tagged_pids, wait_for
+from e2e import TERMINAL, Failed, Target, check, kill_tagged, scenario, tagged_pids, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = {
@@ -343,18 +342,7 @@ class Harness:
                 proc.wait(timeout=10)
         # What the servers started (their nodes, the nodes' commands), and a stdio server the SDK
         # could not stop.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pids = self.tagged_pids()
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        print(f"warning: processes still alive after teardown: {self.tagged_pids()}")
+        kill_tagged(self.tag)
 
     def print_logs(self):
         for file in self.logs:

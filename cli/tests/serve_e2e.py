@@ -28,7 +28,7 @@ import requests
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
-from e2e import TERMINAL, Failed, Target, check, scenario, tagged_pids, wait_for
+from e2e import TERMINAL, Failed, Target, check, kill_tagged, print_logs, scenario, tagged_pids, wait_for
 
 class Cluster:
     """A service and its nodes in a temporary directory, every process tagged so that none
@@ -161,30 +161,10 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 pass
         # The commands the nodes started, orphaned by a killed node or left by a killed service.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pids = self.tagged_pids()
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        print(f"warning: processes still alive after teardown: {self.tagged_pids()}")
+        kill_tagged(self.tag)
 
     def logs(self):
-        for name, _, prefix in self.procs:
-            for suffix in (".out", ".err"):
-                try:
-                    with open(prefix + suffix, errors="replace") as f:
-                        text = f.read()
-                except OSError:
-                    continue
-                if text.strip():
-                    print(f"---- {os.path.basename(prefix)}{suffix} (last 3000 characters) ----")
-                    print(text[-3000:])
+        print_logs(prefix for _, _, prefix in self.procs)
 
 
 def lines(file):

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use dtest_mcp::{Config, Guard, HttpConfig, Upstream};
-use dtest_node::secure::{Identity, ServerTls};
 
 use crate::Exit;
 use crate::node::read_token;
@@ -121,18 +120,14 @@ pub fn run(args: &Args) -> Exit {
                 Ok(token) => token,
                 Err(e) => return bad(&format!("--token-file {e}")),
             };
-            let tls = match (&args.tls_cert, &args.tls_key) {
-                (Some(cert), Some(key)) => match Identity::load(cert, key).and_then(|i| ServerTls::new(&i, None)) {
-                    Ok(tls) => Some(tls),
-                    Err(e) => return bad(&format!("--tls-cert/--tls-key {e}")),
-                },
-                _ if !listen.ip().is_loopback() && !args.insecure_plaintext => {
-                    return bad(&format!(
-                        "--http {listen} is beyond this machine: give --tls-cert and --tls-key, or \
-                         --insecure-plaintext to send the token in clear"
-                    ));
-                }
-                _ => None,
+            let identity = match crate::secure::identity(args.tls_cert.as_deref(), args.tls_key.as_deref()) {
+                Ok(identity) => identity,
+                Err(e) => return bad(&e),
+            };
+            let tls = match crate::secure::listening("--http", listen, identity.as_ref(), None, args.insecure_plaintext)
+            {
+                Ok(tls) => tls,
+                Err(e) => return bad(&e),
             };
             Some(HttpConfig { listen, token, allowed_origins: args.allow_origins.clone(), tls })
         }

@@ -3,7 +3,7 @@
 //! clear beyond this machine unless told to.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dtest_node::secure::{ClientTls, Identity, ServerTls};
 
@@ -47,26 +47,38 @@ impl ServerArgs {
     /// Reads the certificates and keys, and refuses plain HTTP on `listen` beyond loopback
     /// without `--insecure-plaintext`.
     pub fn daemon(&self, listen: SocketAddr) -> Result<Daemon, String> {
-        let identity = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(Identity::load(cert, key).map_err(|e| format!("--tls-cert/--tls-key {e}"))?)
-            }
-            _ => None,
-        };
-        let server = match &identity {
-            Some(identity) => Some(
-                ServerTls::new(identity, self.tls_client_ca.as_deref()).map_err(|e| format!("--tls-client-ca {e}"))?,
-            ),
-            None if !listen.ip().is_loopback() && !self.insecure_plaintext => {
-                return Err(format!(
-                    "--listen {listen} is beyond this machine: give --tls-cert and --tls-key (`dtest certs` makes \
-                     them), or --insecure-plaintext to send the token in clear"
-                ));
-            }
-            None => None,
-        };
+        let identity = identity(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        let client_ca = self.tls_client_ca.as_deref();
+        let server = listening("--listen", listen, identity.as_ref(), client_ca, self.insecure_plaintext)?;
         let client = ClientTls::new(self.cacert.as_deref(), identity.as_ref()).map_err(|e| format!("--cacert {e}"))?;
         Ok(Daemon { server, client })
+    }
+}
+
+/// The certificate and key of `--tls-cert` and `--tls-key`, when given.
+pub fn identity(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Identity>, String> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Identity::load(cert, key).map(Some).map_err(|e| format!("--tls-cert/--tls-key {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// How a daemon listening on `listen` (given by `flag`) serves: TLS with `identity` (mutual with
+/// `client_ca`), or plain HTTP, which beyond loopback it refuses without `insecure_plaintext`.
+pub fn listening(
+    flag: &str,
+    listen: SocketAddr,
+    identity: Option<&Identity>,
+    client_ca: Option<&Path>,
+    insecure_plaintext: bool,
+) -> Result<Option<ServerTls>, String> {
+    match identity {
+        Some(identity) => ServerTls::new(identity, client_ca).map(Some).map_err(|e| format!("TLS: {e}")),
+        None if !listen.ip().is_loopback() && !insecure_plaintext => Err(format!(
+            "{flag} {listen} is beyond this machine: give --tls-cert and --tls-key (`dtest certs` makes them), \
+             or --insecure-plaintext to send the token in clear"
+        )),
+        None => Ok(None),
     }
 }
 

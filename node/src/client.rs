@@ -87,8 +87,7 @@ impl NodeClient {
     pub async fn info(&self, timeout: Duration) -> Result<NodeInfo, ClientError> {
         let request = self.http.get(format!("{}{PREFIX}/info", self.base)).timeout(timeout);
         // A few hundred bytes at most, whatever the run: a service probes every node each second.
-        let bounded = NodeClient { reply_bytes_max: INFO_BYTES_MAX, ..self.clone() };
-        let info: NodeInfo = bounded.send(request).await?;
+        let (info, _): (NodeInfo, _) = self.send_measured(request, INFO_BYTES_MAX).await?;
         info.check().map_err(|why| ClientError::Unreachable(format!("its info is not believable: {why}")))?;
         Ok(info)
     }
@@ -127,22 +126,24 @@ impl NodeClient {
     pub async fn exchange_measured(&self, exchange: &Exchange) -> Result<(ExchangeReply, usize), ClientError> {
         let timeout = Duration::from_millis(exchange.wait_ms) + Duration::from_secs(5);
         let request = self.http.post(format!("{}{PREFIX}/exchange", self.base)).timeout(timeout);
-        match self.send_measured(request.json(exchange)).await {
+        match self.send_measured(request.json(exchange), self.reply_bytes_max).await {
             Err(ClientError::Refused(409, _)) => Err(ClientError::NeedsPlan),
             other => other,
         }
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        self.send_measured(request).await.map(|(value, _)| value)
+        self.send_measured(request, self.reply_bytes_max).await.map(|(value, _)| value)
     }
 
+    /// The reply read up to `max` bytes, parsed, with its length.
     async fn send_measured<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
+        max: usize,
     ) -> Result<(T, usize), ClientError> {
         let response = self.checked(request).await?;
-        let bytes = read_bounded(response, self.reply_bytes_max).await?;
+        let bytes = read_bounded(response, max).await?;
         let value =
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreachable(format!("a malformed reply: {e}")))?;
         Ok((value, bytes.len()))

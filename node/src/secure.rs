@@ -140,11 +140,6 @@ impl ServerTls {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ServerTls { acceptor: TlsAcceptor::from(Arc::new(config)), mutual: client_ca.is_some() })
     }
-
-    /// Whether clients must present a certificate.
-    pub fn mutual(&self) -> bool {
-        self.mutual
-    }
 }
 
 /// A connection a daemon accepted, plain or TLS.
@@ -171,11 +166,6 @@ impl Incoming {
     /// TLS when `tls` is given, else plain.
     pub fn new(tcp: TcpListener, tls: Option<ServerTls>) -> Incoming {
         Incoming { tcp, tls, handshakes: JoinSet::new() }
-    }
-
-    /// `https` or `http`.
-    pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The bound address.
@@ -296,9 +286,4 @@ impl ClientTls {
     pub fn http(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder().tls_backend_preconfigured(ClientConfig::clone(&self.config))
     }
-}
-
-/// Whether serving on `addr` without TLS would send tokens in clear beyond this machine.
-pub fn plaintext_beyond_loopback(addr: SocketAddr) -> bool {
-    !addr.ip().is_loopback()
 }

@@ -49,6 +49,7 @@ pub struct NodeClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    tls: ClientTls,
     reply_bytes_max: usize,
 }
 
@@ -67,6 +68,7 @@ impl NodeClient {
             base: url.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             http,
+            tls: tls.clone(),
             reply_bytes_max: REPLY_BYTES_MAX,
         }
     }
@@ -87,7 +89,13 @@ impl NodeClient {
     pub async fn info(&self, timeout: Duration) -> Result<NodeInfo, ClientError> {
         let request = self.http.get(format!("{}{PREFIX}/info", self.base)).timeout(timeout);
         // A few hundred bytes at most, whatever the run: a service probes every node each second.
-        let (info, _): (NodeInfo, _) = self.send_measured(request, INFO_BYTES_MAX).await?;
+        let (info, _): (NodeInfo, _) = match self.send_measured(request, INFO_BYTES_MAX).await {
+            Err(ClientError::Unreachable(why)) => match self.tls.diagnose(&self.base).await {
+                Some(tls) if !why.contains(&tls) => return Err(ClientError::Unreachable(format!("{why}; TLS: {tls}"))),
+                _ => return Err(ClientError::Unreachable(why)),
+            },
+            other => other?,
+        };
         info.check().map_err(|why| ClientError::Unreachable(format!("its info is not believable: {why}")))?;
         Ok(info)
     }

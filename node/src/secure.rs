@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Handshakes in flight at once; past this, the listener stops accepting until one ends.
 pub const HANDSHAKES_MAX: usize = 256;
@@ -236,11 +236,31 @@ async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> Option<Box<dyn 
             body.len()
         );
         let _ = tcp.write_all(answer.as_bytes()).await;
-        let _ = tcp.shutdown().await;
+        close_gently(tcp).await;
         return None;
     }
-    let tls = acceptor.accept(tcp).await.ok()?;
-    Some(Box::new(tls))
+    match acceptor.accept(tcp).into_fallible().await {
+        Ok(tls) => Some(Box::new(tls)),
+        // rustls has written its alert (an unknown CA, a missing certificate) to the socket.
+        Err((_, tcp)) => {
+            close_gently(tcp).await;
+            None
+        }
+    }
+}
+
+/// Closes a connection so that what was written reaches the client: the write side first, then
+/// whatever the client still sends is read and dropped until it closes too (or a second
+/// passes). Closing a socket with unread input sends a reset, and a reset can throw away a
+/// refusal the client has not read yet, leaving it to report "connection closed" instead of
+/// why (under TLS 1.3 a client sends its request before it learns its certificate was refused).
+async fn close_gently(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = tcp.read(&mut sink).await {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// What a client of dtest's daemons trusts and presents. Cheap to clone.
@@ -279,6 +299,28 @@ impl ClientTls {
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ClientTls { config: Arc::new(config), presents: identity.is_some() })
+    }
+
+    /// Why a TLS connection to `url` fails, found by making one and reading from it, or `None`
+    /// when it does not fail. Under TLS 1.3 a server refuses a client's certificate after the
+    /// client has finished its handshake; an HTTP client has often sent its request by then and
+    /// reports only that the connection closed, while a read here gets the server's alert
+    /// ("UnknownCA", "CertificateRequired").
+    pub async fn diagnose(&self, url: &str) -> Option<String> {
+        let url = reqwest::Url::parse(url).ok().filter(|url| url.scheme() == "https")?;
+        let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let address = (host.clone(), url.port_or_known_default()?);
+        let name = ServerName::try_from(host).ok()?;
+        let connector = TlsConnector::from(Arc::clone(&self.config));
+        let attempt = async {
+            let tcp = TcpStream::connect(address).await?;
+            let mut tls = connector.connect(name, tcp).await?;
+            tls.read(&mut [0u8; 1]).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
     }
 
     /// A reqwest client builder with this TLS: every reqwest client of ours starts here (reqwest

@@ -245,6 +245,12 @@ mod tests {
         Setting { dir, cwd: None, workdir, env }
     }
 
+    /// Attempt `n` in the scratch directory of `at`: every attempt has a directory of its own,
+    /// as on a node (the one before may still be being removed in the background).
+    fn attempt(at: &Setting, n: u32) -> Setting {
+        Setting { dir: at.workdir.join(format!(".dtest/tasks/plan/1-{n}")), ..at.clone() }
+    }
+
     /// Whether `dir` is gone within a few seconds (it is removed in the background).
     async fn removed(dir: &Path) -> bool {
         for _ in 0..100 {
@@ -260,15 +266,15 @@ mod tests {
     async fn exit_codes_decide_and_failures_keep_the_tail_of_the_output() {
         let at = setting("exit");
         let sh = |script: &str| ["sh".to_owned(), "-c".to_owned(), script.to_owned()];
-        assert_eq!(run(&["true".to_owned()], at.clone()).await, Outcome::Passed);
+        assert_eq!(run(&["true".to_owned()], attempt(&at, 1)).await, Outcome::Passed);
         let script = "for i in $(seq 1 5000); do echo line $i; done; echo boom >&2; exit 3";
-        let outcome = run(&sh(script), at.clone()).await;
+        let outcome = run(&sh(script), attempt(&at, 2)).await;
         let Outcome::Failed(message) = outcome else { panic!("a failing command fails") };
         assert!(message.starts_with("exit code 3"), "{message}");
         assert!(message.contains("line 5000") && !message.contains("line 1\n"), "only the tail: {message}");
         assert!(message.contains("boom"));
         assert!(message.len() < 3 * OUTPUT_TAIL);
-        let missing = run(&["no-such-program-dtest".to_owned()], at.clone()).await;
+        let missing = run(&["no-such-program-dtest".to_owned()], attempt(&at, 3)).await;
         assert!(matches!(missing, Outcome::Failed(m) if m.starts_with("cannot start no-such-program-dtest")));
         let _ = std::fs::remove_dir_all(&at.workdir);
     }
@@ -353,7 +359,7 @@ mod tests {
         let text = std::fs::read_to_string(&report).expect("the probe ran");
         assert_eq!(text, format!("{}\n700\n", at.dir.display()), "its own directory, the owner's only");
         assert!(removed(&at.dir).await, "{} was removed with what the command left", at.dir.display());
-        let elsewhere = Setting { cwd: Some(at.workdir.clone()), ..at.clone() };
+        let elsewhere = Setting { cwd: Some(at.workdir.clone()), ..attempt(&at, 2) };
         assert_eq!(run(&["bin/probe".to_owned(), report.display().to_string()], elsewhere).await, Outcome::Passed);
         assert!(std::fs::read_to_string(&report).expect("ran").starts_with(&format!("{}\n", at.workdir.display())));
         let _ = std::fs::remove_dir_all(&at.workdir);

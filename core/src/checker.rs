@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::placement::{Amounts, NodeIdx};
 use crate::protocol::{Attempt, Event, TaskId, Terminal};
-use crate::report::{Spread, Tasks};
+use crate::report::{Invariant, Spread, Tasks};
 
 /// What the orchestrator said of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +37,8 @@ pub struct Checker {
     pub history: Vec<Vec<(u64, NodeEvent)>>,
     /// Nodes declared dead, counting every time.
     pub declared_dead: u64,
-    /// What went wrong, with the time (ms).
-    pub violations: Vec<(u64, String)>,
+    /// What went wrong, with the time (ms) and the invariant broken.
+    pub violations: Vec<(u64, Invariant, String)>,
 }
 
 impl Checker {
@@ -124,14 +124,18 @@ impl Checker {
                 let n = node.0 as usize;
                 self.allocated[n] = self.allocated[n].plus(&self.task_amounts[task.0 as usize]);
                 if !self.capacity[n].covers(&self.allocated[n]) {
-                    self.violations.push((now, format!("node {n} over-committed by {task:?}")));
+                    self.violations.push((now, Invariant::OverCommit, format!("node {n} over-committed by {task:?}")));
                 }
             }
             Event::Counted { task, attempt, node, .. } => {
                 if self.lease.get(task) == Some(&(*attempt, *node)) {
                     self.end_lease(*task);
                 } else {
-                    self.violations.push((now, format!("a stale result of {task:?} ({attempt:?}) was counted")));
+                    self.violations.push((
+                        now,
+                        Invariant::StaleResult,
+                        format!("a stale result of {task:?} ({attempt:?}) was counted"),
+                    ));
                 }
             }
             Event::Reassigned { task, .. } | Event::LeaseExpired { task, .. } => self.end_lease(*task),
@@ -139,7 +143,11 @@ impl Checker {
                 let entry = self.ended.entry(*task).or_insert((*terminal, 0));
                 entry.1 += 1;
                 if entry.1 > 1 {
-                    self.violations.push((now, format!("{task:?} ended a second time ({terminal:?})")));
+                    self.violations.push((
+                        now,
+                        Invariant::EndedTwice,
+                        format!("{task:?} ended a second time ({terminal:?})"),
+                    ));
                 }
             }
             Event::NodeDead { node } => {

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::measure::{Measure, SeriesPoint, StatusCounts, encode};
@@ -325,8 +325,53 @@ pub struct Expectation {
 pub struct Violation {
     /// When, in milliseconds from the run's start (simulated in `sim`, wall-clock in `run`).
     pub at_ms: u64,
+    /// Which invariant.
+    pub invariant: Invariant,
     /// What happened.
     pub what: String,
+}
+
+/// The invariants the checkers hold every run to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariant {
+    /// No node is given more than its capacity.
+    OverCommit,
+    /// No result of an attempt that no longer holds the task's lease is counted.
+    StaleResult,
+    /// No task ends twice.
+    EndedTwice,
+    /// Once the last fault has healed, the system converges in time: every task ends, every
+    /// live node is alive in the orchestrator's eyes, every alert resolves.
+    Liveness,
+    /// A killed node is noticed within the scenario's bound.
+    Detection,
+    /// Every result a node sends can be read.
+    ReadableResults,
+}
+
+impl Invariant {
+    /// Every invariant, in order.
+    pub const ALL: [Invariant; 6] = [
+        Invariant::OverCommit,
+        Invariant::StaleResult,
+        Invariant::EndedTwice,
+        Invariant::Liveness,
+        Invariant::Detection,
+        Invariant::ReadableResults,
+    ];
+
+    /// Its name, as reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::OverCommit => "over_commit",
+            Invariant::StaleResult => "stale_result",
+            Invariant::EndedTwice => "ended_twice",
+            Invariant::Liveness => "liveness",
+            Invariant::Detection => "detection",
+            Invariant::ReadableResults => "readable_results",
+        }
+    }
 }
 
 impl Report {

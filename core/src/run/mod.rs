@@ -33,8 +33,8 @@ use crate::protocol::{
     Terminal, ToAgent, ToOrchestrator,
 };
 use crate::report::{
-    AlertRecord, Messages, Mode, Nodes, Report, StrategyUsed, TaskOutcome, TaskResult, Utilization, Violation,
-    expectations, load_seconds, name,
+    AlertRecord, Invariant, Messages, Mode, Nodes, Report, StrategyUsed, TaskOutcome, TaskResult, Utilization,
+    Violation, expectations, load_seconds, name,
 };
 use crate::scenario::{
     Distribution, FaultKind, NodeRef, Resources, Scenario, TaskSpec, TaskSpecId, Work, WorkloadMode,
@@ -823,6 +823,7 @@ impl Run {
                         }
                         Err(e) => self.unreadable.push(Violation {
                             at_ms: now_ms,
+                            invariant: Invariant::ReadableResults,
                             what: format!(
                                 "node {} sent a load result for {task:?} ({attempt:?}) that dtest cannot read: {e}",
                                 self.names[node.0 as usize]
@@ -977,8 +978,11 @@ impl Run {
         let checker = &self.checker;
         let tasks = checker.tasks(self.instances.len() as u64);
         let interrupted = self.cancelled_at_ms.is_some();
-        let mut violations: Vec<Violation> =
-            checker.violations.iter().map(|(at_ms, what)| Violation { at_ms: *at_ms, what: what.clone() }).collect();
+        let mut violations: Vec<Violation> = checker
+            .violations
+            .iter()
+            .map(|(at_ms, invariant, what)| Violation { at_ms: *at_ms, invariant: *invariant, what: what.clone() })
+            .collect();
         // A task may stay unfinished while a fault still holds; once every fault has healed,
         // the system had its chance.
         if tasks.lost > 0 && !interrupted && self.faults_end_ms < end_ms {
@@ -991,7 +995,7 @@ impl Run {
                     self.faults_end_ms / 1000
                 )
             };
-            violations.push(Violation { at_ms: end_ms, what });
+            violations.push(Violation { at_ms: end_ms, invariant: Invariant::Liveness, what });
         }
         let failure_detection_ms = checker.detection(&self.kills, end_ms);
         if let (Some(limit), Some(spread)) = (self.scenario.expect.failure_detected_within_ms, failure_detection_ms)
@@ -999,6 +1003,7 @@ impl Run {
         {
             violations.push(Violation {
                 at_ms: end_ms,
+                invariant: Invariant::Detection,
                 what: format!(
                     "a killed node went unnoticed for {} ms, above the {limit} ms the scenario allows",
                     spread.max

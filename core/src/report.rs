@@ -52,6 +52,10 @@ pub struct Report {
     /// From each kill to the moment the orchestrator knew (declared dead or saw the restart), in
     /// milliseconds of the run's clock.
     pub failure_detection_ms: Option<Spread>,
+    /// The liveness phase: how the system converged after the last fault healed; absent when a
+    /// fault lasted to the end, or there were none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
     /// Protocol messages.
     pub messages: Messages,
     /// How full the nodes were, sampled every second of the run (simulated or wall-clock).
@@ -101,6 +105,136 @@ pub struct Report {
     /// resolved (none while it still fired at the end).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<AlertRecord>,
+    /// The cluster over time, for the HTML report's timeline chart. Not in the JSON report:
+    /// hundreds of numbers a reader of JSON (a person, a CI job, an AI assistant) has no use for;
+    /// `dtest sim --trace` gives the whole story.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub timeline: Timeline,
+}
+
+/// The cluster sampled over a run, at most [`TIMELINE_POINTS_MAX`] times, one column per
+/// figure; and the faults' windows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Timeline {
+    /// When each sample was taken, seconds from the run's start.
+    pub t_s: Vec<f64>,
+    /// Nodes up in the orchestrator's eyes (said hello, not declared dead).
+    pub nodes_up: Vec<u32>,
+    /// Of those, nodes suspected (health below 40: heartbeats late, or sick).
+    pub nodes_suspected: Vec<u32>,
+    /// Nodes declared dead.
+    pub nodes_dead: Vec<u32>,
+    /// Tasks leased to a node.
+    pub tasks_running: Vec<u32>,
+    /// Tasks ended (completed, failed or cancelled).
+    pub tasks_ended: Vec<u32>,
+    /// Reassignments so far.
+    pub reassignments: Vec<u64>,
+    /// Each fault's window: kind, start and end (the run's end if it lasted), seconds.
+    pub faults: Vec<FaultWindow>,
+}
+
+impl Timeline {
+    /// Appends a sample.
+    pub fn push(&mut self, p: TimelinePoint) {
+        self.t_s.push(p.t_s);
+        self.nodes_up.push(p.nodes_up);
+        self.nodes_suspected.push(p.nodes_suspected);
+        self.nodes_dead.push(p.nodes_dead);
+        self.tasks_running.push(p.tasks_running);
+        self.tasks_ended.push(p.tasks_ended);
+        self.reassignments.push(p.reassignments);
+    }
+}
+
+/// One sample of a [`Timeline`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimelinePoint {
+    /// Seconds from the run's start.
+    pub t_s: f64,
+    /// Nodes up.
+    pub nodes_up: u32,
+    /// Nodes up but suspected.
+    pub nodes_suspected: u32,
+    /// Nodes declared dead.
+    pub nodes_dead: u32,
+    /// Tasks leased.
+    pub tasks_running: u32,
+    /// Tasks ended.
+    pub tasks_ended: u32,
+    /// Reassignments so far.
+    pub reassignments: u64,
+}
+
+/// Samples a timeline keeps at most: a run longer than this many seconds is sampled less often.
+pub const TIMELINE_POINTS_MAX: u64 = 600;
+
+/// A fault's window on a timeline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultWindow {
+    /// The fault's kind (`partition`, `kill`, ...).
+    pub kind: &'static str,
+    /// When it began, seconds.
+    pub from_s: f64,
+    /// When it ended, or the run did, seconds.
+    pub to_s: f64,
+}
+
+/// The liveness phase, as VOPR has one: once the last fault has healed, the system must
+/// converge within a bound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Recovery {
+    /// When the last fault healed (a kill that is never restarted counts from the kill: the
+    /// system must do without the node), ms from the run's start.
+    pub quiet_from_ms: u64,
+    /// How long after that the system had to converge, ms.
+    pub bound_ms: u64,
+    /// Whether every condition held within the bound.
+    pub converged: bool,
+    /// Each condition of convergence, with the time it took.
+    pub conditions: Vec<Convergence>,
+}
+
+/// One condition of convergence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Convergence {
+    /// What must hold.
+    pub condition: Condition,
+    /// From the last fault's healing until it held for good, ms (0 if it held all along); absent
+    /// if it never did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_after_ms: Option<u64>,
+    /// What had not converged when the run ended: tasks, nodes or alerts by name (the first
+    /// [`PENDING_LISTED_MAX`], then how many more).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+}
+
+/// Names listed of what did not converge, per condition.
+pub const PENDING_LISTED_MAX: usize = 8;
+
+/// The conditions of convergence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Every task ended.
+    TasksEnded,
+    /// Every node that is not down (killed, paused) is alive in the orchestrator's eyes.
+    NodesAlive,
+    /// Every alert resolved (only when the scenario has alerts).
+    AlertsResolved,
+}
+
+impl Condition {
+    /// Its name, as reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::TasksEnded => "tasks ended",
+            Condition::NodesAlive => "nodes alive",
+            Condition::AlertsResolved => "alerts resolved",
+        }
+    }
 }
 
 /// An alert that fired during a run.
@@ -462,6 +596,23 @@ impl Report {
                 "  nodes        {} nodes, {} declared dead ({} falsely); {detection}",
                 n.total, n.declared_dead, n.false_suspicions
             );
+            if let Some(r) = &self.recovery {
+                let conditions: Vec<String> = r
+                    .conditions
+                    .iter()
+                    .map(|c| match c.recovered_after_ms {
+                        Some(ms) => format!("{} +{:.1} s", c.condition.name(), ms as f64 / 1e3),
+                        None => format!("{} NEVER", c.condition.name()),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  liveness     after the last fault healed at {:.1} s: {} (bound {:.1} s)",
+                    r.quiet_from_ms as f64 / 1e3,
+                    conditions.join(", "),
+                    r.bound_ms as f64 / 1e3
+                );
+            }
             let _ = writeln!(
                 out,
                 "  network      {} messages, {} dropped by faults",

@@ -1,11 +1,12 @@
 //! The HTML report: one self-contained page (no file or network fetched) with the summary,
-//! the expectations and, when load ran, charts of throughput, latency percentiles over time and
-//! the latency distribution. The data sits in the page as JSON; a small script draws the charts
-//! as SVG and marks the page `data-rendered` when all three are drawn, which the browser test
-//! checks.
+//! the expectations, a timeline of the cluster (faults shaded; nodes up, suspected and dead;
+//! tasks running and ended, reassignments) and, when load ran, charts of throughput, latency
+//! percentiles over time and the latency distribution. The data sits in the page as JSON; a
+//! small script draws the charts as SVG and marks the page `data-rendered` with the number of
+//! charts drawn, which the browser tests check.
 
 use dtest_core::measure::{self, LATENCY_US_MAX};
-use dtest_core::report::Report;
+use dtest_core::report::{Mode, Report};
 
 /// The page for `report`.
 pub fn page(report: &Report) -> String {
@@ -26,7 +27,10 @@ pub fn page(report: &Report) -> String {
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    let data = serde_json::json!({ "report": report, "distribution": distribution });
+    // The timeline is left out of the JSON report; the page draws it (an empty one, drawn
+    // nowhere, for `dtest load`).
+    let timeline = (report.mode != Mode::Load).then_some(&report.timeline);
+    let data = serde_json::json!({ "report": report, "distribution": distribution, "timeline": timeline });
     // `</` cannot end the script element from inside the data.
     let data = data.to_string().replace("</", "<\\/");
     let title = escape(&format!("dtest {}: {}", report.mode.name(), report.scenario));
@@ -57,6 +61,7 @@ const TEMPLATE: &str = r##"<!doctype html>
   .axis text { font-size: 11px; fill: #5b6472; } .axis line, .grid line { stroke: #e3e7ee; }
   .legend { font-size: 12px; color: #5b6472; } .legend span { display: inline-block; width: .8rem; height: .25rem; margin: 0 .3rem .15rem 1rem; vertical-align: middle; }
   .line { fill: none; stroke-width: 1.8; }
+  .fault { fill: #f59e0b; fill-opacity: .16; } .legend .fault-key { background: #f59e0b; opacity: .4; height: .7rem; }
 </style>
 </head>
 <body>
@@ -102,6 +107,10 @@ function summary() {
   }
   if (r.tasks && r.mode !== "load") row("tasks", fmt(r.tasks.submitted) + " submitted, " + fmt(r.tasks.completed) + " completed, " + fmt(r.tasks.failed) + " failed, " + fmt(r.tasks.lost) + " lost");
   if (r.nodes && r.mode !== "load") row("nodes", fmt(r.nodes.total) + " nodes, " + fmt(r.nodes.declared_dead) + " declared dead");
+  if (r.recovery) {
+    const c = r.recovery.conditions.map(x => x.condition.replace("_", " ") + (x.recovered_after_ms === undefined ? " never" : " +" + fmt(x.recovered_after_ms / 1000) + " s"));
+    row("liveness", "after the last fault healed at " + fmt(r.recovery.quiet_from_ms / 1000) + " s: " + c.join(", ") + " (bound " + fmt(r.recovery.bound_ms / 1000) + " s)");
+  }
   if (r.expectations.length) {
     el("h2", {}, box, "Expectations");
     const e = el("table", {}, box);
@@ -141,6 +150,13 @@ function chart(title, xs, series, xlabel, ylabel, opts) {
   const ymax = Math.max(1e-9, ...series.flatMap(s => s.ys)) * 1.08;
   const X = x => L + (W - L - R) * (x - x0) / (x1 - x0);
   const Y = y => H - B - (H - B - T) * y / ymax;
+  // Windows (faults) shaded behind everything, each with its kind as a tooltip.
+  for (const w of opts.spans || []) {
+    const a = X(Math.max(x0, w.from_s)), b = X(Math.min(x1, w.to_s));
+    const rect = el("rect", { class: "fault", x: a.toFixed(1), y: T, width: Math.max(1, b - a).toFixed(1), height: H - B - T, "data-kind": w.kind }, svg);
+    el("title", {}, rect, w.kind + ": " + fmt(w.from_s) + " s to " + fmt(w.to_s) + " s");
+  }
+  if ((opts.spans || []).length) { el("span", { class: "fault-key" }, legend); legend.appendChild(document.createTextNode("faults")); }
   const axis = el("g", { class: "axis" }, svg);
   for (let i = 0; i <= 4; i++) {
     const y = ymax * i / 4;
@@ -162,6 +178,21 @@ function chart(title, xs, series, xlabel, ylabel, opts) {
 function charts() {
   const s = r.series || [];
   let drawn = 0;
+  const tl = data.timeline;
+  if (tl && tl.t_s.length > 1) {
+    chart("Nodes over time", tl.t_s, [
+      { name: "up", ys: tl.nodes_up },
+      { name: "dead", ys: tl.nodes_dead },
+      { name: "suspected", ys: tl.nodes_suspected },
+    ], "seconds", "nodes", { spans: tl.faults });
+    drawn++;
+    chart("Tasks over time", tl.t_s, [
+      { name: "running", ys: tl.tasks_running },
+      { name: "reassigned (so far)", ys: tl.reassignments },
+      { name: "ended", ys: tl.tasks_ended, dash: true },
+    ], "seconds", "tasks", { spans: tl.faults });
+    drawn++;
+  }
   if (s.length) {
     const t = s.map(p => p.t_s);
     chart("Throughput", t, [

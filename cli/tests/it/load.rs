@@ -341,10 +341,14 @@ print(h.get_total_count(), h.get_value_at_percentile(99.0))
     let p99_ms = r["latency_ms"]["p99"].as_f64().unwrap();
     assert!((p99_us / 1e3 - p99_ms).abs() <= p99_ms * 0.002 + 0.002, "python p99 {p99_us} µs vs {p99_ms} ms");
 
-    // The page renders its three charts with no console message.
+    // The page renders its five charts with no console message.
     let (dom, log) = chromium(&html, &png);
-    assert!(dom.contains(r#"data-rendered="3""#), "{log}");
-    assert_eq!(dom.matches(r#"class="line""#).count(), 7, "three throughput, three latency, one distribution line");
+    assert!(dom.contains(r#"data-rendered="5""#), "{log}");
+    assert_eq!(
+        dom.matches(r#"class="line""#).count(),
+        13,
+        "three node and three task lines, three throughput, three latency, one distribution line"
+    );
     assert!(console_errors(&log).is_empty(), "{:?}", console_errors(&log));
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "a screenshot in {}", png.display());
 }
@@ -455,4 +459,40 @@ pub fn tempdir() -> PathBuf {
         std::env::temp_dir().join(format!("dtest-load-test-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A simulation's HTML report draws the cluster's timeline: the faults shaded, nodes up and dead
+/// over time, tasks running and ended, reassignments; checked in Chromium.
+#[test]
+fn a_simulation_s_html_report_draws_the_timeline_with_its_faults_shaded() {
+    let dir = artifacts();
+    let (html, png) = (dir.join("node-failure-sim.html"), dir.join("node-failure-sim.png"));
+    let out = Command::new(env!("CARGO_BIN_EXE_dtest"))
+        .args(["sim", "scenarios/node-failure.json", "--seed", "42", "--html"])
+        .arg(&html)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    let data = page.split(r#"<script id="data" type="application/json">"#).nth(1).unwrap();
+    let data: Value = serde_json::from_str(data.split("</script>").next().unwrap()).unwrap();
+    let timeline = &data["timeline"];
+    let column =
+        |name: &str| -> Vec<f64> { timeline[name].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+    let (t, dead, up, ended) = (column("t_s"), column("nodes_dead"), column("nodes_up"), column("tasks_ended"));
+    // worker-1 dies at 15 s for good, the rack of five at 40 s until 100 s: six dead at once.
+    let dead_at = |s: f64| dead[t.iter().position(|&x| x >= s).unwrap()];
+    assert_eq!((dead_at(10.0), dead_at(30.0), dead_at(70.0)), (0.0, 1.0, 6.0), "{timeline}");
+    assert_eq!(up.last(), Some(&39.0), "all but worker-1 are back at the end");
+    assert_eq!(ended.last(), Some(&300.0));
+    assert!(ended.windows(2).all(|w| w[0] <= w[1]), "tasks ended never falls");
+    assert_eq!(timeline["faults"].as_array().unwrap().len(), 2);
+
+    let (dom, log) = chromium(&html, &png);
+    assert!(dom.contains(r#"data-rendered="2""#), "{log}");
+    assert_eq!(dom.matches(r#"class="line""#).count(), 6, "three node lines, three task lines");
+    assert_eq!(dom.matches(r#"class="fault""#).count(), 4, "two faults shaded on each of two charts");
+    assert!(dom.contains(r#"data-kind="kill""#));
+    assert!(console_errors(&log).is_empty(), "{:?}", console_errors(&log));
 }

@@ -265,6 +265,11 @@ impl Alerts {
         Ok(())
     }
 
+    /// Whether any alert is firing.
+    pub fn is_firing(&self) -> bool {
+        self.states.values().any(|state| matches!(state, State::Firing { .. }))
+    }
+
     /// Firing alerts, most severe first, then by rule order and subject: (id, rule, subject,
     /// severity, acknowledged).
     pub fn firing(&self) -> Vec<(u64, &str, &str, Severity, bool)> {

@@ -22,7 +22,7 @@ mod live;
 
 use std::collections::VecDeque;
 
-use crate::checker::Checker;
+use crate::checker::{Checker, NodeEvent};
 use crate::faults::{Link, NetFaults};
 use crate::health::HealthState;
 use crate::health::alerts::{AlertRule, Alerts, Transition};
@@ -33,7 +33,8 @@ use crate::protocol::{
     Terminal, ToAgent, ToOrchestrator,
 };
 use crate::report::{
-    AlertRecord, Invariant, Messages, Mode, Nodes, Report, StrategyUsed, TaskOutcome, TaskResult, Utilization,
+    AlertRecord, Condition, Convergence, FaultWindow, Invariant, Messages, Mode, Nodes, PENDING_LISTED_MAX, Recovery,
+    Report, StrategyUsed, TIMELINE_POINTS_MAX, TaskOutcome, TaskResult, Timeline, TimelinePoint, Utilization,
     Violation, expectations, load_seconds, name,
 };
 use crate::scenario::{
@@ -292,10 +293,20 @@ pub struct Run {
     /// The fault timeline: (time, fault, starting?), in order; the next edge's index.
     timeline: Vec<(u64, usize, bool)>,
     next_edge: usize,
-    /// When the last fault that ends does; a fault that lasts to the end does not count.
+    /// When the last fault that ends does (a kill never restarted, when it happens); a fault
+    /// that lasts to the end does not count.
     settle_ms: u64,
-    /// When the last fault ends, lasting ones at the scenario's end.
-    faults_end_ms: u64,
+    /// When the liveness phase begins: every fault has healed. `None` when a fault lasts to the
+    /// end, or there are none.
+    quiet_from_ms: Option<u64>,
+    /// Since when, in the liveness phase, every node not down has been alive, and no alert has
+    /// fired (sampled each second).
+    nodes_alive_since: Option<u64>,
+    alerts_resolved_since: Option<u64>,
+    /// The cluster over time ([`Report::timeline`]), sampled every `timeline_every_ms`.
+    samples: Timeline,
+    timeline_every_ms: u64,
+    next_timeline_ms: u64,
     net: NetFaults,
     links: Vec<Link>,
     down: Vec<bool>,
@@ -417,19 +428,21 @@ impl Run {
             orchestrator.disable_fencing_for_tests();
         }
         let mut timeline = Vec::new();
-        let (mut settle_ms, mut faults_end_ms) = (0, 0);
+        let (mut settle_ms, mut lasting) = (0, false);
         for (i, fault) in scenario.faults.iter().enumerate() {
             timeline.push((fault.at_ms, i, true));
-            match fault.end_ms() {
-                Some(end) => {
+            match (fault.end_ms(), &fault.kind) {
+                (Some(end), _) => {
                     timeline.push((end, i, false));
                     settle_ms = settle_ms.max(end);
-                    faults_end_ms = faults_end_ms.max(end);
                 }
-                None => faults_end_ms = faults_end_ms.max(scenario.duration_ms),
+                // A node killed for good is gone: the system must converge without it.
+                (None, FaultKind::Kill { .. }) => settle_ms = settle_ms.max(fault.at_ms),
+                (None, _) => lasting = true,
             }
         }
         timeline.sort();
+        let quiet_from_ms = (!scenario.faults.is_empty() && !lasting).then_some(settle_ms);
         let mut alerts = Alerts::new();
         for rule in &scenario.alerts {
             // The scenario parser bounds the rules far below what `Alerts` holds.
@@ -454,7 +467,13 @@ impl Run {
             timeline,
             next_edge: 0,
             settle_ms,
-            faults_end_ms,
+            quiet_from_ms,
+            nodes_alive_since: None,
+            alerts_resolved_since: None,
+            samples: Timeline::default(),
+            // Whole seconds, so that a sample falls on the run's own once-a-second beat.
+            timeline_every_ms: scenario.duration_ms.div_ceil(TIMELINE_POINTS_MAX).div_ceil(1000).max(1) * 1000,
+            next_timeline_ms: 0,
             net: NetFaults::default(),
             links: vec![Link::default(); nodes],
             down: vec![false; nodes],
@@ -581,7 +600,13 @@ impl Run {
         let end = match (self.done_at_ms, self.cancelled_at_ms) {
             (Some(done), Some(_)) => done,
             (None, Some(at)) => at + CANCEL_GRACE_MS,
-            (Some(_), None) => self.settle_ms.min(self.scenario.duration_ms),
+            // Waiting for the liveness phase to converge: its samples wake the run each second.
+            (Some(_), None) => match self.quiet_from_ms {
+                Some(quiet) if !self.converged() => {
+                    quiet.saturating_add(self.recovery_bound_ms(quiet)).min(self.scenario.duration_ms)
+                }
+                _ => self.settle_ms.min(self.scenario.duration_ms),
+            },
             (None, None) => self.scenario.duration_ms,
         };
         [orchestrator, self.timeline.get(self.next_edge).map(|e| e.0), Some(self.next_sample_ms), Some(end)]
@@ -619,11 +644,179 @@ impl Run {
         }
         let over = match self.cancelled_at_ms {
             Some(at) => self.done_at_ms.is_some() || now_ms >= at + CANCEL_GRACE_MS,
-            None => self.done_at_ms.is_some() && now_ms >= self.settle_ms,
+            None => self.done_at_ms.is_some() && now_ms >= self.settle_ms && !self.recovering(now_ms),
         };
         if over || now_ms >= self.scenario.duration_ms {
             self.finish(now_ms);
         }
+    }
+
+    /// Whether the liveness phase still waits at `now_ms` for nodes or alerts to converge
+    /// (tasks have ended when this is asked), within its bound.
+    fn recovering(&self, now_ms: u64) -> bool {
+        let Some(quiet) = self.quiet_from_ms else { return false };
+        !self.converged() && now_ms < quiet.saturating_add(self.recovery_bound_ms(quiet))
+    }
+
+    /// Whether nodes and alerts have converged in the liveness phase (as last sampled).
+    fn converged(&self) -> bool {
+        self.nodes_alive_since.is_some() && (self.scenario.alerts.is_empty() || self.alerts_resolved_since.is_some())
+    }
+
+    /// How long after `quiet` the system has to converge: the scenario's
+    /// `recovered_within_s`, or until its end.
+    fn recovery_bound_ms(&self, quiet: u64) -> u64 {
+        let expect = &self.scenario.expect;
+        expect.recovered_within_ms.unwrap_or(self.scenario.duration_ms.saturating_sub(quiet))
+    }
+
+    /// Once a second in the liveness phase: whether every node not down is alive in the
+    /// orchestrator's eyes, and whether any alert fires.
+    fn watch_convergence(&mut self, now_ms: u64) {
+        let alive = (0..self.names.len())
+            .all(|n| self.down[n] || self.paused[n] || self.orchestrator.node_up(NodeIdx(n as u32)));
+        self.nodes_alive_since = if alive { Some(self.nodes_alive_since.unwrap_or(now_ms)) } else { None };
+        let resolved = self.alerts_firing_without_cause().next().is_none();
+        self.alerts_resolved_since = if resolved { Some(self.alerts_resolved_since.unwrap_or(now_ms)) } else { None };
+    }
+
+    /// Alerts firing that the faults do not explain, as `rule on subject`. While a node is
+    /// down for good (killed and never restarted, or paused), the cluster's alerts rightly fire
+    /// and so do the node's own: only alerts on nodes that are up count.
+    fn alerts_firing_without_cause(&self) -> impl Iterator<Item = String> + '_ {
+        let firing = if self.alerts.is_firing() { self.alerts.firing() } else { Vec::new() };
+        let some_down = (0..self.names.len()).any(|n| self.down[n] || self.paused[n]);
+        firing.into_iter().filter_map(move |(_, rule, subject, ..)| {
+            let node = self.names.iter().position(|name| name == subject);
+            let explained = match node {
+                Some(n) => self.down[n] || self.paused[n],
+                None => some_down,
+            };
+            (!explained).then(|| format!("{rule} on {subject}"))
+        })
+    }
+
+    /// The liveness phase's account at `end_ms`, and the violation if the system did not
+    /// converge within its bound.
+    fn recovery(&self, end_ms: u64) -> Option<(Recovery, Option<Violation>)> {
+        let quiet = self.quiet_from_ms?;
+        let bound_ms = self.recovery_bound_ms(quiet);
+        let after = |since: Option<u64>| since.map(|t| t.saturating_sub(quiet));
+        let listed = |mut names: Vec<String>| {
+            if names.len() > PENDING_LISTED_MAX {
+                let more = names.len() - PENDING_LISTED_MAX;
+                names.truncate(PENDING_LISTED_MAX);
+                names.push(format!("and {more} more"));
+            }
+            names
+        };
+        let tasks_pending = (0..self.instances.len() as u64)
+            .map(TaskId)
+            .filter(|task| !self.checker.ended.contains_key(task))
+            .map(|task| self.task_name(task))
+            .collect();
+        // Tasks count from the last fault's healing even when they ended before it.
+        let tasks_after = self.done_at_ms.map(|done| done.saturating_sub(quiet));
+        let mut conditions = vec![Convergence {
+            condition: Condition::TasksEnded,
+            recovered_after_ms: tasks_after,
+            pending: if tasks_after.is_some() { Vec::new() } else { listed(tasks_pending) },
+        }];
+        let nodes_pending = (0..self.names.len())
+            .filter(|&n| !(self.down[n] || self.paused[n] || self.orchestrator.node_up(NodeIdx(n as u32))))
+            .map(|n| self.names[n].clone())
+            .collect();
+        conditions.push(Convergence {
+            condition: Condition::NodesAlive,
+            recovered_after_ms: after(self.nodes_alive_since),
+            pending: if self.nodes_alive_since.is_some() { Vec::new() } else { listed(nodes_pending) },
+        });
+        if !self.scenario.alerts.is_empty() {
+            let firing = self.alerts_firing_without_cause().collect();
+            conditions.push(Convergence {
+                condition: Condition::AlertsResolved,
+                recovered_after_ms: after(self.alerts_resolved_since),
+                pending: if self.alerts_resolved_since.is_some() { Vec::new() } else { listed(firing) },
+            });
+        }
+        let late = |c: &Convergence| c.recovered_after_ms.is_none_or(|ms| ms > bound_ms);
+        let converged = !conditions.iter().any(late);
+        let violation = (!converged).then(|| {
+            let what: Vec<String> = conditions
+                .iter()
+                .filter(|c| late(c))
+                .map(|c| match c.recovered_after_ms {
+                    Some(ms) => format!("{} only after {:.1} s", c.condition.name(), ms as f64 / 1e3),
+                    None => format!("{} never ({})", c.condition.name(), c.pending.join(", ")),
+                })
+                .collect();
+            Violation {
+                at_ms: end_ms,
+                invariant: Invariant::Liveness,
+                what: format!(
+                    "no convergence within {:.1} s of the last fault healing at {:.1} s: {}",
+                    bound_ms as f64 / 1e3,
+                    quiet as f64 / 1e3,
+                    what.join("; ")
+                ),
+            }
+        });
+        Some((Recovery { quiet_from_ms: quiet, bound_ms, converged, conditions }, violation))
+    }
+
+    /// One sample of the cluster for the timeline.
+    fn sample_timeline(&mut self, now_ms: u64) {
+        let point = self.timeline_point(now_ms);
+        self.samples.push(point);
+    }
+
+    /// The cluster at `now_ms`, as the timeline samples it.
+    fn timeline_point(&self, now_ms: u64) -> TimelinePoint {
+        let (mut up, mut suspected, mut dead) = (0, 0, 0);
+        for n in 0..self.names.len() {
+            let node = NodeIdx(n as u32);
+            if self.orchestrator.node_up(node) {
+                up += 1;
+                suspected += u32::from(self.orchestrator.node_health(node) >= HealthState::Unhealthy);
+            } else if self.checker.history[n].last().is_some_and(|&(_, e)| e == NodeEvent::Dead) {
+                dead += 1;
+            }
+        }
+        TimelinePoint {
+            t_s: now_ms as f64 / 1e3,
+            nodes_up: up,
+            nodes_suspected: suspected,
+            nodes_dead: dead,
+            tasks_running: self.checker.lease.len() as u32,
+            tasks_ended: self.checker.ended.len() as u32,
+            reassignments: self.orchestrator.stats().reassignments,
+        }
+    }
+
+    /// The timeline up to `end_ms`: its samples, one at the end, and the faults' windows.
+    fn timeline_until(&self, end_ms: u64) -> Timeline {
+        let mut timeline = self.samples.clone();
+        if timeline.t_s.last().is_none_or(|&t| t < end_ms as f64 / 1e3) {
+            timeline.push(self.timeline_point(end_ms));
+        }
+        timeline.faults = self
+            .scenario
+            .faults
+            .iter()
+            .filter(|f| f.at_ms <= end_ms)
+            .map(|f| FaultWindow {
+                kind: f.kind_name(),
+                from_s: f.at_ms as f64 / 1e3,
+                to_s: f.end_ms().unwrap_or(end_ms).min(end_ms) as f64 / 1e3,
+            })
+            .collect();
+        timeline
+    }
+
+    /// A task by its entry's name and instance: `build#3`.
+    fn task_name(&self, task: TaskId) -> String {
+        let (entry, index) = self.instances[task.0 as usize];
+        format!("{}#{index}", self.scenario.workload.tasks[entry as usize].name)
     }
 
     /// The run is over at `now_ms`: its report is made, then whatever still runs is wound
@@ -883,6 +1076,13 @@ impl Run {
         if !self.scenario.alerts.is_empty() && self.started {
             self.evaluate_alerts(now_ms);
         }
+        if self.quiet_from_ms.is_some_and(|quiet| now_ms >= quiet) && self.started {
+            self.watch_convergence(now_ms);
+        }
+        if now_ms >= self.next_timeline_ms {
+            self.next_timeline_ms = now_ms + self.timeline_every_ms;
+            self.sample_timeline(now_ms);
+        }
     }
 
     fn evaluate_alerts(&mut self, now_ms: u64) {
@@ -984,19 +1184,17 @@ impl Run {
             .map(|(at_ms, invariant, what)| Violation { at_ms: *at_ms, invariant: *invariant, what: what.clone() })
             .collect();
         // A task may stay unfinished while a fault still holds; once every fault has healed,
-        // the system had its chance.
-        if tasks.lost > 0 && !interrupted && self.faults_end_ms < end_ms {
-            let what = if self.scenario.faults.is_empty() {
-                format!("{} tasks never ended (the run stopped at {} s)", tasks.lost, end_ms / 1000)
-            } else {
-                format!(
-                    "{} tasks never ended, though every fault had healed at {} s",
-                    tasks.lost,
-                    self.faults_end_ms / 1000
-                )
-            };
+        // the system had its chance (the liveness phase, `recovery`), and without faults, the
+        // whole run.
+        let recovery = (!interrupted).then(|| self.recovery(end_ms)).flatten();
+        if tasks.lost > 0 && !interrupted && self.scenario.faults.is_empty() {
+            let what = format!("{} tasks never ended (the run stopped at {} s)", tasks.lost, end_ms / 1000);
             violations.push(Violation { at_ms: end_ms, invariant: Invariant::Liveness, what });
         }
+        let recovery = recovery.map(|(recovery, violation)| {
+            violations.extend(violation);
+            recovery
+        });
         let failure_detection_ms = checker.detection(&self.kills, end_ms);
         if let (Some(limit), Some(spread)) = (self.scenario.expect.failure_detected_within_ms, failure_detection_ms)
             && spread.max > limit
@@ -1038,6 +1236,7 @@ impl Run {
                 false_suspicions: self.false_suspicions,
             },
             failure_detection_ms,
+            recovery,
             messages: Messages { sent: self.sent, dropped: self.dropped },
             utilization: Utilization {
                 mean: if self.util.0 == 0 { 0.0 } else { self.util.1 / self.util.0 as f64 },
@@ -1047,6 +1246,7 @@ impl Run {
             expectations: Vec::new(),
             violations,
             alerts: self.alert_records.clone(),
+            timeline: self.timeline_until(end_ms),
             ..Report::default()
         };
         if self.options.mode == Mode::Run {

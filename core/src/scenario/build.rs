@@ -81,12 +81,15 @@ pub(super) fn build(file: &ScenarioFile) -> Result<Scenario, Vec<(Path, String)>
     let failure_detected_within_ms = e
         .failure_detected_within_s
         .map(|s| b.positive_ms(s * 1000.0, &root.key("expect").key("failure_detected_within_s")));
+    let recovered_within_ms =
+        e.recovered_within_s.map(|s| b.positive_ms(s * 1000.0, &root.key("expect").key("recovered_within_s")));
     let expect = Expect {
         all_tasks_complete: e.all_tasks_complete,
         max_failed_tasks: e.max_failed_tasks,
         max_reassignments: e.max_reassignments,
         max_false_suspicions: e.max_false_suspicions,
         failure_detected_within_ms,
+        recovered_within_ms,
         latency_p50_ms: e.latency_p50_ms,
         latency_p90_ms: e.latency_p90_ms,
         latency_p99_ms: e.latency_p99_ms,

@@ -782,6 +782,12 @@ pub struct ExpectFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = DURATION_S_MAX))]
     pub failure_detected_within_s: Option<f64>,
+    /// Seconds, after the last fault heals, within which the system converges: every task
+    /// ended, every node that is not down alive in the orchestrator's eyes, every alert resolved
+    /// (the liveness phase). By default, by the scenario's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = DURATION_S_MAX))]
+    pub recovered_within_s: Option<f64>,
     /// Highest merged median latency, corrected for coordinated omission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MILLIS_MAX))]

@@ -21,12 +21,14 @@ mod diagnostic;
 pub mod file;
 pub mod json;
 pub mod rules;
+mod write;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 pub use diagnostic::{Diagnostic, Path, Segment};
 pub use file::{AlertMetric, Allocation, ClogDirection, Distribution, HttpMethod, HttpVersion, TaskKind, WorkloadMode};
+pub use write::{to_file, to_json};
 
 use crate::limits::SCENARIO_BYTES_MAX;
 
@@ -520,6 +522,18 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// Its kind's name, as scenario files spell it (`partition`, `kill`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            FaultKind::Partition { .. } => "partition",
+            FaultKind::Kill { .. } => "kill",
+            FaultKind::PacketLoss { .. } => "packet_loss",
+            FaultKind::Latency { .. } => "latency",
+            FaultKind::Clog { .. } => "clog",
+            FaultKind::Pause { .. } => "pause",
+        }
+    }
+
     /// When the fault ends (heals, restarts, clears), or `None` if it lasts to the end.
     pub fn end_ms(&self) -> Option<u64> {
         match self.kind {
@@ -613,6 +627,9 @@ pub struct Expect {
     pub max_false_suspicions: Option<u64>,
     /// Killed nodes are declared dead within this.
     pub failure_detected_within_ms: Option<u64>,
+    /// After the last fault heals, the system converges within this (the liveness phase's
+    /// bound); by default, by the scenario's end.
+    pub recovered_within_ms: Option<u64>,
     /// Highest merged median latency.
     pub latency_p50_ms: Option<f64>,
     /// Highest merged 90th percentile latency.

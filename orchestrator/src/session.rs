@@ -751,6 +751,15 @@ impl Driver {
                 let attempt = self.attempts.remove(&task.0);
                 tracing::info!(task = task.0, attempt, outcome = outcome.name(), "task ended");
             }
+            RunEvent::AttemptEnded { task, attempt, node, end } => {
+                tracing::debug!(
+                    task = task.0,
+                    attempt = attempt.0,
+                    node = name(node),
+                    end = end.name(),
+                    "attempt ended"
+                );
+            }
             RunEvent::TaskReassigned { task, from } => {
                 let attempt = self.attempts.get(&task.0).copied();
                 tracing::warn!(

@@ -505,8 +505,8 @@ pub struct EventView {
     /// When (Unix milliseconds).
     pub time: u64,
     /// `node_joined`, `node_suspected`, `node_dead`, `node_back`, `node_left`,
-    /// `execution_started`, `execution_finished`, `task_assigned`, `task_finished`,
-    /// `task_reassigned`, `alert_fired`, `alert_resolved`, `load`, `backlog_truncated`.
+    /// `execution_started`, `execution_finished`, `task_assigned`, `attempt_ended`,
+    /// `task_finished`, `task_reassigned`, `alert_fired`, `alert_resolved`, `load`, `backlog_truncated`.
     #[serde(rename = "type")]
     pub kind: String,
     /// The execution it belongs to.

@@ -802,6 +802,10 @@ impl Service {
                     RunEvent::TaskReassigned { task, from } => {
                         ("task_reassigned", json!({ "task": task.0, "from": name(from) }))
                     }
+                    RunEvent::AttemptEnded { task, attempt, node, end } => (
+                        "attempt_ended",
+                        json!({ "task": task.0, "attempt": attempt.0, "node": name(node), "end": end.name() }),
+                    ),
                     RunEvent::AlertFired(record) => {
                         self.remember_alert(id, &record, "fired");
                         ("alert_fired", serde_json::to_value(&record).unwrap_or(Value::Null))

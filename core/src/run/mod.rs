@@ -244,6 +244,18 @@ pub enum RunEvent {
         /// How.
         outcome: TaskOutcome,
     },
+    /// An attempt ended on its node: its result was counted, or its lease expired (the node
+    /// went silent past the attempt's timeout and its grace).
+    AttemptEnded {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: Attempt,
+        /// The node it ran on.
+        node: NodeIdx,
+        /// How it ended.
+        end: AttemptEnd,
+    },
     /// A task's lease was taken back and the task queued again.
     TaskReassigned {
         /// The task.
@@ -267,6 +279,43 @@ pub enum RunEvent {
     },
     /// How the load is doing, once a second while any runs.
     Load(LiveFigures),
+}
+
+/// How an attempt ended ([`RunEvent::AttemptEnded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// The work succeeded.
+    Passed,
+    /// The work failed.
+    Failed,
+    /// The work ran past its timeout.
+    TimedOut,
+    /// The work was cancelled.
+    Cancelled,
+    /// No result came before the lease expired.
+    Expired,
+}
+
+impl AttemptEnd {
+    /// Its name, as events spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptEnd::Passed => "passed",
+            AttemptEnd::Failed => "failed",
+            AttemptEnd::TimedOut => "timed_out",
+            AttemptEnd::Cancelled => "cancelled",
+            AttemptEnd::Expired => "expired",
+        }
+    }
+
+    fn of(outcome: &Outcome) -> AttemptEnd {
+        match outcome {
+            Outcome::Passed => AttemptEnd::Passed,
+            Outcome::Failed(_) => AttemptEnd::Failed,
+            Outcome::TimedOut => AttemptEnd::TimedOut,
+            Outcome::Cancelled => AttemptEnd::Cancelled,
+        }
+    }
 }
 
 /// What the run knows of one task.
@@ -993,6 +1042,8 @@ impl Run {
             Event::Counted { task, attempt, node, outcome, load } => {
                 let started = self.lease_ended(*task, now_ms).map_or(now_ms, |(_, at)| at);
                 self.records[task.0 as usize].counted = Some((outcome.clone(), *node, now_ms - started));
+                let end = AttemptEnd::of(outcome);
+                self.event(now_ms, RunEvent::AttemptEnded { task: *task, attempt: *attempt, node: *node, end });
                 self.live.forget(*task);
                 if let Some(load) = load {
                     // Seconds beyond the attempt's own timeout cannot be real: refuse the result
@@ -1029,8 +1080,13 @@ impl Run {
                 self.lease_ended(*task, now_ms);
                 self.event(now_ms, RunEvent::TaskReassigned { task: *task, from: *from });
             }
-            Event::LeaseExpired { task, .. } => {
+            Event::LeaseExpired { task, node } => {
                 self.lease_ended(*task, now_ms);
+                // The checker reads this event after the run: it still holds the lease.
+                if let Some(&(attempt, _)) = self.checker.lease.get(task) {
+                    let end = AttemptEnd::Expired;
+                    self.event(now_ms, RunEvent::AttemptEnded { task: *task, attempt, node: *node, end });
+                }
             }
             Event::Ended { task, terminal } => {
                 let outcome = self.outcome(*task, Some(*terminal));

@@ -19,10 +19,12 @@
 //! over-committed, task never ended after the faults healed, or kill noticed too late.
 //!
 //! Beyond one run: `sweep` runs many seeds (each with its own fault mix in a swarm) and splits a
-//! sweep into shards; `shard` holds a shard's result file and merges them; `compare` runs every
-//! strategy on one seed; `trace` records every event a run handles, only for
-//! [`check_determinism`], which runs a seed twice side by side and names the first event where
-//! the runs part.
+//! sweep into shards; `shard` holds a shard's result file and merges them; `attribution` says
+//! which fault dimensions a swarm's failures go with; `compare` runs every strategy on one seed
+//! or, paired, on many, with `stats` giving confidence intervals; `shrink` minimises a failing
+//! seed's scenario; `perfetto` writes a run's timeline as a Chrome trace; `trace` records every
+//! event a run handles, only for [`check_determinism`], which runs a seed twice side by side and
+//! names the first event where the runs part.
 //!
 //! The workspace builds with `--cfg madsim` (`.cargo/config.toml`), which compiles madsim's
 //! simulated runtime into the one `dtest` binary. Without the flag this crate refuses to build,
@@ -33,9 +35,13 @@ compile_error!(
     "dtest-sim needs `--cfg madsim` (set in .cargo/config.toml); is RUSTFLAGS set? it replaces the config's flags"
 );
 
+pub mod attribution;
 pub mod compare;
+pub mod perfetto;
 mod post;
 pub mod shard;
+pub mod shrink;
+pub mod stats;
 pub mod sweep;
 mod trace;
 mod world;
@@ -147,6 +153,13 @@ pub struct Counts {
 /// A run's live events with their simulated times, in order.
 pub type Events = Vec<(u64, RunEvent)>;
 
+/// The most live events a simulation keeps ([`simulate_traced`]), the first ones; later ones
+/// are counted ([`simulate_timeline`]). The shell drains the run's own queue, which keeps only
+/// its newest [`dtest_core::run::RUN_EVENTS_MAX`], as the run goes, so a long run keeps its
+/// start; this bounds the memory (112 bytes an event, and an alert's names) and a trace made
+/// from them ([`perfetto`]).
+pub const EVENTS_MAX: usize = 1_000_000;
+
 /// Checks that `scenario` has what simulation needs (resources on every group, a `sim` section
 /// on every command task and load target).
 pub fn check_simulable(scenario: &Scenario) -> Result<(), SimError> {
@@ -163,22 +176,28 @@ pub fn simulate_counted(scenario: &Scenario, options: &SimOptions) -> Result<(Re
     simulate_inner(scenario, options).map(|(report, counts, _)| (report, counts))
 }
 
-/// [`simulate`], and the run's live events with their simulated times (at most
-/// [`dtest_core::run::RUN_EVENTS_MAX`], the newest).
+/// [`simulate`], and the run's live events with their simulated times: every one, up to the
+/// first [`EVENTS_MAX`].
 pub fn simulate_traced(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Events), SimError> {
+    simulate_timeline(scenario, options).map(|(report, events, _)| (report, events))
+}
+
+/// [`simulate_traced`], and how many events past [`EVENTS_MAX`] were counted but not kept, so
+/// that a timeline made of them can say where it stops.
+pub fn simulate_timeline(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Events, u64), SimError> {
     let options = SimOptions { events: true, ..options.clone() };
-    simulate_inner(scenario, &options).map(|(report, _, events)| (report, events))
+    simulate_recorded(scenario, &options, None).map(|(report, _, events, dropped)| (report, events, dropped))
 }
 
 fn simulate_inner(scenario: &Scenario, options: &SimOptions) -> Result<(Report, Counts, Events), SimError> {
-    simulate_recorded(scenario, options, None)
+    simulate_recorded(scenario, options, None).map(|(report, counts, events, _)| (report, counts, events))
 }
 
 fn simulate_recorded(
     scenario: &Scenario,
     options: &SimOptions,
     trace: Option<trace::Recorder>,
-) -> Result<(Report, Counts, Events), SimError> {
+) -> Result<(Report, Counts, Events, u64), SimError> {
     world::simulable(scenario)?;
     let swarm = options.swarm.then(|| sweep::swarm_scenario(scenario, options.seed));
     let scenario = swarm.as_ref().unwrap_or(scenario);
@@ -190,8 +209,8 @@ fn simulate_recorded(
     let report = world.run.report();
     let counts =
         Counts { messages: report.messages.sent, letters: world.post.delivered(), events: world.run.events_seen() };
-    let events = std::iter::from_fn(|| world.run.poll_event()).collect();
-    Ok((report, counts, events))
+    world.keep_events();
+    Ok((report, counts, std::mem::take(&mut world.events), world.events_dropped))
 }
 
 /// What running one seed twice found ([`check_determinism`]).

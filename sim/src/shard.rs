@@ -4,7 +4,10 @@
 //! summary a one-machine sweep prints (`dtest sim merge FILES...`).
 //!
 //! A result file names the scenario by its file's path, name and SHA-256, and holds the sweep's
-//! settings (seeds, shard, swarm, strategy, dtest's version) and every seed's outcome, in order.
+//! settings (seeds, shard, swarm, strategy, dtest's version) and every seed's outcome, in order:
+//! in a swarm sweep with the dimensions of every seed's fault mix and the invariants each failing
+//! seed violated, so that the merge attributes failures ([`crate::attribution`]) as one machine
+//! does.
 
 use std::fmt;
 use std::ops::Range;
@@ -13,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::sweep::{SeedOutcome, Shard};
 
-/// The `format` of a result file this dtest writes and reads.
-pub const FORMAT: &str = "dtest-sweep-result/1";
+/// The `format` of a result file this dtest writes and reads. Version 2 added every swarm seed's
+/// `mix` and failing seeds' `invariants`; a version 1 file lacks what attribution needs.
+pub const FORMAT: &str = "dtest-sweep-result/2";
 /// A shard holds at most this many seeds (a sweep is split into enough shards to keep to it).
 pub const SHARD_SEEDS_MAX: u64 = 1_000_000;
 /// A result file is read up to this many bytes.
@@ -73,6 +77,9 @@ pub struct ResultFile {
     pub swarm: bool,
     /// The distribution strategy that overrode the scenario's, if one did.
     pub strategy: Option<String>,
+    /// Test-only: the sweep ran the known broken core (`--break-fencing`), so its replays must.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_fencing: bool,
     /// Seeds that passed.
     pub passed: u64,
     /// Seeds that failed.
@@ -82,8 +89,8 @@ pub struct ResultFile {
 }
 
 /// What a sweep ran, apart from its seeds: shards that differ in it are not of one sweep.
-fn settings(file: &ResultFile) -> (&str, &Seeds, u64, bool, Option<&str>) {
-    (&file.dtest, &file.seeds, file.shard.count, file.swarm, file.strategy.as_deref())
+fn settings(file: &ResultFile) -> (&str, &Seeds, u64, bool, Option<&str>, bool) {
+    (&file.dtest, &file.seeds, file.shard.count, file.swarm, file.strategy.as_deref(), file.break_fencing)
 }
 
 /// The shards of one sweep, combined.
@@ -99,8 +106,10 @@ pub struct Merged {
     pub swarm: bool,
     /// The strategy override.
     pub strategy: Option<String>,
-    /// The failing seeds, in order.
-    pub failing: Vec<SeedOutcome>,
+    /// Whether the sweep ran the known broken core.
+    pub break_fencing: bool,
+    /// Every seed's outcome, in order: attribution compares the failing seeds with the rest.
+    pub outcomes: Vec<SeedOutcome>,
 }
 
 impl Merged {
@@ -109,9 +118,14 @@ impl Merged {
         self.seeds.end - self.seeds.start
     }
 
+    /// The seeds that failed, in order.
+    pub fn failing(&self) -> impl Iterator<Item = &SeedOutcome> {
+        self.outcomes.iter().filter(|o| !o.passed)
+    }
+
     /// What a one-machine sweep of the same seeds prints ([`crate::sweep::Sweep::summary`]).
     pub fn summary(&self, replay: &str, shown: usize) -> String {
-        crate::sweep::summary(self.total(), &self.failing, replay, shown)
+        crate::sweep::summary(&self.outcomes, replay, shown)
     }
 }
 
@@ -239,6 +253,14 @@ pub fn check(label: &str, file: &ResultFile) -> Result<(), MergeError> {
             outcome.seed, file.seeds
         )));
     }
+    if let Some(outcome) = file.outcomes.iter().find(|o| o.mix.is_some() != file.swarm) {
+        let has = if file.swarm {
+            "has no fault mix, though the sweep is a swarm"
+        } else {
+            "has a fault mix, though the sweep is not a swarm"
+        };
+        return Err(malformed(format!("seed {} {has}", outcome.seed)));
+    }
     let failed = file.outcomes.iter().filter(|o| !o.passed).count() as u64;
     if (file.passed, file.failed) != (expected - failed, failed) {
         return Err(malformed(format!(
@@ -271,12 +293,13 @@ pub fn merge(files: Vec<(String, ResultFile)>) -> Result<Merged, MergeError> {
         if settings(file) != settings(first) {
             let describe = |f: &ResultFile| {
                 format!(
-                    "dtest {}, seeds {} in {} shards{}{}",
+                    "dtest {}, seeds {} in {} shards{}{}{}",
                     f.dtest,
                     f.seeds,
                     f.shard.count,
                     if f.swarm { ", swarm" } else { "" },
-                    f.strategy.as_deref().map_or_else(String::new, |s| format!(", strategy {s}"))
+                    f.strategy.as_deref().map_or_else(String::new, |s| format!(", strategy {s}")),
+                    if f.break_fencing { ", broken fencing" } else { "" }
                 )
             };
             return Err(MergeError::OtherSweep {
@@ -301,16 +324,18 @@ pub fn merge(files: Vec<(String, ResultFile)>) -> Result<Merged, MergeError> {
         return Err(MergeError::Missing { seeds: first.seeds, shards: missing });
     }
     let (scenario, seeds, swarm, strategy) = (first.scenario.clone(), first.seeds, first.swarm, first.strategy.clone());
-    let mut failing: Vec<SeedOutcome> =
-        files.into_iter().flat_map(|(_, file)| file.outcomes.into_iter().filter(|o| !o.passed)).collect();
-    failing.sort_by_key(|o| o.seed);
-    Ok(Merged { scenario, seeds, shards: count, swarm, strategy, failing })
+    let break_fencing = first.break_fencing;
+    let mut outcomes: Vec<SeedOutcome> = files.into_iter().flat_map(|(_, file)| file.outcomes).collect();
+    outcomes.sort_by_key(|o| o.seed);
+    Ok(Merged { scenario, seeds, shards: count, swarm, strategy, break_fencing, outcomes })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::{Dimension, Mix};
     use crate::sweep::Sweep;
+    use dtest_core::report::Invariant;
 
     /// The result file of `shard` of seeds 10..30, where seeds divisible by 7 failed.
     fn shard_file(shard: Shard) -> ResultFile {
@@ -329,20 +354,32 @@ mod tests {
             shard,
             swarm: true,
             strategy: None,
+            break_fencing: false,
             passed: outcomes.len() as u64 - failed,
             failed,
             outcomes,
         }
     }
 
+    /// Seeds divisible by 7 fail (a stale result); seeds divisible by 7 or 3 drew a permanent
+    /// kill, and every other seed a clog.
     fn outcome(seed: u64) -> SeedOutcome {
         let passed = !seed.is_multiple_of(7);
+        let mut mix = Mix::default();
+        if seed.is_multiple_of(7) || seed.is_multiple_of(3) {
+            mix = mix.with(Dimension::KillPermanent);
+        }
+        if seed.is_multiple_of(2) {
+            mix = mix.with(Dimension::Clog);
+        }
         SeedOutcome {
             seed,
             passed,
             reason: (!passed).then(|| format!("at 1.000 s: seed {seed} broke")),
             failed: if passed { Vec::new() } else { vec!["invariant: broke".to_owned()] },
             faults: Vec::new(),
+            mix: Some(mix),
+            invariants: if passed { Vec::new() } else { vec![Invariant::StaleResult] },
         }
     }
 
@@ -371,8 +408,16 @@ mod tests {
     fn merged_shards_summarise_as_one_sweep_of_the_same_seeds() {
         let merged = merge(shards(3)).expect("one sweep's shards");
         let whole = Sweep { outcomes: (10..30).map(outcome).collect() };
-        assert_eq!(merged.summary("dtest sim x.json", usize::MAX), whole.summary("dtest sim x.json", usize::MAX));
-        assert_eq!(merged.failing.iter().map(|o| o.seed).collect::<Vec<_>>(), [14, 21, 28]);
+        let summary = merged.summary("dtest sim x.json", usize::MAX);
+        assert_eq!(summary, whole.summary("dtest sim x.json", usize::MAX));
+        assert_eq!(merged.failing().map(|o| o.seed).collect::<Vec<_>>(), [14, 21, 28]);
+        // The attribution is of every seed, passing ones too.
+        assert!(summary.contains("invariant stale_result (3 seeds violated it):"), "{summary}");
+        let kill = summary.lines().find(|l| l.trim_start().starts_with("kill_permanent")).expect("a row");
+        assert!(
+            kill.contains(" 8 ") && kill.contains("37.5%") && kill.contains(" 12 ") && kill.ends_with(" *"),
+            "{kill}"
+        );
     }
 
     #[test]
@@ -393,6 +438,7 @@ mod tests {
         assert!(matches!(merge(files), Err(MergeError::OtherScenario { .. })));
         let mut files = shards(2);
         files[1].1.swarm = false;
+        files[1].1.outcomes.iter_mut().for_each(|o| o.mix = None);
         let error = merge(files).expect_err("not one sweep").to_string();
         assert!(error.contains("shard-1.json is not of the same sweep as shard-0.json"), "{error}");
         let mut files = shards(2);
@@ -411,5 +457,13 @@ mod tests {
         let mut files = shards(2);
         files[0].1.format = "other/1".to_owned();
         assert!(merge(files).expect_err("another format").to_string().contains("format \"other/1\""));
+        let mut files = shards(2);
+        files[1].1.outcomes[2].mix = None;
+        let error = merge(files).expect_err("a swarm seed without its mix").to_string();
+        assert!(error.contains("seed 15 has no fault mix, though the sweep is a swarm"), "{error}");
+        let mut files = shards(2);
+        files[1].1.break_fencing = true;
+        let error = merge(files).expect_err("another core").to_string();
+        assert!(error.contains("broken fencing against"), "{error}");
     }
 }

@@ -7,12 +7,13 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dtest_core::report::Report;
+use dtest_core::report::{Invariant, Report};
 use dtest_core::scenario::{ClogDirection, Fault, FaultKind, GroupId, NodeRef, NodeSet, Scenario, Side};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::attribution::{Attribution, Mix};
 use crate::{SimError, SimOptions, Watch, simulate};
 
 /// Faults of a swarm seed happen in the first part of the run only, so that the rest shows
@@ -41,6 +42,14 @@ pub struct SeedOutcome {
     /// In a swarm sweep, the fault mix the failing seed drew ([`describe_fault`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<String>,
+    /// In a swarm sweep, the dimensions of the fault mix every seed drew, passing or not: what
+    /// [`Attribution`] compares failing seeds with passing ones by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Mix>,
+    /// Each invariant the failing seed violated, once, in [`Invariant::ALL`]'s order: what
+    /// attribution counts per invariant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invariants: Vec<Invariant>,
 }
 
 impl SeedOutcome {
@@ -58,7 +67,23 @@ impl SeedOutcome {
                 failed.push(format!("and {} more", all.len() - FAILED_LISTED_MAX));
             }
         }
-        SeedOutcome { seed, passed, reason: report.failure(), failed, faults: Vec::new() }
+        let mut invariants: Vec<Invariant> = report.violations.iter().map(|v| v.invariant).collect();
+        invariants.sort_unstable();
+        invariants.dedup();
+        SeedOutcome { seed, passed, reason: report.failure(), failed, faults: Vec::new(), mix: None, invariants }
+    }
+
+    /// The outcome of a seed whose run could not be judged: it failed for `reason`.
+    fn unjudged(seed: u64, reason: String) -> SeedOutcome {
+        SeedOutcome {
+            seed,
+            passed: false,
+            reason: Some(reason),
+            failed: Vec::new(),
+            faults: Vec::new(),
+            mix: None,
+            invariants: Vec::new(),
+        }
     }
 }
 
@@ -75,22 +100,23 @@ impl Sweep {
         self.outcomes.iter().filter(|o| !o.passed)
     }
 
-    /// A summary for people: counts, then the first `shown` failing seeds, each with the command
-    /// that replays it. `replay` is the command line without `--seed`.
+    /// A summary for people: counts, then in a swarm sweep with a failing seed the fault
+    /// dimensions that go with failures ([`Attribution::text`]), then the first `shown` failing
+    /// seeds, each with the command that replays it. `replay` is the command line without
+    /// `--seed`.
     pub fn summary(&self, replay: &str, shown: usize) -> String {
-        summary(self.outcomes.len() as u64, self.failing(), replay, shown)
+        summary(&self.outcomes, replay, shown)
     }
 }
 
-/// [`Sweep::summary`] of a sweep of `seeds` seeds whose failing ones are `failing`, in order.
-pub fn summary<'a>(
-    seeds: u64,
-    failing: impl IntoIterator<Item = &'a SeedOutcome>,
-    replay: &str,
-    shown: usize,
-) -> String {
-    let failing: Vec<&SeedOutcome> = failing.into_iter().collect();
+/// [`Sweep::summary`] of a sweep whose seeds' outcomes are `outcomes`, in order.
+pub fn summary(outcomes: &[SeedOutcome], replay: &str, shown: usize) -> String {
+    let seeds = outcomes.len() as u64;
+    let failing: Vec<&SeedOutcome> = outcomes.iter().filter(|o| !o.passed).collect();
     let mut out = format!("{} seeds: {} passed, {} failed\n", seeds, seeds - failing.len() as u64, failing.len());
+    if let Some(attribution) = Attribution::of(outcomes).filter(|a| a.failed > 0) {
+        out.push_str(&attribution.text());
+    }
     for o in failing.iter().take(shown) {
         out.push_str(&format!(
             "  seed {}: {}\n    replay: {replay} --seed {}\n",
@@ -213,19 +239,21 @@ pub fn sweep_shard(
     Ok(Sweep { outcomes })
 }
 
-/// One seed of a sweep: `options.seed`, judged as the report judges it; a failing swarm seed
-/// lists the fault mix it drew.
+/// One seed of a sweep: `options.seed`, judged as the report judges it; a swarm seed keeps the
+/// dimensions of the fault mix it drew, and a failing one lists the faults. Drawing the mix
+/// again costs a few random numbers, nothing beside the run itself.
 pub fn run_seed(scenario: &Scenario, options: &SimOptions) -> SeedOutcome {
     let seed = options.seed;
     let mut outcome = match simulate(scenario, options) {
         Ok(report) => SeedOutcome::of(seed, &report),
-        Err(e) => {
-            SeedOutcome { seed, passed: false, reason: Some(e.to_string()), failed: Vec::new(), faults: Vec::new() }
-        }
+        Err(e) => SeedOutcome::unjudged(seed, e.to_string()),
     };
-    if !outcome.passed && options.swarm {
-        let swarm = swarm_scenario(scenario, seed);
-        outcome.faults = swarm.faults.iter().map(|f| describe_fault(&swarm, f)).collect();
+    if options.swarm {
+        let faults = swarm_faults(scenario, seed);
+        outcome.mix = Some(Mix::of(&faults));
+        if !outcome.passed {
+            outcome.faults = faults.iter().map(|f| describe_fault(scenario, f)).collect();
+        }
     }
     outcome
 }
@@ -276,11 +304,22 @@ pub fn describe_fault(scenario: &Scenario, fault: &Fault) -> String {
 }
 
 /// The scenario with its faults replaced by a mix drawn from `seed`: partitions, kills (most
-/// restarted), packet loss, latency and clogs, all within the first 60% of the run and ended by
-/// then, so the rest of the run checks recovery. A swarm seed is judged by the invariants only
-/// (no task lost or counted twice, no stale result counted, no over-commit, every task ended
-/// after the faults, kills noticed in time), not by expectations written for the authored faults.
+/// restarted), packet loss, latency and clogs, all within the first 60% of the scenario's
+/// duration and ended by then. The run is then made longer by as much, so that after the faults
+/// the liveness phase has as long as the whole scenario had: work the faults held up can still
+/// finish, and a seed fails for a system that does not recover, not for a clock that ran out. A
+/// swarm seed is judged by the invariants only (no task lost or counted twice, no stale result
+/// counted, no over-commit, convergence after the faults, kills noticed in time), not by
+/// expectations written for the authored faults.
 pub fn swarm_scenario(scenario: &Scenario, seed: u64) -> Scenario {
+    let horizon = ((scenario.duration_ms as f64) * SWARM_FAULTS_FRACTION) as u64;
+    let duration_ms = scenario.duration_ms.saturating_add(horizon).min(dtest_core::limits::DURATION_MS_MAX);
+    Scenario { faults: swarm_faults(scenario, seed), duration_ms, ..scenario.clone() }
+}
+
+/// The faults of [`swarm_scenario`], without copying the scenario: what a sweep draws again to
+/// attribute its seeds' failures.
+pub fn swarm_faults(scenario: &Scenario, seed: u64) -> Vec<Fault> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5357_4152_4d00_0000);
     let horizon = ((scenario.duration_ms as f64) * SWARM_FAULTS_FRACTION) as u64;
     let nodes: Vec<NodeRef> = scenario.nodes().collect();
@@ -342,7 +381,7 @@ pub fn swarm_scenario(scenario: &Scenario, seed: u64) -> Scenario {
         let clogged = some_nodes(&mut draw, 3);
         faults.push(Fault { at_ms: at, kind: FaultKind::Clog { nodes: clogged, direction, until_ms: Some(until) } });
     }
-    Scenario { faults, ..scenario.clone() }
+    faults
 }
 
 #[cfg(test)]

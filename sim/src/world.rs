@@ -17,7 +17,7 @@ use dtest_core::protocol::{
     Agent, AgentAction, AgentConfig, Attempt, Frame, Incarnation, Outcome, TaskId, ToAgent, ToOrchestrator,
 };
 use dtest_core::report::Mode;
-use dtest_core::run::{Action, Cluster, Run, RunOptions};
+use dtest_core::run::{Action, Cluster, Run, RunEvent, RunOptions};
 use dtest_core::scenario::{NodeRef, Scenario, Work};
 use madsim::rand::{Rng, thread_rng};
 use madsim::runtime::Handle;
@@ -45,6 +45,26 @@ pub(crate) struct World {
     pub ids: Vec<NodeId>,
     /// Whether the run's watch stopped it before its end.
     pub stopped: bool,
+    /// The run's live events (with [`SimOptions::events`]), moved here as they come so that the
+    /// run's own queue, which keeps only its newest, never drops the start of a long run; the
+    /// first [`crate::EVENTS_MAX`].
+    pub events: Vec<(u64, RunEvent)>,
+    /// Events past [`crate::EVENTS_MAX`], counted, not kept.
+    pub events_dropped: u64,
+}
+
+impl World {
+    /// Moves the run's pending live events into [`World::events`]; past [`crate::EVENTS_MAX`]
+    /// they are counted instead. Nothing to do when the run keeps no events.
+    pub fn keep_events(&mut self) {
+        while let Some(event) = self.run.poll_event() {
+            if self.events.len() < crate::EVENTS_MAX {
+                self.events.push(event);
+            } else {
+                self.events_dropped += 1;
+            }
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -82,6 +102,8 @@ impl Shared {
                 post: PostOffice::new(nodes),
                 ids: Vec::new(),
                 stopped: false,
+                events: Vec::new(),
+                events_dropped: 0,
             }),
             entries,
             node_refs: scenario.nodes().collect(),
@@ -356,6 +378,8 @@ async fn orchestrator_main(shared: Arc<Shared>, over: Mailbox<u64>) {
                 shared.trace(|| (now, Traced::TimersDue));
                 world.run.handle_timeout(now);
             }
+            // This turn's events and the last frame's, long before the run's queue could fill.
+            world.keep_events();
             while let Some((node, frame)) = world.run.poll_transmit() {
                 send(&mut world, &shared, node.0 as usize, Mail::ToAgent(frame));
             }

@@ -9,6 +9,7 @@ mod output;
 mod run;
 mod secure;
 mod serve;
+mod shrink;
 mod sim;
 mod validate;
 

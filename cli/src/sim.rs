@@ -1,11 +1,14 @@
 //! `dtest sim FILE`: a deterministic simulation of a scenario under madsim; `dtest sim merge`:
 //! the result files of a sweep's shards, combined.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dtest_core::report::Report;
 use dtest_core::scenario::{Distribution, Scenario};
-use dtest_sim::compare::{StrategyRow, compare};
+use dtest_sim::attribution::Attribution;
+use dtest_sim::compare::{COMPARED_SEEDS_MAX, Figures, Metric, PairedStats, StrategyRow, compare, compare_seeds};
 use dtest_sim::shard::{self, ResultFile, ScenarioFile, Seeds};
 use dtest_sim::sweep::{SeedOutcome, Shard, parse_seeds, sweep_shard};
 use dtest_sim::{Determinism, Divergence, SimOptions, TracedEvent, check_determinism, simulate};
@@ -39,7 +42,9 @@ pub struct Args {
     #[arg(long)]
     swarm: bool,
     /// Override the scenario's distribution strategy (round_robin, least_loaded, random,
-    /// capability, locality, weighted, adaptive), or `all` to compare them on the same seed.
+    /// capability, locality, weighted, adaptive), or `all` to compare them on the same seed; with
+    /// --seeds, on every seed of the range, with 95% confidence intervals and paired differences
+    /// from the scenario's own strategy.
     #[arg(long, value_name = "NAME")]
     strategy: Option<String>,
     /// Run the seed twice and fail unless both runs handle the same events (every frame, input,
@@ -52,6 +57,9 @@ pub struct Args {
     /// of turn at this event (counted from 0).
     #[arg(long, hide = true, value_name = "EVENT", requires = "check_determinism")]
     perturb_second_run_at: Option<u64>,
+    /// Test-only: the orchestrator counts stale results (a known broken core), to show the checkers catch it.
+    #[arg(long, hide = true)]
+    break_fencing: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -62,6 +70,14 @@ pub struct Args {
     /// Also write a self-contained HTML report (charts of the load) to FILE.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Also write the run's timeline to FILE as a Chrome trace (JSON): a track per node with
+    /// every task attempt and what the orchestrator thought of the node, the faults and the
+    /// alerts. Open it in https://ui.perfetto.dev (or chrome://tracing). One seed only.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seeds", "check_determinism"])]
+    trace: Option<PathBuf>,
+    /// `--shrink` and `--shrink-out`: the smallest scenario that fails as the seed does.
+    #[command(flatten)]
+    shrinking: crate::shrink::ShrinkArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -103,6 +119,10 @@ pub fn run(args: &Args) -> Exit {
         }
     };
     let all = args.strategy.as_deref() == Some("all");
+    if all && args.trace.is_some() {
+        eprintln!("error: --trace writes the timeline of one run; --strategy all makes one per strategy: name one");
+        return Exit::BadInput;
+    }
     let distribution = match args.strategy.as_deref().filter(|_| !all).map(parse_distribution).transpose() {
         Ok(d) => d,
         Err(message) => {
@@ -110,8 +130,27 @@ pub fn run(args: &Args) -> Exit {
             return Exit::BadInput;
         }
     };
-    let options = SimOptions { seed: args.seed, distribution, swarm: args.swarm, ..SimOptions::default() };
+    let options = SimOptions {
+        seed: args.seed,
+        distribution,
+        swarm: args.swarm,
+        break_fencing: args.break_fencing,
+        ..SimOptions::default()
+    };
+    if args.shrinking.shrink {
+        let given = crate::shrink::Given {
+            file: args.file(),
+            scenario: &scenario,
+            options: &options,
+            strategy: args.strategy.as_deref(),
+            json: args.json,
+        };
+        return crate::shrink::run(&args.shrinking, &given);
+    }
     if let Some(range) = &args.seeds {
+        if all {
+            return compare_strategies_over_seeds(args, &scenario, range, &options);
+        }
         return run_sweep(args, &scenario, range, &options);
     }
     if all {
@@ -151,6 +190,11 @@ pub fn run(args: &Args) -> Exit {
                 return Exit::BadInput;
             }
         }
+    } else if let Some(path) = &args.trace {
+        match simulate_and_trace(&scenario, &options, path) {
+            Ok(report) => report,
+            Err(exit) => return exit,
+        }
     } else {
         match simulate(&scenario, &options) {
             Ok(report) => report,
@@ -162,6 +206,38 @@ pub fn run(args: &Args) -> Exit {
     };
     let outputs = Outputs { json: args.json, out: args.out.as_deref(), html: args.html.as_deref(), junit: None };
     crate::output::finish(&report, outputs)
+}
+
+/// `--trace FILE`: simulates with the run's events kept and writes their timeline to `path` as a
+/// Chrome trace; the report is the one [`simulate`] gives. Says on stderr what it wrote, and if
+/// the run had more events than a simulation keeps, where the trace stops.
+fn simulate_and_trace(scenario: &Scenario, options: &SimOptions, path: &Path) -> Result<Report, Exit> {
+    let (report, events, dropped) = dtest_sim::simulate_timeline(scenario, options).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::BadInput
+    })?;
+    // The faults that ran: with --swarm, the mix drawn from the seed.
+    let swarm = options.swarm.then(|| dtest_sim::sweep::swarm_scenario(scenario, options.seed));
+    let trace = dtest_sim::perfetto::chrome_trace(swarm.as_ref().unwrap_or(scenario), &report, &events, dropped);
+    if let Err(e) = std::fs::write(path, &trace.json) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return Err(Exit::BadInput);
+    }
+    if dropped > 0 {
+        eprintln!(
+            "warning: the run had {} events; the trace holds the first {} and stops at {:.3} s",
+            events.len() as u64 + dropped,
+            events.len(),
+            events.last().map_or(0, |(at, _)| *at) as f64 / 1e3
+        );
+    }
+    eprintln!(
+        "trace: wrote {} ({} events, {} bytes); open it in https://ui.perfetto.dev (or chrome://tracing)",
+        path.display(),
+        trace.events,
+        trace.json.len()
+    );
+    Ok(report)
 }
 
 /// Where two runs of a seed part, for people: the event's index and time, then both versions.
@@ -180,10 +256,13 @@ fn divergence_text(seed: u64, d: &Divergence) -> String {
 }
 
 /// The command line that replays a seed of this run, without `--seed`.
-fn replay_command(file: &str, swarm: bool, strategy: Option<&str>) -> String {
+fn replay_command(file: &str, swarm: bool, strategy: Option<&str>, break_fencing: bool) -> String {
     let mut command = format!("dtest sim {file}");
     if swarm {
         command.push_str(" --swarm");
+    }
+    if break_fencing {
+        command.push_str(" --break-fencing");
     }
     if let Some(strategy) = strategy {
         command.push_str(&format!(" --strategy {strategy}"));
@@ -191,18 +270,17 @@ fn replay_command(file: &str, swarm: bool, strategy: Option<&str>) -> String {
     command
 }
 
-/// A sweep's summary as JSON: what `--seeds --json` and `merge --json` print.
-fn sweep_json<'a>(
-    scenario: &str,
-    seeds: u64,
-    swarm: bool,
-    failing: impl Iterator<Item = &'a SeedOutcome>,
-    replay: &str,
-) -> String {
-    let failing: Vec<serde_json::Value> = failing
+/// A sweep's summary as JSON: what `--seeds --json` and `merge --json` print. A swarm sweep adds
+/// every seed's fault mix (`outcomes`, as many as the sweep's seeds, which a result file bounds)
+/// and the attribution of failures to fault dimensions.
+fn sweep_json(scenario: &str, swarm: bool, outcomes: &[SeedOutcome], replay: &str) -> String {
+    let seeds = outcomes.len() as u64;
+    let failing: Vec<serde_json::Value> = outcomes
+        .iter()
+        .filter(|o| !o.passed)
         .map(|o| serde_json::json!({ "seed": o.seed, "reason": o.reason, "replay": format!("{replay} --seed {}", o.seed) }))
         .collect();
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "scenario": scenario,
         "seeds": seeds,
         "swarm": swarm,
@@ -210,7 +288,33 @@ fn sweep_json<'a>(
         "failed": failing.len(),
         "failing": failing,
     });
+    if swarm {
+        summary["outcomes"] = outcomes.iter().map(mix_json).collect();
+        summary["attribution"] = serde_json::json!(Attribution::of(outcomes));
+    }
     format!("{}\n", serde_json::to_string_pretty(&summary).unwrap_or_default())
+}
+
+/// One seed of a swarm sweep's JSON: whether it passed, the dimensions of its fault mix, and the
+/// invariants it violated.
+fn mix_json(o: &SeedOutcome) -> serde_json::Value {
+    let mut seed = serde_json::json!({ "seed": o.seed, "passed": o.passed, "mix": o.mix });
+    if !o.invariants.is_empty() {
+        seed["invariants"] = serde_json::json!(o.invariants);
+    }
+    seed
+}
+
+/// A progress bar on stderr of `len` steps of `unit` (seeds, runs), with how many failed.
+fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}, {{msg}} [{{elapsed}} of ~{{duration}}]"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// The SHA-256 of `bytes`, in hex, as `sha256sum` prints it.
@@ -224,10 +328,6 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
         eprintln!("error: --seeds expects A..B with A < B, like 0..1000; found {range:?}");
         return Exit::BadInput;
     };
-    if args.strategy.as_deref() == Some("all") {
-        eprintln!("error: --strategy all compares strategies on one seed; use it with --seed, not --seeds");
-        return Exit::BadInput;
-    }
     let shard = match args.shard.as_deref().map(|text| (text, Shard::parse(text))) {
         None => Shard::WHOLE,
         Some((_, Some(shard))) => shard,
@@ -256,17 +356,13 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
         }
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bar = indicatif::ProgressBar::with_draw_target(Some(shard_seeds), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {msg} [{elapsed} of ~{duration}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let failed = std::sync::atomic::AtomicU64::new(0);
-    let progress = |outcome: &dtest_sim::sweep::SeedOutcome| {
+    let bar = progress_bar(shard_seeds, "seeds");
+    let failed = AtomicU64::new(0);
+    let progress = |outcome: &SeedOutcome| {
         if !outcome.passed {
-            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            failed.fetch_add(1, Ordering::Relaxed);
         }
-        bar.set_message(format!("{} failed", failed.load(std::sync::atomic::Ordering::Relaxed)));
+        bar.set_message(format!("{} failed", failed.load(Ordering::Relaxed)));
         bar.inc(1);
     };
     let result = sweep_shard(scenario, seeds.clone(), shard, options, threads, &progress);
@@ -289,6 +385,7 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
             shard,
             swarm: args.swarm,
             strategy: args.strategy.clone(),
+            break_fencing: args.break_fencing,
             passed: result.outcomes.len() as u64 - failed,
             failed,
             outcomes: result.outcomes.clone(),
@@ -300,9 +397,9 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
             return Exit::BadInput;
         }
     }
-    let replay = replay_command(&path, args.swarm, args.strategy.as_deref());
+    let replay = replay_command(&path, args.swarm, args.strategy.as_deref(), args.break_fencing);
     let printed = if args.json {
-        print_stdout(&sweep_json(&scenario.name, result.outcomes.len() as u64, args.swarm, result.failing(), &replay))
+        print_stdout(&sweep_json(&scenario.name, args.swarm, &result.outcomes, &replay))
     } else {
         let mut text = String::new();
         if args.shard.is_some() {
@@ -338,6 +435,150 @@ fn compare_strategies(args: &Args, scenario: &Scenario, options: &SimOptions) ->
     if reports.iter().all(Report::passed) { Exit::Ok } else { Exit::Failed }
 }
 
+/// `--strategy all --seeds A..B`: every strategy on every seed of the range on every core, paired
+/// by seed; prints each strategy's means with 95% confidence intervals and its differences from
+/// the scenario's own strategy. 0 when every run passed, 1 when one failed, 2 on bad input.
+fn compare_strategies_over_seeds(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions) -> Exit {
+    let Some(seeds) = parse_seeds(range) else {
+        eprintln!("error: --seeds expects A..B with A < B, like 0..1000; found {range:?}");
+        return Exit::BadInput;
+    };
+    if args.shard.is_some() || args.out.is_some() {
+        eprintln!(
+            "error: --strategy all with --seeds runs on one machine and prints its comparison; --shard and --out are for sweeps"
+        );
+        return Exit::BadInput;
+    }
+    let count = seeds.end - seeds.start;
+    if count > COMPARED_SEEDS_MAX {
+        eprintln!(
+            "error: --strategy all compares strategies over at most {COMPARED_SEEDS_MAX} seeds; {range} has {count}"
+        );
+        return Exit::BadInput;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bar = progress_bar(count * Distribution::ALL.len() as u64, "runs");
+    let failed = AtomicU64::new(0);
+    let progress = |figures: &Figures| {
+        if !figures.passed {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+        bar.set_message(format!("{} failed", failed.load(Ordering::Relaxed)));
+        bar.inc(1);
+    };
+    let result = compare_seeds(scenario, seeds.clone(), options, &Distribution::ALL, threads, &progress);
+    bar.finish_and_clear();
+    let paired = match result {
+        Ok(paired) => paired,
+        Err(e) => {
+            eprintln!("{}: {e}", args.file().display());
+            return Exit::BadInput;
+        }
+    };
+    let stats = paired.stats(scenario.strategy.distribution);
+    let printed = if args.json {
+        let json = serde_json::json!({
+            "scenario": scenario.name,
+            "seeds": { "start": seeds.start, "end": seeds.end },
+            "swarm": args.swarm,
+            "baseline": stats.baseline,
+            "strategies": stats.strategies,
+        });
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&json).unwrap_or_default()))
+    } else {
+        print_stdout(&paired_table(&scenario.name, &seeds, &stats))
+    };
+    if printed != Exit::Ok {
+        return printed;
+    }
+    if paired.passed() { Exit::Ok } else { Exit::Failed }
+}
+
+/// How a metric is headed and how many decimals its values get.
+fn metric_format(metric: Metric) -> (&'static str, usize) {
+    match metric {
+        Metric::MakespanS => ("makespan s", 2),
+        Metric::LatencyP99Ms => ("p99 ms", 1),
+        Metric::Reassignments => ("reassignments", 1),
+        Metric::BusySpread => ("busy spread", 3),
+    }
+}
+
+/// Width of a metric's column in the paired tables.
+const METRIC_COLUMN: usize = 22;
+
+/// The paired comparison for people: each strategy's means with their intervals, then its
+/// differences from the baseline with their intervals and pairs, significant ones marked.
+fn paired_table(name: &str, seeds: &Range<u64>, stats: &PairedStats) -> String {
+    let count = seeds.end - seeds.start;
+    // p99 only when the scenario has load: a column of dashes says nothing.
+    let metrics: Vec<Metric> =
+        Metric::ALL.into_iter().filter(|&m| stats.strategies.iter().any(|s| s.means.get(m).is_some())).collect();
+    let row = |first: &str, second: &str, cells: &mut dyn Iterator<Item = String>| {
+        let mut line = format!("  {first:<13} {second:>9}");
+        for cell in cells {
+            line.push_str(&format!(" {cell:>METRIC_COLUMN$}"));
+        }
+        format!("{}\n", line.trim_end())
+    };
+    let header =
+        |first: &str, second: &str| row(first, second, &mut metrics.iter().map(|&m| metric_format(m).0.to_owned()));
+    let mut out = format!(
+        "dtest sim {name} --seeds {}..{} --strategy all: every strategy on the same {count} seeds\n",
+        seeds.start, seeds.end
+    );
+    out.push_str(&header("strategy", "failed"));
+    for s in &stats.strategies {
+        let mut cells = metrics
+            .iter()
+            .map(|&m| s.means.get(m).as_ref().map_or_else(|| "-".to_owned(), |e| mean_cell(m, e, s.runs)));
+        out.push_str(&row(&strategy_name(s.strategy), &format!("{} of {}", s.failed, s.runs), &mut cells));
+    }
+    out.push_str("  mean ± half-width of its 95% confidence interval over the seeds (Student's t);\n");
+    out.push_str("  (n) when only n seeds had the figure (a run whose tasks did not all end has no makespan)\n");
+    out.push_str(&format!(
+        "differences from {} (the scenario's strategy), seed by seed: mean ± 95% confidence interval (pairs)\n",
+        strategy_name(stats.baseline)
+    ));
+    out.push_str(&header("strategy", ""));
+    for s in &stats.strategies {
+        let mut cells = metrics
+            .iter()
+            .map(|&m| s.differences.get(m).as_ref().map_or_else(|| "-".to_owned(), |d| difference_cell(m, d)));
+        out.push_str(&row(&strategy_name(s.strategy), "", &mut cells));
+    }
+    out.push_str("  * significant: the interval excludes 0, so the seeds do not explain the difference;\n");
+    out.push_str("  (pairs): seeds where both runs had the figure (a seed without a makespan is left out)\n");
+    out
+}
+
+/// A strategy's name as scenarios spell it.
+fn strategy_name(strategy: Distribution) -> String {
+    serde_json::to_value(strategy).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// `mean ± half-width`, with `(n)` when fewer than `runs` seeds had the metric.
+fn mean_cell(metric: Metric, e: &dtest_sim::stats::Estimate, runs: u64) -> String {
+    let p = metric_format(metric).1;
+    let half = e.half_width().map_or_else(|| "-".to_owned(), |h| format!("{h:.p$}"));
+    let fewer = if e.n < runs { format!(" ({})", e.n) } else { String::new() };
+    format!("{:.p$} ± {half}{fewer}", e.mean)
+}
+
+/// `+mean ± half-width (pairs)`, then `*` when significant.
+fn difference_cell(metric: Metric, d: &dtest_sim::stats::Difference) -> String {
+    let p = metric_format(metric).1;
+    let half = d.estimate.half_width().map_or_else(|| "-".to_owned(), |h| format!("{h:.p$}"));
+    let mark = if d.significant { "*" } else { " " };
+    // A mean that rounds to zero is +0, whichever side of it it fell.
+    let mean = if format!("{:.p$}", d.estimate.mean.abs()).trim_matches(['0', '.']).is_empty() {
+        0.0
+    } else {
+        d.estimate.mean
+    };
+    format!("{mean:+.p$} ± {half} ({}){mark}", d.estimate.n)
+}
+
 /// `dtest sim merge FILES...`: the shards' result files, checked and combined into the sweep's
 /// summary; 2 when they are not every shard of one sweep once, else 1 when a seed failed.
 fn run_merge(args: &MergeArgs) -> Exit {
@@ -367,16 +608,16 @@ fn run_merge(args: &MergeArgs) -> Exit {
             return Exit::BadInput;
         }
     };
-    let replay = replay_command(&merged.scenario.path, merged.swarm, merged.strategy.as_deref());
+    let replay = replay_command(&merged.scenario.path, merged.swarm, merged.strategy.as_deref(), merged.break_fencing);
     let printed = if args.json {
-        print_stdout(&sweep_json(&merged.scenario.name, merged.total(), merged.swarm, merged.failing.iter(), &replay))
+        print_stdout(&sweep_json(&merged.scenario.name, merged.swarm, &merged.outcomes, &replay))
     } else {
         print_stdout(&merged.summary(&replay, usize::MAX))
     };
     if printed != Exit::Ok {
         return printed;
     }
-    if merged.failing.is_empty() { Exit::Ok } else { Exit::Failed }
+    if merged.failing().next().is_none() { Exit::Ok } else { Exit::Failed }
 }
 
 /// Reads a result file, at most [`shard::RESULT_FILE_BYTES_MAX`] bytes of it.

@@ -9,9 +9,12 @@ mod parity;
 mod run;
 mod schema;
 mod serve;
+mod shrink;
 mod sim;
+mod strategies;
 mod sweeps;
 mod tls;
+mod trace;
 mod validate;
 
 use std::path::{Path, PathBuf};

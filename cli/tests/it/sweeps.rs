@@ -278,3 +278,56 @@ fn run_script(shell: &str, script: &str, dir: &Path) -> String {
     assert!(matches!(output.status.code(), Some(0 | 1)), "{script}: {}", text(&output.stderr));
     text(&output.stdout)
 }
+
+/// The row of `dimension` in the first (all failures) table of an attribution.
+fn attribution_row<'a>(summary: &'a str, dimension: &str) -> &'a str {
+    summary
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{dimension} ")))
+        .unwrap_or_else(|| panic!("no row of {dimension} in:\n{summary}"))
+}
+
+#[test]
+fn a_swarm_sweep_of_the_broken_core_names_partitions_alike_on_one_machine_and_merged() {
+    // The known broken core counts stale results. What makes a result stale is a node that
+    // keeps working while the orchestrator has given up on it: cut off by a partition, it sends
+    // its results once the partition heals. Kills are not it (a killed node's results never
+    // come), and over 100 seeds the attribution says so.
+    let (file, seeds, flags) = ("scenarios/node-failure.json", "0..100", ["--swarm", "--break-fencing"]);
+    let whole = dtest(&[&["sim", file, "--seeds", seeds][..], &flags].concat());
+    let summary = text(&whole.stdout);
+    assert_eq!(whole.status.code(), Some(1), "{summary}{}", text(&whole.stderr));
+    assert!(summary.contains("most associated with failure: partition ("), "{summary}");
+    assert!(attribution_row(&summary, "partition").ends_with(" *"), "{summary}");
+    for dimension in ["kill_restarted", "kill_permanent", "packet_loss", "latency"] {
+        assert!(!attribution_row(&summary, dimension).ends_with('*'), "{dimension} is not significant:\n{summary}");
+    }
+    assert!(summary.contains("\ninvariant stale_result ("), "{summary}");
+    assert!(
+        summary.contains("replay: dtest sim scenarios/node-failure.json --swarm --break-fencing --seed "),
+        "{summary}"
+    );
+    // Shards carry every seed's mix: the merge attributes exactly as one machine did.
+    let dir = temp_dir("attribution");
+    let shards = run_shards(file, &flags, seeds, 2, &dir);
+    let merged = merge(&shards, &[]);
+    assert_eq!(text(&merged.stdout), summary, "{}", text(&merged.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&merge(&shards, &["--json"]).stdout).expect("JSON");
+    let attribution = &json["attribution"];
+    assert_eq!(attribution["stands_out"], "partition", "{attribution}");
+    assert_eq!(attribution["seeds"], 100);
+    assert_eq!(attribution["failed"], json["failed"]);
+    let partition = attribution["dimensions"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["dimension"] == "partition"))
+        .expect("a partition row");
+    assert_eq!(partition["significant"], true);
+    assert!(partition["p_value"].as_f64().is_some_and(|p| p < 0.01), "{partition}");
+    let outcomes = json["outcomes"].as_array().expect("every seed");
+    assert_eq!(outcomes.len(), 100);
+    assert!(outcomes.iter().all(|o| o["mix"].is_array()), "every seed has its mix");
+    let failing = outcomes.iter().find(|o| o["passed"] == false).expect("a failing seed");
+    let violated = failing["invariants"].as_array().expect("the invariants it violated");
+    assert!(violated.iter().any(|i| i == "stale_result" || i == "ended_twice"), "{failing}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -25,6 +25,19 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
 }
 
+/// A fresh, empty temporary directory for one test, `name` telling whose.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Bytes a process printed, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Runs `dtest ARGS...` from the repository root.
 pub fn dtest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dtest")).args(args).current_dir(root()).output().expect("run dtest")

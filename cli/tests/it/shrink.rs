@@ -4,26 +4,13 @@
 //! nothing to shrink; shrinking is of one seed; every shipped scenario written back as a file
 //! reads back as itself.
 
-use std::path::PathBuf;
 use std::process::Output;
 
-use crate::{dtest, root, shipped_scenarios};
+use crate::{dtest, root, shipped_scenarios, temp_dir, text};
 
 /// A swarm seed of scenarios/node-failure.json that fails with fencing broken, its first
 /// violation a stale result counted (checked: seeds 0, 2, 8, 17, 25 and 32 of 0..40 are such).
 const BROKEN_SEED: &str = "0";
-
-/// A fresh temporary directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dtest-shrink-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output.stdout)))
@@ -48,7 +35,7 @@ fn invariants(report: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn a_broken_core_s_swarm_seed_shrinks_to_a_small_file_that_replays_the_same_invariant() {
-    let dir = temp_dir("broken");
+    let dir = temp_dir("shrink-broken");
     let out = dir.join("minimal.json");
     let out_text = out.to_string_lossy().into_owned();
     let started = std::time::Instant::now();
@@ -124,7 +111,7 @@ fn a_broken_core_s_swarm_seed_shrinks_to_a_small_file_that_replays_the_same_inva
 #[test]
 fn a_passing_seed_has_nothing_to_shrink() {
     // The broken core's seed, with the core intact.
-    let dir = temp_dir("passing");
+    let dir = temp_dir("shrink-passing");
     let out = dir.join("never.json");
     let out_text = out.to_string_lossy().into_owned();
     let args =

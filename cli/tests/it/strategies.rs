@@ -2,14 +2,10 @@
 //! each with its means and 95% confidence intervals, and its differences from the scenario's own
 //! strategy paired by seed, the significant ones marked; as a table and as JSON.
 
-use crate::dtest;
+use crate::{dtest, text};
 
 const STRATEGIES: [&str; 7] =
     ["round_robin", "least_loaded", "random", "capability", "locality", "weighted", "adaptive"];
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The line of `strategy` in the part of `table` after the line starting with `after`.
 fn line<'a>(table: &'a str, after: &str, strategy: &str) -> &'a str {

@@ -2,22 +2,10 @@
 //! into exactly the summary one machine prints, merging refuses what is not every shard of one
 //! sweep once, and the Kubernetes and CI manifests of docs/sweeps.md run as written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::{dtest, root};
-
-/// A fresh temporary directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dtest-sweeps-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::{dtest, root, temp_dir, text};
 
 /// A scenario whose command tasks fail now and then, and are not retried: some seeds pass, some
 /// fail.
@@ -59,7 +47,7 @@ fn merge(files: &[String], extra: &[&str]) -> Output {
 
 #[test]
 fn three_shards_merge_into_the_summary_and_failing_seeds_of_one_machine() {
-    let dir = temp_dir("merge");
+    let dir = temp_dir("sweeps-merge");
     let flaky = dir.join("flaky.json").to_string_lossy().into_owned();
     std::fs::write(&flaky, FLAKY).expect("write the scenario");
     for (file, extra, seeds) in
@@ -95,7 +83,7 @@ fn three_shards_merge_into_the_summary_and_failing_seeds_of_one_machine() {
 
 #[test]
 fn merging_refuses_missing_and_repeated_shards_other_scenarios_and_malformed_files() {
-    let dir = temp_dir("refuse");
+    let dir = temp_dir("sweeps-refuse");
     let files = run_shards("scenarios/node-failure.json", &[], "0..6", 3, &dir);
     let refused = |files: &[String], expected: &str| {
         let output = merge(files, &[]);
@@ -107,7 +95,7 @@ fn merging_refuses_missing_and_repeated_shards_other_scenarios_and_malformed_fil
         "1 of 3 shards missing (2 seeds of 0..6):\n  shard 1/3: seeds 1, 4 (2 seeds)",
     );
     refused(&[files[0].clone(), files[1].clone(), files[1].clone(), files[2].clone()], "shard 1/3 is in both");
-    let other = temp_dir("refuse-other");
+    let other = temp_dir("sweeps-refuse-other");
     let other_files = run_shards("scenarios/flapping-network.json", &[], "0..6", 3, &other);
     refused(&[files[0].clone(), other_files[1].clone(), files[2].clone()], "is a sweep of another scenario");
     let swarm = run_shards("scenarios/node-failure.json", &["--swarm"], "0..6", 3, &other);
@@ -195,7 +183,7 @@ fn the_kubernetes_indexed_job_runs_its_shards_and_its_merge_as_written() {
     let (seeds, shards) = seeds_and_shards(&words, manifest);
     assert_eq!(shards, completions, "{manifest}: --shard INDEX/N with N = completions");
     // Every index, as Kubernetes would run it, over a few seeds instead of 100,000.
-    let dir = temp_dir("k8s");
+    let dir = temp_dir("sweeps-k8s");
     let tiny = format!("0..{}", completions + 3);
     let results = format!("{}/", dir.display());
     for index in 0..completions {
@@ -255,7 +243,7 @@ fn the_ci_matrix_runs_its_shards_and_its_merge_as_written() {
     let merge_line = merge_runs[0].lines().find(|l| l.contains("dtest sim")).expect("the command");
     assert_flags_exist(&merge_line.split_whitespace().skip_while(|w| *w != "dtest").collect::<Vec<_>>(), manifest);
     // Each job's script as the runner would run it, from a checkout with the scenarios.
-    let dir = temp_dir("ci");
+    let dir = temp_dir("sweeps-ci");
     std::os::unix::fs::symlink(root().join("scenarios"), dir.join("scenarios")).expect("link the scenarios");
     let tiny = format!("0..{}", shards + 3);
     for index in &matrix {
@@ -308,7 +296,7 @@ fn a_swarm_sweep_of_the_broken_core_names_partitions_alike_on_one_machine_and_me
         "{summary}"
     );
     // Shards carry every seed's mix: the merge attributes exactly as one machine did.
-    let dir = temp_dir("attribution");
+    let dir = temp_dir("sweeps-attribution");
     let shards = run_shards(file, &flags, seeds, 2, &dir);
     let merged = merge(&shards, &[]);
     assert_eq!(text(&merged.stdout), summary, "{}", text(&merged.stderr));

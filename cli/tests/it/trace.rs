@@ -3,18 +3,11 @@
 //! the same with or without it, the same seed writes the same bytes, and sweeps refuse it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{dtest, root};
-
-/// A fresh folder for one test's files.
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dtest-trace-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use crate::{dtest, root, temp_dir};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
@@ -62,7 +55,7 @@ fn ts_s(event: &Value) -> f64 {
 
 #[test]
 fn a_node_failure_trace_shows_every_node_the_kill_and_every_attempt_and_changes_no_report() {
-    let dir = temp_dir("node-failure");
+    let dir = temp_dir("trace-node-failure");
     let (trace_file, again_file) = (dir.join("trace.json"), dir.join("again.json"));
     let (out_traced, out_plain) = (dir.join("traced-report.json"), dir.join("plain-report.json"));
     let file = "scenarios/node-failure.json";
@@ -150,7 +143,7 @@ fn a_node_failure_trace_shows_every_node_the_kill_and_every_attempt_and_changes_
 
 #[test]
 fn a_trace_is_of_one_run_so_sweeps_and_strategy_all_refuse_it() {
-    let dir = temp_dir("refused");
+    let dir = temp_dir("trace-refused");
     let trace = dir.join("trace.json");
     let file = "scenarios/partition.json";
     for extra in [&["--seeds", "0..2"][..], &["--strategy", "all"], &["--check-determinism"]] {

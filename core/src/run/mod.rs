@@ -735,8 +735,13 @@ impl Run {
     fn alerts_firing_without_cause(&self) -> impl Iterator<Item = String> + '_ {
         let firing = if self.alerts.is_firing() { self.alerts.firing() } else { Vec::new() };
         let some_down = (0..self.names.len()).any(|n| self.down[n] || self.paused[n]);
+        // Alerts on every node of a large cluster can fire at once: find nodes by name in a map.
+        let nodes: std::collections::BTreeMap<&str, usize> = match firing.is_empty() {
+            true => Default::default(),
+            false => self.names.iter().enumerate().map(|(n, name)| (name.as_str(), n)).collect(),
+        };
         firing.into_iter().filter_map(move |(_, rule, subject, ..)| {
-            let node = self.names.iter().position(|name| name == subject);
+            let node = nodes.get(subject).copied();
             let explained = match node {
                 Some(n) => self.down[n] || self.paused[n],
                 None => some_down,

@@ -90,10 +90,16 @@ impl NodeClient {
         let request = self.http.get(format!("{}{PREFIX}/info", self.base)).timeout(timeout);
         // A few hundred bytes at most, whatever the run: a service probes every node each second.
         let (info, _): (NodeInfo, _) = match self.send_measured(request, INFO_BYTES_MAX).await {
-            Err(ClientError::Unreachable(why)) => match self.tls.diagnose(&self.base).await {
-                Some(tls) if !why.contains(&tls) => return Err(ClientError::Unreachable(format!("{why}; TLS: {tls}"))),
-                _ => return Err(ClientError::Unreachable(why)),
-            },
+            // A connection closed under the request may be a TLS refusal the client did not
+            // read: ask once more, within the caller's time. Other failures say why already.
+            Err(ClientError::Unreachable(why)) if closed_early(&why) => {
+                match self.tls.diagnose(&self.base, timeout).await {
+                    Some(tls) if !why.contains(&tls) => {
+                        return Err(ClientError::Unreachable(format!("{why}; TLS: {tls}")));
+                    }
+                    _ => return Err(ClientError::Unreachable(why)),
+                }
+            }
             other => other?,
         };
         info.check().map_err(|why| ClientError::Unreachable(format!("its info is not believable: {why}")))?;
@@ -201,6 +207,14 @@ fn path_segment(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Whether a request failed because its connection closed under it, as a TLS 1.3 server's
+/// refusal of a client certificate looks to an HTTP client that did not read it.
+fn closed_early(why: &str) -> bool {
+    ["connection was not ready", "connection closed", "Connection reset", "unexpected EOF", "broken pipe"]
+        .iter()
+        .any(|sign| why.contains(sign))
 }
 
 /// reqwest's error with its causes, which say what actually failed (connection refused, ...).

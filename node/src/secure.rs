@@ -306,7 +306,8 @@ impl ClientTls {
     /// client has finished its handshake; an HTTP client has often sent its request by then and
     /// reports only that the connection closed, while a read here gets the server's alert
     /// ("UnknownCA", "CertificateRequired").
-    pub async fn diagnose(&self, url: &str) -> Option<String> {
+    /// Gives up after `within`, at most 2 s.
+    pub async fn diagnose(&self, url: &str, within: Duration) -> Option<String> {
         let url = reqwest::Url::parse(url).ok().filter(|url| url.scheme() == "https")?;
         let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_owned();
         let address = (host.clone(), url.port_or_known_default()?);
@@ -317,7 +318,7 @@ impl ClientTls {
             let mut tls = connector.connect(name, tcp).await?;
             tls.read(&mut [0u8; 1]).await
         };
-        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        match tokio::time::timeout(within.min(Duration::from_secs(2)), attempt).await {
             Ok(Err(e)) => Some(e.to_string()),
             _ => None,
         }

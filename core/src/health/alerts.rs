@@ -48,7 +48,8 @@ impl Comparison {
         }
     }
 
-    fn holds(self, value: f64, threshold: f64) -> bool {
+    /// Whether `value` compared with `threshold` this way holds.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
         match self {
             Comparison::Above => value > threshold,
             Comparison::AtOrAbove => value >= threshold,

@@ -281,6 +281,10 @@ pub enum RunEvent {
     Load(LiveFigures),
 }
 
+/// The least time the liveness phase gives the system to converge when the scenario states no
+/// bound: nodes rejoin within a few heartbeats, alerts resolve within their `for`.
+pub const RECOVERY_MIN_MS: u64 = 30_000;
+
 /// How an attempt ended ([`RunEvent::AttemptEnded`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttemptEnd {
@@ -651,9 +655,7 @@ impl Run {
             (None, Some(at)) => at + CANCEL_GRACE_MS,
             // Waiting for the liveness phase to converge: its samples wake the run each second.
             (Some(_), None) => match self.quiet_from_ms {
-                Some(quiet) if !self.converged() => {
-                    quiet.saturating_add(self.recovery_bound_ms(quiet)).min(self.scenario.duration_ms)
-                }
+                Some(quiet) if !self.converged() => quiet.saturating_add(self.recovery_bound_ms(quiet)),
                 _ => self.settle_ms.min(self.scenario.duration_ms),
             },
             (None, None) => self.scenario.duration_ms,
@@ -695,7 +697,7 @@ impl Run {
             Some(at) => self.done_at_ms.is_some() || now_ms >= at + CANCEL_GRACE_MS,
             None => self.done_at_ms.is_some() && now_ms >= self.settle_ms && !self.recovering(now_ms),
         };
-        if over || now_ms >= self.scenario.duration_ms {
+        if over || self.past_end(now_ms) {
             self.finish(now_ms);
         }
     }
@@ -713,10 +715,18 @@ impl Run {
     }
 
     /// How long after `quiet` the system has to converge: the scenario's
-    /// `recovered_within_s`, or until its end.
+    /// `recovered_within_s`, or until its end but at least [`RECOVERY_MIN_MS`]. Once the work is
+    /// done, the run goes on past the scenario's end for it if need be: a fault healing at the
+    /// very end must not fail a run for a clock that ran out.
     fn recovery_bound_ms(&self, quiet: u64) -> u64 {
-        let expect = &self.scenario.expect;
-        expect.recovered_within_ms.unwrap_or(self.scenario.duration_ms.saturating_sub(quiet))
+        let until_end = self.scenario.duration_ms.saturating_sub(quiet).max(RECOVERY_MIN_MS);
+        self.scenario.expect.recovered_within_ms.unwrap_or(until_end)
+    }
+
+    /// Whether the run is past its end at `now_ms`: the scenario's end, or, with the work done
+    /// and the liveness phase still waiting, the phase's bound.
+    fn past_end(&self, now_ms: u64) -> bool {
+        now_ms >= self.scenario.duration_ms && !(self.done_at_ms.is_some() && self.recovering(now_ms))
     }
 
     /// Once a second in the liveness phase: whether every node not down is alive in the
@@ -729,12 +739,18 @@ impl Run {
         self.alerts_resolved_since = if resolved { Some(self.alerts_resolved_since.unwrap_or(now_ms)) } else { None };
     }
 
-    /// Alerts firing that the faults do not explain, as `rule on subject`. While a node is
-    /// down for good (killed and never restarted, or paused), the cluster's alerts rightly fire
-    /// and so do the node's own: only alerts on nodes that are up count.
+    /// Alerts firing that the faults do not explain, as `rule on subject`. A node down for good
+    /// (killed and never restarted, or paused) explains its own alerts, and a cluster's
+    /// `nodes_down` alert when the nodes down on purpose are enough, by themselves, to make it
+    /// hold; nothing else is excused (`cluster_health` leaves dead nodes out).
     fn alerts_firing_without_cause(&self) -> impl Iterator<Item = String> + '_ {
         let firing = if self.alerts.is_firing() { self.alerts.firing() } else { Vec::new() };
-        let some_down = (0..self.names.len()).any(|n| self.down[n] || self.paused[n]);
+        let down_on_purpose = (0..self.names.len()).filter(|&n| self.down[n] || self.paused[n]).count() as f64;
+        let explains = move |rule: &str| {
+            self.scenario.alerts.iter().find(|a| a.name == rule).is_some_and(|a| {
+                a.metric == crate::scenario::AlertMetric::NodesDown && a.comparison.holds(down_on_purpose, a.threshold)
+            })
+        };
         // Alerts on every node of a large cluster can fire at once: find nodes by name in a map.
         let nodes: std::collections::BTreeMap<&str, usize> = match firing.is_empty() {
             true => Default::default(),
@@ -744,7 +760,7 @@ impl Run {
             let node = nodes.get(subject).copied();
             let explained = match node {
                 Some(n) => self.down[n] || self.paused[n],
-                None => some_down,
+                None => explains(rule),
             };
             (!explained).then(|| format!("{rule} on {subject}"))
         })

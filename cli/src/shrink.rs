@@ -187,6 +187,7 @@ fn shrunk_json(given: &Given<'_>, shrunk: &Shrunk, out: &Path, replay: &str) -> 
     let size = |s: &Size| serde_json::json!({ "faults": s.faults, "nodes": s.nodes, "tasks": s.tasks, "fault_seconds": fault_seconds(s) });
     let failing = match &shrunk.failing {
         Failing::Invariant(invariant) => serde_json::json!({ "invariant": invariant }),
+        Failing::Liveness(late) => serde_json::json!({ "invariant": "liveness", "late": late }),
         Failing::Expectation(name) => serde_json::json!({ "expectation": name }),
     };
     let json = serde_json::json!({

@@ -215,7 +215,7 @@ pub struct Convergence {
 pub const PENDING_LISTED_MAX: usize = 8;
 
 /// The conditions of convergence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// Every task ended.

@@ -31,7 +31,7 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use dtest_core::limits::DESCRIPTION_BYTES_MAX;
-use dtest_core::report::{Invariant, Report};
+use dtest_core::report::{Condition, Invariant, Report};
 use dtest_core::scenario::{self, Expect, Fault, FaultKind, GroupId, NodeSet, Scenario};
 
 use crate::{SimError, SimOptions, Watch, simulate, sweep};
@@ -46,8 +46,11 @@ pub const WINDOW_STEP_MS: u64 = 100;
 /// What must keep failing: the check the original run failed first.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Failing {
-    /// The first violation's invariant.
+    /// The first violation's invariant (other than liveness).
     Invariant(Invariant),
+    /// Liveness, with the conditions that did not converge in time: the same must stay late, or
+    /// shrinking drifts from "the nodes never came back" to "the work no longer fits".
+    Liveness(Vec<Condition>),
     /// Without a violation, the first failed expectation, by its name in `expect`.
     Expectation(String),
 }
@@ -57,7 +60,10 @@ impl Failing {
     /// expectations are judged) its first failed expectation; `None` when it passed.
     pub fn of(report: &Report) -> Option<Failing> {
         if let Some(violation) = report.violations.first() {
-            return Some(Failing::Invariant(violation.invariant));
+            return Some(match violation.invariant {
+                Invariant::Liveness => Failing::Liveness(late(report)),
+                invariant => Failing::Invariant(invariant),
+            });
         }
         let judged = if report.swarm { &[][..] } else { &report.expectations[..] };
         judged.iter().find(|e| !e.ok).map(|e| Failing::Expectation(e.name.clone()))
@@ -67,6 +73,9 @@ impl Failing {
     pub fn holds_in(&self, report: &Report) -> bool {
         match self {
             Failing::Invariant(invariant) => report.violations.iter().any(|v| v.invariant == *invariant),
+            Failing::Liveness(conditions) => {
+                report.violations.iter().any(|v| v.invariant == Invariant::Liveness) && late(report) == *conditions
+            }
             Failing::Expectation(name) => !report.swarm && report.expectations.iter().any(|e| !e.ok && e.name == *name),
         }
     }
@@ -76,9 +85,26 @@ impl fmt::Display for Failing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failing::Invariant(invariant) => write!(f, "invariant {}", invariant.name()),
+            Failing::Liveness(conditions) => {
+                let names: Vec<&str> = conditions.iter().map(|c| c.name()).collect();
+                write!(f, "invariant liveness ({} late)", names.join(", "))
+            }
             Failing::Expectation(name) => write!(f, "expectation {name}"),
         }
     }
+}
+
+/// The conditions of a report's liveness phase that did not converge within its bound, in order
+/// (none without a liveness phase).
+fn late(report: &Report) -> Vec<Condition> {
+    let Some(recovery) = &report.recovery else { return Vec::new() };
+    let bound = recovery.bound_ms;
+    recovery
+        .conditions
+        .iter()
+        .filter(|c| c.recovered_after_ms.is_none_or(|ms| ms > bound))
+        .map(|c| c.condition)
+        .collect()
 }
 
 /// How big a failing case is, in what a person has to read.
@@ -335,12 +361,24 @@ struct Search<'a> {
     /// Whether a candidate could not run for the limit.
     exhausted: bool,
     /// Each candidate tried, by a hash of its file's text: its failure when it still fails the
-    /// same way, else `None`. At most one entry per simulation, so bounded by the limit.
-    tried: HashMap<u64, Option<String>>,
+    /// same way, else `None`; and whether it was counted. At most one entry per simulation, so
+    /// bounded by the limit.
+    tried: HashMap<u64, Tried>,
     /// The failure of the last candidate run that failed another way, for
     /// [`Outcome::NotReproduced`].
     last_failure: Option<String>,
     progress: &'a (dyn Fn(&Step) + Sync),
+}
+
+/// What a candidate's run found.
+struct Tried {
+    /// Its failure when it fails the same way.
+    failure: Option<String>,
+    /// Whether it counts among [`Search::simulations`]. A batch runs its candidates at once, but
+    /// only those up to its first failing one count, as if they had run one by one; one run
+    /// after that counts when a later step asks for it. So the count, the limit and the result
+    /// are the same on any number of cores.
+    counted: bool,
 }
 
 /// A candidate ready to run: the scenario its file parses into, and the hash of that text.
@@ -482,14 +520,23 @@ impl<'a> Search<'a> {
                 break;
             }
             let Some((key, scenario)) = candidate(index).and_then(|c| through_file(&c)) else { continue };
-            match self.tried.get(&key) {
-                Some(None) => continue,
-                Some(Some(failure)) => {
-                    let failure = failure.clone();
-                    // Every earlier candidate is known to pass once the batch has run.
+            match self.tried.get(&key).map(|t| (t.failure.clone(), t.counted)) {
+                Some((failure, counted)) => {
+                    // The candidates before it come first, as one by one.
                     if let Some(earlier) = self.run(phase, &mut batch)? {
                         return Ok(Some(earlier));
                     }
+                    if !counted {
+                        if self.simulations >= SIMULATIONS_MAX {
+                            self.exhausted = true;
+                            break;
+                        }
+                        self.simulations += 1;
+                        if let Some(tried) = self.tried.get_mut(&key) {
+                            tried.counted = true;
+                        }
+                    }
+                    let Some(failure) = failure else { continue };
                     self.best = scenario;
                     self.failure = failure;
                     return Ok(Some(index));
@@ -524,21 +571,23 @@ impl<'a> Search<'a> {
             // A run that panicked failed an assertion of the core or the shell: so does this.
             runs.into_iter().map(|run| run.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
         });
-        self.simulations += reports.len() as u64;
         let mut found = None;
         for (candidate, report) in batch.drain(..).zip(reports) {
+            // Up to the first failing candidate, as if run one by one ([`Tried::counted`]).
+            let counted = found.is_none();
+            self.simulations += u64::from(counted);
             let report = match report {
                 Ok(report) => report,
                 Err(SimError::Stopped) => return Err(SimError::Stopped),
                 // What simulation needs cannot go missing by shrinking; if it does, skip it.
                 Err(SimError::Missing(_)) => {
-                    self.tried.insert(candidate.key, None);
+                    self.tried.insert(candidate.key, Tried { failure: None, counted });
                     continue;
                 }
             };
             let failure = report.failure().unwrap_or_default();
             let fails = self.failing.holds_in(&report);
-            self.tried.insert(candidate.key, fails.then(|| failure.clone()));
+            self.tried.insert(candidate.key, Tried { failure: fails.then(|| failure.clone()), counted });
             if !fails {
                 self.last_failure = report.failure();
             } else if found.is_none() {
@@ -711,6 +760,7 @@ mod tests {
         let (one, three) = (shrunk(1), shrunk(3));
         assert_eq!(one.scenario, three.scenario);
         assert_eq!((&one.failing, &one.failure), (&three.failing, &three.failure));
+        assert_eq!(one.simulations, three.simulations, "counted as if run one by one");
         assert_eq!(one.failing, Failing::Expectation("max_reassignments".to_owned()));
         assert!(
             matches!(&one.scenario.faults[..], [Fault { kind: FaultKind::Kill { .. }, .. }]),
@@ -723,6 +773,30 @@ mod tests {
         // What was written replays: the same seed fails the same expectation.
         let replayed = scenario::parse(scenario::to_json(&one.scenario).as_bytes()).expect("parses");
         assert!(one.failing.holds_in(&simulate(&replayed, &options).expect("runs")));
+    }
+
+    #[test]
+    fn a_liveness_failure_must_stay_late_in_the_same_conditions() {
+        use dtest_core::report::{Convergence, Recovery, Violation};
+        let report = |late: Condition| {
+            let condition =
+                |c| Convergence { condition: c, recovered_after_ms: (c != late).then_some(1_000), pending: Vec::new() };
+            Report {
+                violations: vec![Violation { at_ms: 1, invariant: Invariant::Liveness, what: String::new() }],
+                recovery: Some(Recovery {
+                    quiet_from_ms: 0,
+                    bound_ms: 5_000,
+                    converged: false,
+                    conditions: vec![condition(Condition::TasksEnded), condition(Condition::NodesAlive)],
+                }),
+                ..Report::default()
+            }
+        };
+        let nodes = Failing::of(&report(Condition::NodesAlive)).expect("fails");
+        assert_eq!(nodes, Failing::Liveness(vec![Condition::NodesAlive]));
+        assert!(nodes.holds_in(&report(Condition::NodesAlive)));
+        assert!(!nodes.holds_in(&report(Condition::TasksEnded)), "the work no longer fitting is another failure");
+        assert_eq!(nodes.to_string(), "invariant liveness (nodes alive late)");
     }
 
     #[test]

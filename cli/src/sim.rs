@@ -547,8 +547,14 @@ fn paired_table(name: &str, seeds: &Range<u64>, stats: &PairedStats) -> String {
             .map(|&m| s.differences.get(m).as_ref().map_or_else(|| "-".to_owned(), |d| difference_cell(m, d)));
         out.push_str(&row(&strategy_name(s.strategy), "", &mut cells));
     }
-    out.push_str("  * significant: the interval excludes 0, so the seeds do not explain the difference;\n");
-    out.push_str("  (pairs): seeds where both runs had the figure (a seed without a makespan is left out)\n");
+    out.push_str(
+        "  * significant: the interval excludes 0, so the seeds do not explain the difference (each interval\n",
+    );
+    out.push_str("    at 95% alone: among this many, expect a chance * now and then);\n");
+    out.push_str(
+        "  (pairs): seeds where both runs had the figure (a seed without a makespan is left out: a strategy\n",
+    );
+    out.push_str("    whose runs fail on the hard seeds is compared on the easy ones; read its failed count)\n");
     out
 }
 

@@ -181,7 +181,10 @@ pub struct Association {
     pub without: Group,
     /// Two-sided p-value of Fisher's exact test of the 2×2 table.
     pub p_value: f64,
-    /// Whether `p_value` is below [`SIGNIFICANCE`].
+    /// `p_value` adjusted by Holm's method over the table's dimensions: seven tests at once
+    /// would otherwise show a chance association in about one table in three.
+    pub p_adjusted: f64,
+    /// Whether `p_adjusted` is below [`SIGNIFICANCE`].
     pub significant: bool,
 }
 
@@ -190,7 +193,7 @@ impl Association {
     fn of(dimension: Dimension, with: Group, without: Group) -> Association {
         let p_value =
             fisher_exact([[with.failed, with.seeds - with.failed], [without.failed, without.seeds - without.failed]]);
-        Association { dimension, with, without, p_value, significant: p_value < SIGNIFICANCE }
+        Association { dimension, with, without, p_value, p_adjusted: p_value, significant: p_value < SIGNIFICANCE }
     }
 
     /// The failure rate with the dimension minus the rate without; none unless both sides have
@@ -227,14 +230,18 @@ pub struct Attribution {
     pub stands_out: Option<Dimension>,
 }
 
+/// Fault dimensions, and invariants, counted.
+const DIMENSIONS: usize = Dimension::ALL.len();
+const INVARIANTS: usize = Invariant::ALL.len();
+
 /// Counts of seeds by dimension, as outcomes are added.
 #[derive(Default)]
 struct Tally {
     all: Group,
-    with: [Group; 7],
+    with: [Group; DIMENSIONS],
     /// Per invariant: seeds that violated it, in all and per dimension.
-    violated: [u64; 6],
-    violated_with: [[u64; 7]; 6],
+    violated: [u64; INVARIANTS],
+    violated_with: [[u64; DIMENSIONS]; INVARIANTS],
 }
 
 impl Tally {
@@ -246,7 +253,7 @@ impl Tally {
             self.with[d as usize].seeds += 1;
             self.with[d as usize].failed += failed;
         }
-        let mut seen = [false; 6];
+        let mut seen = [false; INVARIANTS];
         for &invariant in invariants {
             let i = invariant_index(invariant);
             if std::mem::replace(&mut seen[i], true) {
@@ -261,19 +268,21 @@ impl Tally {
 
     /// The associations of every dimension, where `failed_all` seeds failed in all and
     /// `failed_with[d]` of those with dimension `d`.
-    fn associations(&self, failed_all: u64, failed_with: &[u64; 7]) -> Vec<Association> {
-        Dimension::ALL
+    fn associations(&self, failed_all: u64, failed_with: &[u64; DIMENSIONS]) -> Vec<Association> {
+        let mut rows: Vec<Association> = Dimension::ALL
             .iter()
             .map(|&d| {
                 let with = Group { seeds: self.with[d as usize].seeds, failed: failed_with[d as usize] };
                 let without = Group { seeds: self.all.seeds - with.seeds, failed: failed_all - with.failed };
                 Association::of(d, with, without)
             })
-            .collect()
+            .collect();
+        holm(&mut rows);
+        rows
     }
 
     fn attribution(&self) -> Attribution {
-        let failed_with: [u64; 7] = std::array::from_fn(|d| self.with[d].failed);
+        let failed_with: [u64; DIMENSIONS] = std::array::from_fn(|d| self.with[d].failed);
         let dimensions = self.associations(self.all.failed, &failed_with);
         let invariants = Invariant::ALL
             .iter()
@@ -287,6 +296,20 @@ impl Tally {
             .collect();
         let stands_out = stands_out(&dimensions);
         Attribution { seeds: self.all.seeds, failed: self.all.failed, dimensions, invariants, stands_out }
+    }
+}
+
+/// Holm's step-down adjustment of the rows' p-values, as one family of tests: the k-th smallest
+/// (from 0) times the tests not yet passed, never below the one before, at most 1.
+fn holm(rows: &mut [Association]) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| rows[a].p_value.total_cmp(&rows[b].p_value).then(a.cmp(&b)));
+    let mut floor = 0.0f64;
+    for (k, &i) in order.iter().enumerate() {
+        let adjusted = (rows[i].p_value * (rows.len() - k) as f64).min(1.0).max(floor);
+        floor = adjusted;
+        rows[i].p_adjusted = adjusted;
+        rows[i].significant = adjusted < SIGNIFICANCE;
     }
 }
 
@@ -323,10 +346,7 @@ impl Attribution {
     /// The tables for people: per dimension, then per invariant violated, then the dimension
     /// that stands out.
     pub fn text(&self) -> String {
-        let mut out = format!(
-            "fault dimensions of the {} seeds' mixes against failure (Fisher's exact test, two-sided):\n",
-            self.seeds
-        );
+        let mut out = format!("fault dimensions of the {} seeds' mixes against failure:\n", self.seeds);
         table(&mut out, "failed", &self.dimensions);
         for i in &self.invariants {
             let _ = writeln!(out, "invariant {} ({} seeds violated it):", i.invariant.name(), i.failed);
@@ -334,7 +354,8 @@ impl Attribution {
         }
         out.push_str("  with, without: seeds whose mix had the dimension, and those whose mix had not;\n");
         out.push_str("  failed, violated: the share of those seeds that failed (that violated the invariant);\n");
-        out.push_str("  * significant: p < 0.05, the rates with and without differ beyond chance\n");
+        out.push_str("  p: Fisher's exact test, two-sided, Holm-adjusted over the table's dimensions;\n");
+        out.push_str("  * significant: adjusted p < 0.05, the rates with and without differ beyond chance\n");
         out.push_str(&self.verdict());
         out
     }
@@ -349,7 +370,7 @@ impl Attribution {
             a.dimension.name(),
             percent(a.with.rate()),
             percent(a.without.rate()),
-            p_text(a.p_value)
+            p_text(a.p_adjusted)
         )
     }
 }
@@ -367,7 +388,7 @@ fn table(out: &mut String, failed: &str, rows: &[Association]) {
             percent(a.with.rate()),
             a.without.seeds,
             percent(a.without.rate()),
-            p_text(a.p_value),
+            p_text(a.p_adjusted),
             if a.significant { " *" } else { "" }
         );
     }
@@ -458,6 +479,23 @@ pub fn fisher_exact(table: [[u64; 2]; 2]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holm_adjusts_step_down_and_keeps_the_order() {
+        let mut rows: Vec<Association> = [0.01, 0.04, 0.03, 0.005]
+            .iter()
+            .zip(Dimension::ALL)
+            .map(|(&p, d)| {
+                let group = Group { seeds: 1, failed: 0 };
+                Association { p_value: p, ..Association::of(d, group, group) }
+            })
+            .collect();
+        holm(&mut rows);
+        let adjusted: Vec<f64> = rows.iter().map(|a| (a.p_adjusted * 1e6).round() / 1e6).collect();
+        // Sorted 0.005 x4, 0.01 x3, 0.03 x2, 0.04 x1 (raised to the one before).
+        assert_eq!(adjusted, [0.03, 0.06, 0.06, 0.02]);
+        assert_eq!(rows.iter().map(|a| a.significant).collect::<Vec<_>>(), [true, false, false, true]);
+    }
 
     fn close(actual: f64, expected: f64, relative: f64) -> bool {
         (actual - expected).abs() <= relative * expected.abs()

@@ -29,7 +29,7 @@
 //! at most three times as many events as the run kept, and two per node more. In practice it
 //! is about one trace event per run event, 130 bytes each: `scenarios/scale-1000.json` (1,000
 //! nodes, 20,020 tasks) makes 42,000 run events and a 4.5 MB trace, so a run at the cap makes
-//! one of some 130 MB. A run that had more events says so in its trace (an instant `trace
+//! one of some 33 MB. A run that had more events says so in its trace (an instant `trace
 //! truncated` where it stops, and `otherData`).
 
 use std::cmp::Reverse;

@@ -414,8 +414,10 @@ mod tests {
         // The attribution is of every seed, passing ones too.
         assert!(summary.contains("invariant stale_result (3 seeds violated it):"), "{summary}");
         let kill = summary.lines().find(|l| l.trim_start().starts_with("kill_permanent")).expect("a row");
+        // 3 of 8 against 0 of 12 (p = 0.049 alone) is no association once adjusted for the
+        // seven dimensions tested together.
         assert!(
-            kill.contains(" 8 ") && kill.contains("37.5%") && kill.contains(" 12 ") && kill.ends_with(" *"),
+            kill.contains(" 8 ") && kill.contains("37.5%") && kill.contains(" 12 ") && !kill.ends_with(" *"),
             "{kill}"
         );
     }

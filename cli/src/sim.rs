@@ -532,20 +532,20 @@ fn paired_table(name: &str, seeds: &Range<u64>, stats: &PairedStats) -> String {
         let mut cells = metrics
             .iter()
             .map(|&m| s.means.get(m).as_ref().map_or_else(|| "-".to_owned(), |e| mean_cell(m, e, s.runs)));
-        out.push_str(&row(&strategy_name(s.strategy), &format!("{} of {}", s.failed, s.runs), &mut cells));
+        out.push_str(&row(&dtest_core::report::name(&s.strategy), &format!("{} of {}", s.failed, s.runs), &mut cells));
     }
     out.push_str("  mean ± half-width of its 95% confidence interval over the seeds (Student's t);\n");
     out.push_str("  (n) when only n seeds had the figure (a run whose tasks did not all end has no makespan)\n");
     out.push_str(&format!(
         "differences from {} (the scenario's strategy), seed by seed: mean ± 95% confidence interval (pairs)\n",
-        strategy_name(stats.baseline)
+        dtest_core::report::name(&stats.baseline)
     ));
     out.push_str(&header("strategy", ""));
     for s in &stats.strategies {
         let mut cells = metrics
             .iter()
             .map(|&m| s.differences.get(m).as_ref().map_or_else(|| "-".to_owned(), |d| difference_cell(m, d)));
-        out.push_str(&row(&strategy_name(s.strategy), "", &mut cells));
+        out.push_str(&row(&dtest_core::report::name(&s.strategy), "", &mut cells));
     }
     out.push_str(
         "  * significant: the interval excludes 0, so the seeds do not explain the difference (each interval\n",
@@ -556,11 +556,6 @@ fn paired_table(name: &str, seeds: &Range<u64>, stats: &PairedStats) -> String {
     );
     out.push_str("    whose runs fail on the hard seeds is compared on the easy ones; read its failed count)\n");
     out
-}
-
-/// A strategy's name as scenarios spell it.
-fn strategy_name(strategy: Distribution) -> String {
-    serde_json::to_value(strategy).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// `mean ± half-width`, with `(n)` when fewer than `runs` seeds had the metric.

@@ -59,7 +59,7 @@ pub struct Trace {
 /// ([`crate::simulate_timeline`]), `dropped` how many more the simulation counted but did not
 /// keep; `scenario` is the scenario that ran (the swarm's, with `--swarm`).
 pub fn chrome_trace(scenario: &Scenario, report: &Report, events: &[(u64, RunEvent)], dropped: u64) -> Trace {
-    let timeline = Timeline::of(scenario, report, events);
+    let timeline = Timeline::of(scenario, report, events, dropped > 0);
     let mut out = Vec::new();
     out.push(TraceEvent::meta("process_name", 0, Value::from(process_name(report))));
     let mut tid = 0;
@@ -278,7 +278,9 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn of(scenario: &Scenario, report: &Report, events: &[(u64, RunEvent)]) -> Timeline {
+    /// With `truncated`, the events stop before the run did: what was still open ends where they
+    /// stop, its end unknown.
+    fn of(scenario: &Scenario, report: &Report, events: &[(u64, RunEvent)], truncated: bool) -> Timeline {
         let last_ms = events.last().map_or(0, |(at, _)| *at);
         let reported_ms = report.simulated_s.or(report.elapsed_s).map_or(0, |s| (s * 1e3).round() as u64);
         let end_ms = reported_ms.max(last_ms);
@@ -286,7 +288,10 @@ impl Timeline {
         for (at_ms, event) in events {
             builder.event(*at_ms, event);
         }
-        builder.finish()
+        match truncated {
+            true => builder.finish(last_ms, "unknown (trace truncated)"),
+            false => builder.finish(end_ms, "running_at_end"),
+        }
     }
 
     /// The tracks in the order they are drawn: faults, alerts, nodes.
@@ -452,10 +457,10 @@ impl<'a> Builder<'a> {
     }
 
     /// Ends what is still open at the run's end, and gives the tracks.
-    fn finish(mut self) -> Timeline {
-        let end_ms = self.end_ms;
+    /// Ends what is still open at `end_ms`, attempts with `outcome`.
+    fn finish(mut self, end_ms: u64, outcome: &str) -> Timeline {
         for (task, open) in std::mem::take(&mut self.attempts) {
-            self.attempt(task, open, end_ms, "running_at_end");
+            self.attempt(task, open, end_ms, outcome);
         }
         for (fault, start_ms) in std::mem::take(&mut self.faults) {
             self.fault(fault, start_ms, end_ms);
@@ -713,8 +718,13 @@ mod tests {
     #[test]
     fn a_run_with_more_events_than_kept_says_where_its_trace_stops() {
         let s = scenario("node-failure");
-        let events = vec![(1_000, assigned(0, 1, 0))];
+        let events = vec![(1_000, assigned(0, 1, 0)), (4_000, assigned(1, 1, 0))];
         let trace = chrome_trace(&s, &report(300.0), &events, 12);
+        // What was open when the events stop ends there, its end unknown: not at the run's end.
+        let mut open = attempts(&trace);
+        open.sort();
+        assert_eq!(open[0].2..open[0].3, 1_000..4_000);
+        assert!(open.iter().all(|a| a.4 == "unknown (trace truncated)"), "{open:?}");
         let value: Value = serde_json::from_str(&trace.json).expect("JSON");
         assert_eq!(value["otherData"]["run_events_not_kept"], 12);
         let mark = value["traceEvents"]
@@ -724,7 +734,7 @@ mod tests {
             .find(|e| e["name"] == "trace truncated")
             .expect("a truncation mark")
             .clone();
-        assert_eq!((mark["ts"].as_u64(), mark["s"].as_str()), (Some(1_000_000), Some("g")));
+        assert_eq!((mark["ts"].as_u64(), mark["s"].as_str()), (Some(4_000_000), Some("g")));
         assert_eq!(mark["args"]["not_kept"], 12);
     }
 

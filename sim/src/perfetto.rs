@@ -457,10 +457,12 @@ impl<'a> Builder<'a> {
     }
 
     /// Ends what is still open at the run's end, and gives the tracks.
-    /// Ends what is still open at `end_ms`, attempts with `outcome`.
-    fn finish(mut self, end_ms: u64, outcome: &str) -> Timeline {
+    /// Ends what is still open: attempts at `attempts_end_ms` with `outcome`, faults and alerts
+    /// (whose windows the scenario and the report know) at the run's end.
+    fn finish(mut self, attempts_end_ms: u64, outcome: &str) -> Timeline {
+        let end_ms = self.end_ms;
         for (task, open) in std::mem::take(&mut self.attempts) {
-            self.attempt(task, open, end_ms, outcome);
+            self.attempt(task, open, attempts_end_ms, outcome);
         }
         for (fault, start_ms) in std::mem::take(&mut self.faults) {
             self.fault(fault, start_ms, end_ms);

@@ -306,15 +306,29 @@ fn mix_json(o: &SeedOutcome) -> serde_json::Value {
 }
 
 /// A progress bar on stderr of `len` steps of `unit` (seeds, runs), with how many failed.
-fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{bar:40}} {{pos}}/{{len}} {unit}, {{msg}} [{{elapsed}} of ~{{duration}}]"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
+struct Progress {
+    bar: indicatif::ProgressBar,
+    failed: AtomicU64,
+}
+
+impl Progress {
+    fn new(len: u64, unit: &str) -> Progress {
+        let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{bar:40}} {{pos}}/{{len}} {unit}, {{msg}} [{{elapsed}} of ~{{duration}}]"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Progress { bar, failed: AtomicU64::new(0) }
+    }
+
+    /// One step done, which `passed` or not.
+    fn step(&self, passed: bool) {
+        let failed = self.failed.fetch_add(u64::from(!passed), Ordering::Relaxed) + u64::from(!passed);
+        self.bar.set_message(format!("{failed} failed"));
+        self.bar.inc(1);
+    }
 }
 
 /// The SHA-256 of `bytes`, in hex, as `sha256sum` prints it.
@@ -356,17 +370,10 @@ fn run_sweep(args: &Args, scenario: &Scenario, range: &str, options: &SimOptions
         }
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bar = progress_bar(shard_seeds, "seeds");
-    let failed = AtomicU64::new(0);
-    let progress = |outcome: &SeedOutcome| {
-        if !outcome.passed {
-            failed.fetch_add(1, Ordering::Relaxed);
-        }
-        bar.set_message(format!("{} failed", failed.load(Ordering::Relaxed)));
-        bar.inc(1);
-    };
+    let bar = Progress::new(shard_seeds, "seeds");
+    let progress = |outcome: &SeedOutcome| bar.step(outcome.passed);
     let result = sweep_shard(scenario, seeds.clone(), shard, options, threads, &progress);
-    bar.finish_and_clear();
+    bar.bar.finish_and_clear();
     let result = match result {
         Ok(result) => result,
         Err(e) => {
@@ -457,17 +464,10 @@ fn compare_strategies_over_seeds(args: &Args, scenario: &Scenario, range: &str, 
         return Exit::BadInput;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bar = progress_bar(count * Distribution::ALL.len() as u64, "runs");
-    let failed = AtomicU64::new(0);
-    let progress = |figures: &Figures| {
-        if !figures.passed {
-            failed.fetch_add(1, Ordering::Relaxed);
-        }
-        bar.set_message(format!("{} failed", failed.load(Ordering::Relaxed)));
-        bar.inc(1);
-    };
+    let bar = Progress::new(count * Distribution::ALL.len() as u64, "runs");
+    let progress = |figures: &Figures| bar.step(figures.passed);
     let result = compare_seeds(scenario, seeds.clone(), options, &Distribution::ALL, threads, &progress);
-    bar.finish_and_clear();
+    bar.bar.finish_and_clear();
     let paired = match result {
         Ok(paired) => paired,
         Err(e) => {

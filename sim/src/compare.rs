@@ -5,7 +5,6 @@
 
 use std::ops::Range;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use dtest_core::report::{AdaptiveChoices, Report};
 use dtest_core::scenario::{Distribution, Scenario};
@@ -13,6 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::stats::{Difference, Estimate};
+use crate::sweep::in_parallel;
 use crate::{SimError, SimOptions, Watch, simulate};
 
 /// One strategy's run, in the figures that tell strategies apart.
@@ -276,30 +276,20 @@ pub fn compare_seeds(
         options.watch.as_ref().is_some_and(Watch::stopped)
             || failure.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     };
-    let next = AtomicU64::new(0);
-    let done = Mutex::new(Vec::with_capacity(runs as usize));
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= runs || stopped() {
-                        break;
-                    }
-                    let (seed, i) = (seeds.start + k / strategies.len() as u64, (k % strategies.len() as u64) as usize);
-                    let run = SimOptions { seed, distribution: Some(strategies[i]), ..options.clone() };
-                    match simulate(scenario, &run) {
-                        Ok(report) => {
-                            let figures = Figures::of(&report);
-                            progress(&figures);
-                            done.lock().unwrap_or_else(|e| e.into_inner()).push((k, figures));
-                        }
-                        Err(e) => {
-                            failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
-                        }
-                    }
-                }
-            });
+    let strategy = |k: u64| (k % strategies.len() as u64) as usize;
+    let done = in_parallel(runs, threads, &stopped, &|k| {
+        let seed = seeds.start + k / strategies.len() as u64;
+        let run = SimOptions { seed, distribution: Some(strategies[strategy(k)]), ..options.clone() };
+        match simulate(scenario, &run) {
+            Ok(report) => {
+                let figures = Figures::of(&report);
+                progress(&figures);
+                Some(figures)
+            }
+            Err(e) => {
+                failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                None
+            }
         }
     });
     if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -308,11 +298,9 @@ pub fn compare_seeds(
     if options.watch.as_ref().is_some_and(Watch::stopped) {
         return Err(SimError::Stopped);
     }
-    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
-    done.sort_by_key(|&(k, _)| k);
     let mut paired = Paired { seeds, strategies: strategies.to_vec(), runs: vec![Vec::new(); strategies.len()] };
-    for (k, figures) in done {
-        paired.runs[(k % strategies.len() as u64) as usize].push(figures);
+    for (k, figures) in (0..).zip(done) {
+        paired.runs[strategy(k)].extend(figures);
     }
     Ok(paired)
 }

@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dtest_core::report::{Invariant, Report};
+use dtest_core::report::{Invariant, Report, listed};
 use dtest_core::scenario::{ClogDirection, Fault, FaultKind, GroupId, NodeRef, NodeSet, Scenario, Side};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -56,17 +56,14 @@ impl SeedOutcome {
     /// The outcome of `seed` whose run reported `report`.
     pub fn of(seed: u64, report: &Report) -> SeedOutcome {
         let passed = report.passed();
-        let mut failed: Vec<String> = Vec::new();
-        if !passed {
+        let failed = if passed {
+            Vec::new()
+        } else {
             let violations = report.violations.iter().map(|v| format!("invariant: {}", v.what));
             let judged = if report.swarm { &[][..] } else { &report.expectations[..] };
             let expectations = judged.iter().filter(|e| !e.ok).map(|e| format!("expectation {}", e.name));
-            let all: Vec<String> = violations.chain(expectations).collect();
-            failed.extend(all.iter().take(FAILED_LISTED_MAX).cloned());
-            if all.len() > FAILED_LISTED_MAX {
-                failed.push(format!("and {} more", all.len() - FAILED_LISTED_MAX));
-            }
-        }
+            listed(violations.chain(expectations).collect(), FAILED_LISTED_MAX)
+        };
         let mut invariants: Vec<Invariant> = report.violations.iter().map(|v| v.invariant).collect();
         invariants.sort_unstable();
         invariants.dedup();
@@ -212,9 +209,29 @@ pub fn sweep_shard(
 ) -> Result<Sweep, SimError> {
     crate::world::simulable(scenario)?;
     let stopped = || options.watch.as_ref().is_some_and(Watch::stopped);
+    let outcomes = in_parallel(shard.len(&seeds), threads, &stopped, &|k| {
+        let seed = shard.nth(seeds.start, k);
+        let outcome = run_seed(scenario, &SimOptions { seed, ..options.clone() });
+        progress(&outcome);
+        outcome
+    });
+    if stopped() {
+        return Err(SimError::Stopped);
+    }
+    Ok(Sweep { outcomes })
+}
+
+/// `job(k)` for every `k` of `0..count`, on `threads` threads that each take the next `k` until
+/// none is left or `stopped()`; the results in the order of `k` (a sweep's seeds, a comparison's
+/// runs), so that they do not depend on the number of threads.
+pub(crate) fn in_parallel<T: Send>(
+    count: u64,
+    threads: usize,
+    stopped: &(dyn Fn() -> bool + Sync),
+    job: &(dyn Fn(u64) -> T + Sync),
+) -> Vec<T> {
     let next = AtomicU64::new(0);
-    let count = shard.len(&seeds);
-    let outcomes = Mutex::new(Vec::new());
+    let done = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
@@ -223,20 +240,15 @@ pub fn sweep_shard(
                     if k >= count || stopped() {
                         break;
                     }
-                    let seed = shard.nth(seeds.start, k);
-                    let outcome = run_seed(scenario, &SimOptions { seed, ..options.clone() });
-                    progress(&outcome);
-                    outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+                    let result = job(k);
+                    done.lock().unwrap_or_else(|e| e.into_inner()).push((k, result));
                 }
             });
         }
     });
-    if stopped() {
-        return Err(SimError::Stopped);
-    }
-    let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
-    outcomes.sort_by_key(|o| o.seed);
-    Ok(Sweep { outcomes })
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|&(k, _)| k);
+    done.into_iter().map(|(_, result)| result).collect()
 }
 
 /// One seed of a sweep: `options.seed`, judged as the report judges it; a swarm seed keeps the

@@ -745,6 +745,16 @@ pub fn load_seconds(scenario: &Scenario) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// The first `max` of `names`, then how many more (`and 3 more`): a list a person reads, bounded.
+pub fn listed(mut names: Vec<String>, max: usize) -> Vec<String> {
+    if names.len() > max {
+        let more = names.len() - max;
+        names.truncate(max);
+        names.push(format!("and {more} more"));
+    }
+    names
+}
+
 /// The serde name of a strategy (`least_loaded`), as users write it.
 pub fn name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()

@@ -35,7 +35,7 @@ use crate::protocol::{
 use crate::report::{
     AlertRecord, Condition, Convergence, FaultWindow, Invariant, Messages, Mode, Nodes, PENDING_LISTED_MAX, Recovery,
     Report, StrategyUsed, TIMELINE_POINTS_MAX, TaskOutcome, TaskResult, Timeline, TimelinePoint, Utilization,
-    Violation, expectations, load_seconds, name,
+    Violation, expectations, listed, load_seconds, name,
 };
 use crate::scenario::{
     Distribution, FaultKind, NodeRef, Resources, Scenario, TaskSpec, TaskSpecId, Work, WorkloadMode,
@@ -772,14 +772,7 @@ impl Run {
         let quiet = self.quiet_from_ms?;
         let bound_ms = self.recovery_bound_ms(quiet);
         let after = |since: Option<u64>| since.map(|t| t.saturating_sub(quiet));
-        let listed = |mut names: Vec<String>| {
-            if names.len() > PENDING_LISTED_MAX {
-                let more = names.len() - PENDING_LISTED_MAX;
-                names.truncate(PENDING_LISTED_MAX);
-                names.push(format!("and {more} more"));
-            }
-            names
-        };
+        let listed = |names| listed(names, PENDING_LISTED_MAX);
         let tasks_pending = (0..self.instances.len() as u64)
             .map(TaskId)
             .filter(|task| !self.checker.ended.contains_key(task))

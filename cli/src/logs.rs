@@ -4,7 +4,7 @@
 //! or of the `execution` span it happened in), never only words in a message. No token is ever
 //! a field or in a message: no request, header or URL with credentials is logged.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
 use tracing::Level;
@@ -78,7 +78,10 @@ impl LogArgs {
             Severity::Info => Level::INFO,
             Severity::Debug => Level::DEBUG,
         };
-        let builder = tracing_subscriber::fmt().with_writer(|| Stderr).with_max_level(level).with_target(false);
+        // Colours for a person at a terminal only: a file or a collector gets plain text.
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let builder =
+            tracing_subscriber::fmt().with_writer(|| Stderr).with_max_level(level).with_target(false).with_ansi(colour);
         // Another subscriber already set (a test harness's) keeps its place.
         let _ = match self.log_format {
             Format::Text => builder.try_init(),

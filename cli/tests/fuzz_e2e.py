@@ -1117,6 +1117,8 @@ def seed_of():
 def node_and_serve(p):
     seed = seed_of()
     total = int(os.environ.get("DTEST_FUZZ_REQUESTS", "100000"))
+    # The bar, which a local run may lower to look at one thing, CI never.
+    check(not os.environ.get("CI") or total >= 100_000, f"CI fuzzes with at least 100000 requests, not {total}")
     processes_n = int(os.environ.get("DTEST_FUZZ_PROCESSES", "2"))
     threads = int(os.environ.get("DTEST_FUZZ_THREADS", "4"))
     print(f"seed {seed} (replay: DTEST_FUZZ_SEED={seed} DTEST_FUZZ_PROCESSES=1 DTEST_FUZZ_THREADS=1 python3 "
@@ -1254,6 +1256,8 @@ def node_and_serve(p):
         for slow in t.slow[:10]:
             print(f"  slow: {slow}")
     check(not errors, "the fuzzer itself failed:\n" + "\n".join(errors))
+    sent_in_all = targets[0].sent + targets[1].sent
+    check(sent_in_all >= total, f"{sent_in_all} requests were sent, not the {total} asked for")
     problems = [(t.name, *x) for t in targets for x in t.problems]
     for name, what, request, answer in problems[:30]:
         print(f"PROBLEM {name}: {what}\n  request: {request}\n  answer: {answer[:500]}")

@@ -581,14 +581,15 @@ def json_logs_carry_ids_and_never_tokens(c):
         check(not leaks, f"a token in {len(leaks)} of {len(texts)} logs, reports or answers: {leaks}")
 
 
-def readme_service_commands_work_as_printed(c):
-    """The README's `dtest serve` walkthrough, run as printed (fixed ports 8700 and 7071)."""
+def readme_block(c, heading):
+    """Runs the first `sh` block of the README's section `heading` as printed, in the cluster's
+    directory with the scenarios copied in; its exit code, stdout and stderr."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "README.md")) as f:
         readme = f.read()
-    section = readme.split("## The service", 1)[1].split("\n## ", 1)[0]
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
-    shutil.copytree(os.path.join(root, "scenarios"), c.path("scenarios"))
+    shutil.copytree(os.path.join(root, "scenarios"), c.path("scenarios"), dirs_exist_ok=True)
     env = dict(os.environ, DTEST_E2E_TAG=c.tag, PATH=os.path.dirname(c.dtest) + os.pathsep + os.environ["PATH"])
     # Into files, not pipes: the service and node it starts in the background keep them open.
     with open(c.path("readme.out"), "w") as out, open(c.path("readme.err"), "w") as err:
@@ -598,11 +599,30 @@ def readme_service_commands_work_as_printed(c):
     print(stdout[-5000:])
     print(stderr[-5000:])
     check(code == 0, f"the README's commands exited {code}")
-    run = subprocess.CompletedProcess([], code, stdout, stderr)
+    return subprocess.CompletedProcess([], code, stdout, stderr)
+
+
+def readme_service_commands_work_as_printed(c):
+    """The README's `dtest serve` walkthrough, run as printed (fixed ports 8700 and 7071)."""
+    run = readme_block(c, "The service")
     check(re.search(r'\{"id":"sharded-tests-[0-9a-f]+"\}', run.stdout), "the submit printed the execution's id")
     check('"state":"succeeded"' in run.stdout, "the execution succeeded")
     check('"healthy":1' in run.stdout, "GET /v1/cluster counts the node healthy")
     check('"code":"forbidden"' in run.stdout, "the read-only token's write was refused")
+
+
+def readme_mutual_tls_commands_work_as_printed(c):
+    """The README's mutual-TLS cluster (Security), run as printed (fixed ports 8710 and 7080): the
+    node registers over mutual TLS, a client with the cluster's certificate gets the cluster's
+    health, one without is refused in the handshake, plain HTTP is told to use https://, and the
+    logs written to a file are plain text, without a terminal's colour codes."""
+    run = readme_block(c, "Security")
+    check('"healthy":1' in run.stdout, "the client with a certificate sees the node healthy")
+    check("refused\n" in run.stdout, "the client without one was refused")
+    check("certificate required" in run.stderr, "curl says the service required a certificate")
+    check("this port speaks TLS: use https://" in run.stdout, "plain HTTP was told to use https://")
+    check("node registered" in run.stderr, "the service logged the node's registration")
+    check("\x1b[" not in run.stderr, "logs to a file carry no colour codes")
 
 
 CASES = {f.__name__: f for f in [
@@ -616,6 +636,7 @@ CASES = {f.__name__: f for f in [
     two_executions_share_nodes_without_over_commit,
     load_with_a_profile_stops_early_and_keeps_its_measure,
     readme_service_commands_work_as_printed,
+    readme_mutual_tls_commands_work_as_printed,
     mutual_tls_cluster,
     json_logs_carry_ids_and_never_tokens,
 ]}

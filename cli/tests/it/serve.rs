@@ -59,6 +59,11 @@ fn readme_service_commands_work_as_printed() {
 }
 
 #[test]
+fn readme_mutual_tls_commands_work_as_printed() {
+    case("readme_mutual_tls_commands_work_as_printed");
+}
+
+#[test]
 fn mutual_tls_cluster() {
     case("mutual_tls_cluster");
 }

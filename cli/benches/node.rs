@@ -12,6 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use dtest_core::protocol::{Attempt, DeliveryMode, Frame, Packet, TaskId, ToAgent};
 use dtest_node::api::{Exchange, Plan, PlanEntry, PlanWork};
 use dtest_node::client::NodeClient;
+use dtest_node::secret::Secret;
 
 const TOKEN: &str = "bench-token";
 const NODES: usize = 4;
@@ -81,7 +82,7 @@ fn node(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let clients: Vec<NodeClient> = daemons
         .iter()
-        .map(|d| NodeClient::new(&format!("http://127.0.0.1:{}", d.1), TOKEN, &Default::default()))
+        .map(|d| NodeClient::new(&format!("http://127.0.0.1:{}", d.1), &Secret::new(TOKEN), &Default::default()))
         .collect();
 
     std::thread::sleep(Duration::from_secs(2));

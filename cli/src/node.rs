@@ -11,6 +11,7 @@ use std::time::Duration;
 use dtest_node::api::{Resources, validate_labels};
 use dtest_node::daemon::{MAX_COMMANDS_DEFAULT, MAX_COMMANDS_MAX, NodeConfig, default_listen, serve_on};
 use dtest_node::register::{Registration, default_name};
+use dtest_node::secret::Secret;
 use dtest_node::secure::{ClientTls, Incoming};
 
 use crate::Exit;
@@ -178,9 +179,9 @@ pub fn run(args: &Args) -> Exit {
 }
 
 /// The token in `file`, trimmed; an empty file is an error.
-pub fn read_token(file: &std::path::Path) -> Result<String, String> {
+pub fn read_token(file: &std::path::Path) -> Result<Secret, String> {
     match std::fs::read_to_string(file) {
-        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
         Ok(_) => Err(format!("{}: the token file is empty", file.display())),
         Err(e) => Err(format!("{}: {e}", file.display())),
     }
@@ -190,14 +191,14 @@ pub fn read_token(file: &std::path::Path) -> Result<String, String> {
 /// that need the bound port are filled in by [`Announce::registration`].
 struct Announce {
     orchestrator: String,
-    token: String,
+    token: Secret,
     advertise: Option<String>,
     labels: BTreeMap<String, String>,
 }
 
 impl Announce {
     /// `None` without `--orchestrator`.
-    fn of(args: &Args, node_token: &str) -> Result<Option<Announce>, String> {
+    fn of(args: &Args, node_token: &Secret) -> Result<Option<Announce>, String> {
         let Some(orchestrator) = args.orchestrator.clone() else { return Ok(None) };
         if !orchestrator.starts_with("http://") && !orchestrator.starts_with("https://") {
             return Err(format!("--orchestrator {orchestrator}: give a URL such as http://host:7000"));
@@ -210,7 +211,7 @@ impl Announce {
         }
         let token = match &args.orchestrator_token_file {
             Some(file) => read_token(file).map_err(|e| format!("--orchestrator-token-file {e}"))?,
-            None => node_token.to_owned(),
+            None => node_token.clone(),
         };
         let labels = parse_labels(&args.labels)?;
         let advertise = args.advertise.clone();

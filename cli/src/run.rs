@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dtest_core::report::Report;
 use dtest_core::scenario::Scenario;
+use dtest_node::secret::Secret;
 use dtest_orchestrator::local::LOCAL_MAX;
 use dtest_orchestrator::session::tls_options;
 use dtest_orchestrator::{NodeSource, Progress, Session, SessionConfig, SessionEvent};
@@ -114,7 +115,7 @@ pub fn run(args: &Args) -> Exit {
 }
 
 /// The nodes' token: `--token-file`, else `DTEST_TOKEN`.
-fn token(file: Option<&Path>) -> Result<String, String> {
+fn token(file: Option<&Path>) -> Result<Secret, String> {
     let token = match file {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
         None => std::env::var("DTEST_TOKEN")
@@ -124,7 +125,7 @@ fn token(file: Option<&Path>) -> Result<String, String> {
     if token.is_empty() {
         return Err("the nodes' token is empty".to_owned());
     }
-    Ok(token.to_owned())
+    Ok(Secret::new(token))
 }
 
 /// Runs the session to its end: SIGINT or SIGTERM cancels it (a second one exits at once), and

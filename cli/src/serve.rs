@@ -50,7 +50,7 @@ pub fn run(args: &Args) -> Exit {
         Ok(token) => token,
         Err(e) => return bad(&format!("--read-token-file {e}")),
     };
-    if read_only.as_deref() == Some(operator.as_str()) {
+    if read_only.as_ref().is_some_and(|r| operator.matches(r.expose().as_bytes())) {
         return bad("--read-token-file holds the operator token: give the read-only role its own");
     }
     let node_token = match args.node_token_file.as_ref().map(read).transpose() {

@@ -10,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use dtest_node::secret::Secret;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
@@ -25,7 +26,7 @@ pub struct HttpConfig {
     /// Where to listen.
     pub listen: SocketAddr,
     /// The bearer token every request must carry.
-    pub token: String,
+    pub token: Secret,
     /// Browser origins allowed besides this machine's own (`http://localhost:*` and the
     /// loopback addresses, any port).
     pub allowed_origins: Vec<String>,
@@ -76,11 +77,11 @@ pub(crate) async fn serve(
 }
 
 /// Refuses a request without the token: 401, with the challenge RFC 6750 asks for.
-async fn bearer(State(expected): State<Arc<String>>, request: Request, next: Next) -> Response {
+async fn bearer(State(expected): State<Arc<Secret>>, request: Request, next: Next) -> Response {
     let given = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
     // The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
     let token = given.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")).map(|_| &given[7..]);
-    if token.is_some_and(|token| dtest_node::api::tokens_equal(token, expected.as_bytes())) {
+    if token.is_some_and(|token| expected.matches(token)) {
         return next.run(request).await;
     }
     let body = axum::Json(serde_json::json!({

@@ -101,3 +101,34 @@ pub async fn serve_http(
     host.stop().await;
     served
 }
+
+#[cfg(test)]
+mod tests {
+    use dtest_node::secret::Secret;
+
+    use super::*;
+
+    #[test]
+    fn debug_of_a_config_shows_no_token() {
+        let config = Config {
+            upstream: Upstream::Remote {
+                url: "http://127.0.0.1:8700".to_owned(),
+                token: Secret::new("operator-secret"),
+                tls: Default::default(),
+            },
+            guard: Guard::default(),
+            node_exe: PathBuf::from("dtest"),
+        };
+        let http = HttpConfig {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            token: Secret::new("mcp-secret"),
+            allowed_origins: Vec::new(),
+            tls: None,
+        };
+        for shown in [format!("{config:?}"), format!("{config:#?}"), format!("{http:?}")] {
+            for token in ["operator-secret", "mcp-secret"] {
+                assert!(!shown.contains(token), "{token} in {shown}");
+            }
+        }
+    }
+}

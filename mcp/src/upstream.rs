@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use dtest_node::secret::Secret;
 use dtest_node::secure::ClientTls;
 use dtest_orchestrator::local::{TempDir, fresh_token, write_private};
 use serde_json::Value;
@@ -30,7 +31,7 @@ pub enum Upstream {
         /// Its base URL (`http://127.0.0.1:8700`).
         url: String,
         /// Its operator token.
-        token: String,
+        token: Secret,
         /// Whom to trust as the service (`https://`), and the certificate to present to it.
         tls: ClientTls,
     },
@@ -73,6 +74,7 @@ impl Host {
         let token = fresh_token().map_err(|e| fail("cannot draw a token", &e))?;
         let token_file = dir.0.join("token");
         write_private(&token_file, &token).map_err(|e| fail("cannot write the token file", &e))?;
+        let token = Secret::new(token);
         let service_config = dtest_serve::Config {
             listen: "127.0.0.1:0".parse().expect("a loopback address"),
             access: dtest_serve::api::Access { operator: token.clone(), read_only: None, rate_per_s: 0 },
@@ -191,12 +193,12 @@ impl Drop for Host {
 /// its own message (which names the field at fault).
 pub struct Api {
     base: String,
-    token: String,
+    token: Secret,
     client: reqwest::Client,
 }
 
 impl Api {
-    fn new(base: String, token: String, tls: &ClientTls) -> Api {
+    fn new(base: String, token: Secret, tls: &ClientTls) -> Api {
         let client = tls
             .http()
             .connect_timeout(Duration::from_secs(5))
@@ -238,7 +240,7 @@ impl Api {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Vec<u8>, ToolError> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(self.token.expose());
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -226,7 +226,9 @@ impl Plan {
         for (i, entry) in self.entries.iter().enumerate() {
             let at = root.key("entries").index(i).key("work");
             match &entry.work {
-                PlanWork::Command { argv, env, .. } => rules::command(argv, env, &at.key("command"), &mut problems),
+                PlanWork::Command { argv, env, cwd } => {
+                    rules::command(argv, env, cwd.as_deref(), &at.key("command"), &mut problems)
+                }
                 PlanWork::Load(spec) => spec.validate(&at.key("load"), &mut problems),
             }
         }
@@ -370,12 +372,6 @@ pub fn plan_id(id: &str) -> Result<(), String> {
 pub struct ApiError {
     /// What went wrong.
     pub error: String,
-}
-
-/// Whether a token given equals the token expected, compared in time that depends on the lengths
-/// only, so that timing tells nothing of the token. Every daemon's door uses it.
-pub fn tokens_equal(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

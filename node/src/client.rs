@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{ApiError, Exchange, ExchangeReply, Faults, MessageReceipt, NodeInfo, NodeMessage, PREFIX, Plan};
+use crate::secret::Secret;
 use crate::secure::ClientTls;
 
 /// The longest reply read from a node unless a run says less
@@ -18,7 +19,7 @@ pub const REPLY_BYTES_MAX: usize = dtest_core::run::REPLY_BYTES_CAP as usize;
 const INFO_BYTES_MAX: usize = 64 * 1024;
 
 /// The longest error message read from a node, bytes.
-const ERROR_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const ERROR_BYTES_MAX: usize = 64 * 1024;
 
 /// What went wrong talking to a node.
 #[derive(Debug)]
@@ -47,7 +48,7 @@ impl std::error::Error for ClientError {}
 #[derive(Clone, Debug)]
 pub struct NodeClient {
     base: String,
-    token: String,
+    token: Secret,
     http: reqwest::Client,
     tls: ClientTls,
     reply_bytes_max: usize,
@@ -56,7 +57,7 @@ pub struct NodeClient {
 impl NodeClient {
     /// A client for the daemon at `url` (`http://host:port`, or `https://` with `tls`),
     /// authenticating with `token`.
-    pub fn new(url: &str, token: &str, tls: &ClientTls) -> NodeClient {
+    pub fn new(url: &str, token: &Secret, tls: &ClientTls) -> NodeClient {
         let http = tls
             .http()
             .connect_timeout(Duration::from_secs(2))
@@ -66,7 +67,7 @@ impl NodeClient {
             .expect("a client with plain settings builds");
         NodeClient {
             base: url.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
+            token: token.clone(),
             http,
             tls: tls.clone(),
             reply_bytes_max: REPLY_BYTES_MAX,
@@ -168,8 +169,11 @@ impl NodeClient {
     }
 
     async fn checked(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response =
-            request.bearer_auth(&self.token).send().await.map_err(|e| ClientError::Unreachable(reqwest_reason(&e)))?;
+        let response = request
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(reqwest_reason(&e)))?;
         match response.status() {
             status if status.is_success() => Ok(response),
             status => {
@@ -185,7 +189,7 @@ impl NodeClient {
 }
 
 /// A reply's body, refused past `max` bytes (a node that streams without end is not believed).
-async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, ClientError> {
+pub(crate) async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, ClientError> {
     if response.content_length().is_some_and(|length| length > max as u64) {
         return Err(ClientError::Unreachable(format!("a reply of more than {max} bytes")));
     }

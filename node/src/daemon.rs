@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,12 +34,16 @@ use crate::api::{
     MESSAGE_NAME_MAX, MessageReceipt, NodeInfo, NodeMessage, PLANS_MAX, PREFIX, Plan, PlanWork, Resources, WAIT_MAX_MS,
 };
 use crate::register::{Registration, register_loop};
+use crate::secret::Secret;
 use crate::secure::Incoming;
 use crate::{exec, load, metrics, system};
 
 /// Frames waiting for the orchestrator beyond this many are dropped, oldest first (reliable
 /// ones are resent by the agent; heartbeats are replaced by newer ones). Per plan.
 const OUTBOUND_MAX: usize = 10_000;
+/// Frames held back by injected latency, both ways and over every plan; one past it is lost, as
+/// a full queue on a slow link drops. Each held frame is a sleeping task until it is due.
+const DELAYED_MAX: usize = 10_000;
 
 /// When the daemon leaves, how long it waits for the work it aborted to be dropped (commands'
 /// process groups killed); dropping takes microseconds unless a worker thread is stuck.
@@ -54,7 +59,7 @@ pub const MAX_COMMANDS_MAX: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The token every request must carry.
-    pub token: String,
+    pub token: Secret,
     /// The node's name, given to its commands as `DTEST_NODE`; unset when not known.
     pub name: Option<String>,
     /// The scenario group it stands for.
@@ -100,6 +105,27 @@ struct Node {
     /// What the loads measured since the daemon started, for `GET /metrics`; its own lock, taken
     /// once a second per running load.
     load_totals: Mutex<metrics::LoadTotals>,
+    /// Frames held back by injected latency right now, at most [`DELAYED_MAX`].
+    delayed: Arc<AtomicUsize>,
+}
+
+/// A frame's place among the delayed ones, given back when dropped.
+struct DelaySlot(Arc<AtomicUsize>);
+
+impl DelaySlot {
+    /// A place, if fewer than [`DELAYED_MAX`] frames are held back.
+    fn take(delayed: &Arc<AtomicUsize>) -> Option<DelaySlot> {
+        delayed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| (held < DELAYED_MAX).then_some(held + 1))
+            .ok()
+            .map(|_| DelaySlot(delayed.clone()))
+    }
+}
+
+impl Drop for DelaySlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The work of one running attempt.
@@ -297,6 +323,7 @@ pub async fn serve_on(
         wake: Notify::new(),
         outbound_ready: Notify::new(),
         load_totals: Mutex::new(metrics::LoadTotals::default()),
+        delayed: Arc::default(),
         config,
     });
     let app = router(node.clone());
@@ -385,9 +412,7 @@ async fn authorize(State(node): State<Arc<Node>>, headers: HeaderMap, request: R
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(token) if crate::api::tokens_equal(token.as_bytes(), node.config.token.as_bytes()) => {
-            next.run(request).await
-        }
+        Some(token) if node.config.token.matches(token.as_bytes()) => next.run(request).await,
         Some(_) => error(StatusCode::UNAUTHORIZED, "wrong token"),
         None => error(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN`"),
     }
@@ -585,9 +610,11 @@ fn deliver(
         Verdict::Cut | Verdict::Lost => {}
         Verdict::Deliver(0) => life.agent.handle(node.now_ms(), frame),
         Verdict::Deliver(delay_ms) => {
+            let Some(slot) = DelaySlot::take(&node.delayed) else { return };
             let node = node.clone();
             let plan = plan.to_owned();
             tokio::spawn(async move {
+                let _slot = slot;
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 let mut state = node.state();
                 let now_ms = node.now_ms();
@@ -612,7 +639,8 @@ async fn message(State(node): State<Arc<Node>>, body: Result<axum::Json<NodeMess
         Err((status, why)) => return error(status, why),
     };
     let delivered_to = running_commands(&node);
-    match node.inbox().take(&message.id, message.mode, &line) {
+    // Appending writes and flushes a file.
+    match crate::off_runtime(|| node.inbox().take(&message.id, message.mode, &line)) {
         Ok(duplicate) => axum::Json(MessageReceipt { duplicate, delivered_to }).into_response(),
         Err((status, why)) => error(status, why),
     }
@@ -703,9 +731,11 @@ fn step(node: &Arc<Node>, state: &mut NodeState, plan: &str) {
                 queued = true;
             }
             Verdict::Deliver(delay_ms) => {
+                let Some(slot) = DelaySlot::take(&node.delayed) else { continue };
                 let node = node.clone();
                 let plan = plan.to_owned();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                     if let Some(life) = node.state().life(&plan, incarnation) {
                         life.outbound.push_back(frame);
@@ -980,6 +1010,16 @@ mod tests {
     const TOKEN: &str = "daemon-test-token";
     const PLAN: &str = "plan";
 
+    #[test]
+    fn frames_held_back_by_latency_are_bounded_and_their_places_come_back() {
+        let delayed = Arc::new(AtomicUsize::new(0));
+        let held: Vec<DelaySlot> = (0..DELAYED_MAX).map(|_| DelaySlot::take(&delayed).expect("a place")).collect();
+        assert!(DelaySlot::take(&delayed).is_none(), "one past the bound is lost");
+        drop(held);
+        assert_eq!(delayed.load(Ordering::Acquire), 0);
+        assert!(DelaySlot::take(&delayed).is_some());
+    }
+
     /// A daemon served by the test's runtime.
     struct Daemon {
         client: NodeClient,
@@ -998,7 +1038,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
             let url = format!("http://{}", listener.local_addr().expect("its address"));
             let config = NodeConfig {
-                token: TOKEN.to_owned(),
+                token: Secret::new(TOKEN),
                 name: Some("test-node".to_owned()),
                 group: None,
                 region: None,
@@ -1017,7 +1057,11 @@ mod tests {
             let served = tokio::spawn(serve(config, listener, async move {
                 let _ = signal.await;
             }));
-            Daemon { client: NodeClient::new(&url, TOKEN, &Default::default()), shutdown: Some(shutdown), served }
+            Daemon {
+                client: NodeClient::new(&url, &Secret::new(TOKEN), &Default::default()),
+                shutdown: Some(shutdown),
+                served,
+            }
         }
 
         /// A daemon holding plan [`PLAN`] of `entries`, and the orchestrator's side of it.
@@ -1346,7 +1390,7 @@ test "$PLAN_VAR" = planned || exit 5
         assert!(status == 400 && text.contains("number out of range"), "{text}");
         let argv = vec!["sh".to_owned(), "{idx}".to_owned()];
         let env = BTreeMap::from([("A=B".to_owned(), String::new())]);
-        let work = PlanWork::Command { argv, env, cwd: None };
+        let work = PlanWork::Command { argv, env, cwd: Some("../../etc".to_owned()) };
         let plan = Plan {
             id: "p".to_owned(),
             entries: vec![PlanEntry { name: "t".to_owned(), count: 0, work }],
@@ -1358,6 +1402,7 @@ test "$PLAN_VAR" = planned || exit 5
             "entries[0].count: expected at least 1, found 0",
             "entries[0].work.command.argv[1]: unknown placeholder `{idx}`",
             r#"entries[0].work.command.env["A=B"]: an environment variable name"#,
+            r#"entries[0].work.command.cwd: expected a directory under the node's --workdir, without `..`; found "../../etc""#,
         ] {
             assert!(why.contains(part), "{part:?} in {why}");
         }

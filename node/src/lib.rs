@@ -2,7 +2,8 @@
 //! the orchestrator's side of it ([`client`]). The core's agent and orchestrator decide
 //! everything; this crate carries their frames over HTTP, runs commands and load ([`load`], the
 //! engine `dtest load` uses too) and samples the machine; [`register`] announces the node to a
-//! `dtest serve` service; [`secure`] is TLS for all of these connections.
+//! `dtest serve` service; [`secure`] is TLS for all of these connections; [`secret`] holds their
+//! tokens out of `Debug` and compares them in constant time.
 //! [`metrics`] is `GET /metrics` for Prometheus, the daemon's and `dtest serve`'s.
 
 pub mod api;
@@ -13,6 +14,21 @@ pub mod h1;
 pub mod load;
 pub mod metrics;
 pub mod register;
+pub mod secret;
 pub mod secure;
 mod system;
 pub mod tls;
+
+/// Runs `f`, which may block (a file, a database, a lock held across either), without stalling
+/// the async runtime it is called from: on a multi-threaded tokio runtime under `block_in_place`,
+/// so the worker's other tasks move to another thread meanwhile; elsewhere (a plain thread, a
+/// current-thread runtime) as it is. Unlike `spawn_blocking` it adds no await point, so a caller
+/// that is cancelled never leaves the work half-owned.
+pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}

@@ -109,6 +109,9 @@ impl LoadSpec {
             }
         };
         field("url", rules::url(&self.url));
+        if let Some(body) = &self.body {
+            field("body", rules::text(body));
+        }
         field("timeout_ms", rules::positive_ms(self.timeout_ms, MILLIS_MAX as u64));
         field("connections", rules::within(u64::from(self.connections), 1, CONNECTIONS_MAX));
         field("start_ms", rules::within(self.start_ms, 0, DURATION_MS_MAX));

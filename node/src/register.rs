@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::api::{NodeInfo, NodeRegistration};
+use crate::secret::Secret;
 use crate::secure::ClientTls;
 
 /// Time between two registrations.
@@ -19,12 +20,12 @@ pub const FIRST_REGISTER_RETRY: Duration = Duration::from_millis(500);
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whom to register with, and as what.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Registration {
     /// The service's base URL (`http://host:port`).
     pub orchestrator: String,
     /// The token the service expects (`Authorization: Bearer TOKEN`).
-    pub token: String,
+    pub token: Secret,
     /// The node's name.
     pub name: String,
     /// The node's API as the service reaches it.
@@ -33,18 +34,6 @@ pub struct Registration {
     pub labels: BTreeMap<String, String>,
     /// Whom the node trusts as the service, and the certificate it presents to it.
     pub tls: ClientTls,
-}
-
-impl std::fmt::Debug for Registration {
-    // The token stays out of logs and panics.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration")
-            .field("orchestrator", &self.orchestrator)
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("labels", &self.labels)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The name a node registers with unless told one: its group and port (`eu-7001`), or
@@ -78,7 +67,8 @@ pub async fn register_loop(
             info: info(),
             labels: registration.labels.clone(),
         };
-        let request = http.post(&endpoint).bearer_auth(&registration.token).timeout(REGISTER_TIMEOUT).json(&body);
+        let request =
+            http.post(&endpoint).bearer_auth(registration.token.expose()).timeout(REGISTER_TIMEOUT).json(&body);
         let outcome = tokio::select! {
             sent = register_once(request) => sent,
             () = &mut stop => return,
@@ -114,7 +104,12 @@ async fn register_once(request: reqwest::RequestBuilder) -> Result<(), String> {
     if status.is_success() {
         return Ok(());
     }
-    let text = response.text().await.unwrap_or_default();
+    // The service's answer is a peer's: read no more of it than an error can need.
+    let text = match crate::client::read_bounded(response, crate::client::ERROR_BYTES_MAX).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(crate::client::ClientError::Unreachable(why)) => why,
+        Err(other) => other.to_string(),
+    };
     let why = serde_json::from_str::<crate::api::ApiError>(&text).map_or(text, |e| e.error);
     Err(format!("{status}: {}", why.chars().take(200).collect::<String>()))
 }
@@ -122,6 +117,25 @@ async fn register_once(request: reqwest::RequestBuilder) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_endless_refusal_from_the_service_is_read_no_further_than_an_error_needs() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/v1/nodes", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(b"HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\n\r\n").await;
+            // No length said, and no end: it stops only when the client hangs up.
+            let chunk = vec![b'x'; 64 * 1024];
+            while socket.write_all(&chunk).await.is_ok() {}
+        });
+        let client = crate::secure::ClientTls::default().http().build().expect("a plain client builds");
+        let why = register_once(client.post(&url)).await.expect_err("a refusal");
+        assert!(why.starts_with("500") && why.contains("more than 65536 bytes"), "{why}");
+    }
 
     #[test]
     fn default_names_are_the_group_or_node_and_the_port() {
@@ -133,7 +147,7 @@ mod tests {
     fn the_token_stays_out_of_debug_output() {
         let registration = Registration {
             orchestrator: "http://service:7000".to_owned(),
-            token: "very-secret".to_owned(),
+            token: Secret::new("very-secret"),
             name: "eu-7001".to_owned(),
             url: "http://10.0.0.1:7001".to_owned(),
             labels: BTreeMap::new(),

@@ -18,6 +18,7 @@ use dtest_core::scenario::{FaultKind, GroupId, NodeRef, Resources, Scenario, Wor
 use dtest_node::api::{Faults, NodeInfo, Plan, PlanEntry, PlanWork};
 use dtest_node::client::NodeClient;
 use dtest_node::load::{LoadSpec, Rate};
+use dtest_node::secret::Secret;
 use dtest_node::secure::ClientTls;
 use dtest_node::tls::TlsOptions;
 use tokio::sync::{mpsc, watch};
@@ -50,7 +51,7 @@ pub enum NodeSource {
         /// `http://host:port` each.
         urls: Vec<String>,
         /// The nodes' token.
-        token: String,
+        token: Secret,
         /// Whom to trust as the nodes (`https://` URLs), and the certificate to present.
         tls: ClientTls,
     },
@@ -255,7 +256,7 @@ impl Session {
                 .await;
                 let locals = started.into_iter().collect::<Result<Vec<_>, _>>()?;
                 let urls = locals.iter().map(LocalNode::url).collect();
-                (Some(token_file), token, urls, locals, ClientTls::default())
+                (Some(token_file), Secret::new(token), urls, locals, ClientTls::default())
             }
             NodeSource::Remote { urls, token, tls } => {
                 let urls: Vec<String> = urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();

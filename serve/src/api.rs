@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use dtest_node::api::tokens_equal;
+use dtest_node::secret::Secret;
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
@@ -32,9 +32,9 @@ const CLIENTS_MAX: usize = 10_000;
 #[derive(Clone, Debug)]
 pub struct Access {
     /// May do anything.
-    pub operator: String,
+    pub operator: Secret,
     /// May only read.
-    pub read_only: Option<String>,
+    pub read_only: Option<Secret>,
     /// Requests per second each client may make (bursts up to twice that).
     pub rate_per_s: u32,
 }
@@ -162,10 +162,8 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     }
     let token = bearer(request.headers());
     let role = match token {
-        Some(t) if tokens_equal(t.as_bytes(), state.access.operator.as_bytes()) => Role::Operator,
-        Some(t) if state.access.read_only.as_deref().is_some_and(|r| tokens_equal(t.as_bytes(), r.as_bytes())) => {
-            Role::ReadOnly
-        }
+        Some(t) if state.access.operator.matches(t.as_bytes()) => Role::Operator,
+        Some(t) if state.access.read_only.as_ref().is_some_and(|r| r.matches(t.as_bytes())) => Role::ReadOnly,
         Some(_) => return error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token"),
         None => return error(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer TOKEN"),
     };

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
+use dtest_node::secret::Secret;
 use dtest_node::secure::{ClientTls, Incoming, ServerTls};
 
 use crate::service::{PROBE_INTERVAL, Service, ServiceConfig};
@@ -37,7 +38,7 @@ pub struct Config {
     /// Who may do what.
     pub access: api::Access,
     /// The token the nodes accept.
-    pub node_token: String,
+    pub node_token: Secret,
     /// TLS to serve with (mutual when it has a client CA); plain HTTP without.
     pub tls: Option<ServerTls>,
     /// Whom to trust as the nodes, and the certificate to present to them.
@@ -101,4 +102,31 @@ pub async fn run(
     };
     probing.abort();
     served.map_err(|e| ServeError::Listen(address, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_config_shows_no_token() {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            access: api::Access {
+                operator: Secret::new("operator-secret"),
+                read_only: Some(Secret::new("reader-secret")),
+                rate_per_s: 0,
+            },
+            node_token: Secret::new("node-secret"),
+            tls: None,
+            node_tls: ClientTls::default(),
+            data: PathBuf::from("data"),
+        };
+        let service = ServiceConfig { node_token: config.node_token.clone(), node_tls: config.node_tls.clone() };
+        for shown in [format!("{config:?}"), format!("{config:#?}"), format!("{service:?}")] {
+            for token in ["operator-secret", "reader-secret", "node-secret"] {
+                assert!(!shown.contains(token), "{token} in {shown}");
+            }
+        }
+    }
 }

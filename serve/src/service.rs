@@ -16,6 +16,7 @@ use dtest_core::run::RunEvent;
 use dtest_core::scenario::{Resources, Scenario};
 use dtest_node::api::NodeInfo;
 use dtest_node::client::NodeClient;
+use dtest_node::secret::Secret;
 use dtest_node::secure::ClientTls;
 use dtest_orchestrator::journal::{Entry, Journal, JournalHandle, Setup};
 use dtest_orchestrator::{Canceller, NodeSource, Session, SessionConfig, SessionError, SessionEvent};
@@ -86,7 +87,7 @@ type Result<T> = std::result::Result<T, Failure>;
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
     /// The token nodes accept.
-    pub node_token: String,
+    pub node_token: Secret,
     /// Whom to trust as the nodes (`https://` URLs), and the certificate to present to them.
     pub node_tls: ClientTls,
 }

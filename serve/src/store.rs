@@ -2,8 +2,10 @@
 //! small key/value tables (nodes, load profiles, allocations, settings), all in one
 //! SQLite database, `DIR/dtest.sqlite3`.
 //!
-//! [`Store`] is synchronous: async callers wrap a call in `tokio::task::spawn_blocking`, or make a
-//! brief one inline. One connection behind a mutex serves every call.
+//! [`Store`] is synchronous, and safe to call from async code: on a multi-threaded tokio runtime
+//! every call runs under `block_in_place`, so while it waits (for the mutex, or up to the busy
+//! timeout for another process's lock) the runtime hands its other tasks to another worker.
+//! One connection behind a mutex serves every call.
 //!
 //! Durability: the database runs in WAL mode with `synchronous=NORMAL`, so whatever a call
 //! committed survives the process being killed (`kill -9`, a crash); a power loss may lose the
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use dtest_node::off_runtime;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -524,9 +527,9 @@ impl Store {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` on the connection and says what its error means.
+    /// Runs `f` on the connection, off the async runtime, and says what its error means.
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        f(&mut self.conn()).map_err(|e| self.error(e))
+        off_runtime(|| f(&mut self.conn())).map_err(|e| self.error(e))
     }
 
     /// What `error` means for this store.
@@ -542,23 +545,25 @@ impl Store {
             "INSERT INTO executions ({EXECUTION_COLUMNS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         );
-        let result = self.conn().execute(
-            &sql,
-            params![
-                row.id,
-                row.name,
-                row.kind,
-                row.state,
-                row.created_ms,
-                row.started_ms,
-                row.finished_ms,
-                Seed(row.seed),
-                row.request,
-                row.setup,
-                row.report,
-                row.summary
-            ],
-        );
+        let result = off_runtime(|| {
+            self.conn().execute(
+                &sql,
+                params![
+                    row.id,
+                    row.name,
+                    row.kind,
+                    row.state,
+                    row.created_ms,
+                    row.started_ms,
+                    row.finished_ms,
+                    Seed(row.seed),
+                    row.request,
+                    row.setup,
+                    row.report,
+                    row.summary
+                ],
+            )
+        });
         match result {
             Ok(_) => Ok(()),
             Err(e) if constraint(&e) == Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {

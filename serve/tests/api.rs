@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use dtest_node::secret::Secret;
 use dtest_serve::api::Access;
 use serde_json::{Value, json};
 
@@ -29,8 +30,8 @@ async fn start(name: &str, rate_per_s: u32) -> Server {
     let _ = std::fs::remove_dir_all(&data);
     let config = dtest_serve::Config {
         listen: "127.0.0.1:0".parse().expect("address"),
-        access: Access { operator: OPERATOR.to_owned(), read_only: Some(READER.to_owned()), rate_per_s },
-        node_token: OPERATOR.to_owned(),
+        access: Access { operator: Secret::new(OPERATOR), read_only: Some(Secret::new(READER)), rate_per_s },
+        node_token: Secret::new(OPERATOR),
         tls: None,
         node_tls: Default::default(),
         data: data.clone(),
@@ -353,8 +354,8 @@ fn a_second_service_on_the_same_data_directory_is_refused_clearly() {
         let server = start("locked", 0).await;
         let config = dtest_serve::Config {
             listen: "127.0.0.1:0".parse().expect("address"),
-            access: Access { operator: OPERATOR.to_owned(), read_only: None, rate_per_s: 0 },
-            node_token: OPERATOR.to_owned(),
+            access: Access { operator: Secret::new(OPERATOR), read_only: None, rate_per_s: 0 },
+            node_token: Secret::new(OPERATOR),
             tls: None,
             node_tls: Default::default(),
             data: server.data.clone(),
@@ -394,8 +395,8 @@ fn an_execution_that_cannot_be_resumed_is_marked_interrupted_never_left_running(
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
         let config = dtest_serve::Config {
             listen: "127.0.0.1:0".parse().expect("address"),
-            access: Access { operator: OPERATOR.to_owned(), read_only: None, rate_per_s: 0 },
-            node_token: OPERATOR.to_owned(),
+            access: Access { operator: Secret::new(OPERATOR), read_only: None, rate_per_s: 0 },
+            node_token: Secret::new(OPERATOR),
             tls: None,
             node_tls: Default::default(),
             data: data.clone(),
@@ -446,5 +447,30 @@ fn a_locked_database_is_a_clear_503_and_the_service_recovers_when_it_is_released
         let (status, answer) =
             server.call(reqwest::Method::PUT, "/v1/load/profiles/p", Some(OPERATOR), Some(profile)).await;
         assert_eq!(status, 204, "{answer}");
+    });
+}
+
+#[test]
+fn a_request_waiting_on_a_locked_database_stalls_no_other_request() {
+    // One worker: were a store call to block it, nothing else could be served until the call
+    // gave up (the 2 s busy timeout), the health check included.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let server = std::sync::Arc::new(start("stall", 0).await);
+        let other = rusqlite::Connection::open(server.data.join("dtest.sqlite3")).expect("open the database");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("take the write lock");
+        let writer = server.clone();
+        let write = tokio::spawn(async move {
+            let profile = json!({ "pattern": { "type": "constant", "rps": 5, "duration_s": 5 } });
+            writer.call(reqwest::Method::PUT, "/v1/load/profiles/p", Some(OPERATOR), Some(profile)).await
+        });
+        // A head start for the write to reach the database (not a bound on anything).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (status, _) = server.call(reqwest::Method::GET, "/healthz", None, None).await;
+        assert_eq!(status, 200);
+        assert!(!write.is_finished(), "the health check was answered only once the write gave up");
+        let (status, answer) = write.await.expect("the write");
+        assert_eq!((status, code(&answer)), (503, "storage_busy"), "{answer}");
+        other.execute_batch("COMMIT").expect("release it");
     });
 }

@@ -9,6 +9,7 @@ use dtest_core::protocol::TaskId;
 use dtest_core::report::{Mode, Report};
 use dtest_core::run::RunEvent;
 use dtest_core::scenario::Scenario;
+use dtest_node::secret::Secret;
 use dtest_orchestrator::{NodeSource, Session, SessionConfig, SessionEvent};
 use dtest_sim::SimOptions;
 
@@ -119,7 +120,7 @@ fn kill_and_pause_faults_need_local_nodes_in_a_real_run() {
         tls: Vec::new(),
         nodes: NodeSource::Remote {
             urls: vec!["http://127.0.0.1:9".to_owned()],
-            token: "t".to_owned(),
+            token: Secret::new("t"),
             tls: Default::default(),
         },
         seed: 42,

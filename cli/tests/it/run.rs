@@ -499,6 +499,7 @@ fn a_killed_node_takes_its_work_down_with_it_and_no_task_process_outlives_the_ru
 fn a_journaled_session_abandoned_mid_run_resumes_from_its_journal_and_runs_each_task_once() {
     use std::sync::Arc;
 
+    use dtest_node::secret::Secret;
     use dtest_orchestrator::journal::{JournalHandle, MemoryJournal};
     use dtest_orchestrator::{NodeSource, Session, SessionConfig};
 
@@ -517,7 +518,7 @@ fn a_journaled_session_abandoned_mid_run_resumes_from_its_journal_and_runs_each_
         scenario,
         NodeSource::Remote {
             urls: daemons.iter().map(Daemon::url).collect(),
-            token: "resume-token".to_owned(),
+            token: Secret::new("resume-token"),
             tls: Default::default(),
         },
         7,
@@ -664,6 +665,7 @@ fn a_session_whose_journal_fails_now_and_then_holds_inputs_back_and_still_finish
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use dtest_node::secret::Secret;
     use dtest_orchestrator::journal::{Entry, Journal, JournalHandle, MemoryJournal, Setup};
     use dtest_orchestrator::{NodeSource, Session, SessionConfig, SessionEvent};
 
@@ -694,7 +696,7 @@ fn a_session_whose_journal_fails_now_and_then_holds_inputs_back_and_still_finish
         scenario,
         NodeSource::Remote {
             urls: daemons.iter().map(Daemon::url).collect(),
-            token: "flaky-token".to_owned(),
+            token: Secret::new("flaky-token"),
             tls: Default::default(),
         },
         3,

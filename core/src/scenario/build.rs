@@ -478,7 +478,7 @@ impl Builder {
     }
 
     fn command(&mut self, c: &CommandFile, path: &Path) -> Command {
-        rules::command(&c.argv, &c.env, path, &mut self.problems);
+        rules::command(&c.argv, &c.env, c.cwd.as_deref(), path, &mut self.problems);
         Command {
             argv: c.argv.clone(),
             timeout_ms: self.positive_ms(c.timeout_s * 1000.0, &path.key("timeout_s")),

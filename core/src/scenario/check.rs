@@ -89,6 +89,11 @@ impl<'s> Checker<'s> {
             }
         }
         match &json.value {
+            Value::String(text) => {
+                if let Err(why) = super::rules::text(text) {
+                    self.problem(json, path, why);
+                }
+            }
             Value::Number(n) => self.bounds(schema, *n, json, path),
             Value::Array(items) => self.array(schema, items, json, path),
             Value::Object(_) => self.object(schema, json, path),

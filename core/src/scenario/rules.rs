@@ -68,6 +68,29 @@ pub fn name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Any string a file or a peer gives: at most [`STRING_BYTES_MAX`] bytes.
+pub fn text(text: &str) -> Result<(), String> {
+    match text.len() > STRING_BYTES_MAX {
+        true => Err(format!("a string is at most {STRING_BYTES_MAX} bytes (STRING_BYTES_MAX), found {}", text.len())),
+        false => Ok(()),
+    }
+}
+
+/// A command's working directory: relative to the node's `--workdir` and inside it (no `..`),
+/// so that `cwd` can choose where in the node's tree a command runs, never leave it.
+pub fn cwd(cwd: &str) -> Result<(), String> {
+    let path = std::path::Path::new(cwd);
+    if cwd.is_empty() {
+        Err("expected a directory, found an empty string; `.` is the node's --workdir".to_owned())
+    } else if path.is_absolute() || path.components().any(|c| c == std::path::Component::ParentDir) {
+        Err(format!("expected a directory under the node's --workdir, without `..`; found {cwd:?}"))
+    } else if cwd.contains('\0') {
+        Err("a directory has no NUL".to_owned())
+    } else {
+        text(cwd)
+    }
+}
+
 /// A whole number from `min` to `max`, in the schema's words.
 pub fn within(value: u64, min: u64, max: u64) -> Result<(), String> {
     if value < min {
@@ -119,10 +142,11 @@ pub fn rate(rps: f64) -> Result<(), String> {
     }
 }
 
-/// A command's program and arguments and its environment: 1 to [`ARGV_MAX`] arguments, the
-/// first a program name, `{index}` and `{count}` the only placeholders; at most [`ENV_MAX`]
-/// variables, whose names are not empty and hold no `=` or NUL.
-pub fn command(argv: &[String], env: &BTreeMap<String, String>, at: &Path, problems: &mut Problems) {
+/// A command's program and arguments, its environment and its directory: 1 to [`ARGV_MAX`]
+/// arguments, the first a program name, `{index}` and `{count}` the only placeholders, none with
+/// a NUL; at most [`ENV_MAX`] variables, whose names are not empty and hold no `=` or NUL; a
+/// [`cwd`] inside the node's working directory; every string at most [`STRING_BYTES_MAX`] bytes.
+pub fn command(argv: &[String], env: &BTreeMap<String, String>, cwd: Option<&str>, at: &Path, problems: &mut Problems) {
     if let Err(why) = items(argv.len(), 1, ARGV_MAX) {
         problems.push((at.key("argv"), why));
     }
@@ -130,6 +154,11 @@ pub fn command(argv: &[String], env: &BTreeMap<String, String>, at: &Path, probl
         problems.push((at.key("argv").index(0), "expected a program name, found an empty string".to_owned()));
     }
     for (i, arg) in argv.iter().enumerate() {
+        if let Err(why) = text(arg) {
+            problems.push((at.key("argv").index(i), why));
+        } else if arg.contains('\0') {
+            problems.push((at.key("argv").index(i), "an argument has no NUL".to_owned()));
+        }
         for placeholder in placeholders(arg) {
             if placeholder != "index" && placeholder != "count" {
                 problems.push((
@@ -142,13 +171,20 @@ pub fn command(argv: &[String], env: &BTreeMap<String, String>, at: &Path, probl
     if env.len() > ENV_MAX {
         problems.push((at.key("env"), format!("expected at most {ENV_MAX} entries, found {}", env.len())));
     }
-    for name in env.keys() {
+    for (name, value) in env {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
             problems.push((
                 at.key("env").key(name),
                 "an environment variable name is not empty and has no `=` or NUL".to_owned(),
             ));
+        } else if let Err(why) = text(name).and_then(|()| text(value)) {
+            problems.push((at.key("env").key(name), why));
+        } else if value.contains('\0') {
+            problems.push((at.key("env").key(name), "an environment variable's value has no NUL".to_owned()));
         }
+    }
+    if let Some(Err(why)) = cwd.map(self::cwd) {
+        problems.push((at.key("cwd"), why));
     }
 }
 
@@ -176,7 +212,7 @@ pub fn url(url: &str) -> Result<(), String> {
     if url.chars().any(char::is_whitespace) {
         return Err(format!("a URL has no spaces; found {url:?}"));
     }
-    Ok(())
+    text(url)
 }
 
 /// A target's TLS settings for `url`, when given: `ca_file` or `insecure`, not both, and only
@@ -195,9 +231,11 @@ pub fn headers(headers: &BTreeMap<String, String>, at: &Path, problems: &mut Pro
     if headers.len() > HEADERS_MAX {
         problems.push((at.clone(), format!("expected at most {HEADERS_MAX} entries, found {}", headers.len())));
     }
-    for name in headers.keys() {
+    for (name, value) in headers {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
             problems.push((at.key(name), "expected a header name of visible ASCII without `:`".to_owned()));
+        } else if let Err(why) = text(name).and_then(|()| text(value)) {
+            problems.push((at.key(name), why));
         }
     }
 }
@@ -473,7 +511,7 @@ mod tests {
         let argv = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
         let check = |argv: &[String], env: &BTreeMap<String, String>| {
             let mut problems = Vec::new();
-            command(argv, env, &Path::root(), &mut problems);
+            command(argv, env, None, &Path::root(), &mut problems);
             problems.into_iter().map(|(path, why)| format!("{path}: {why}")).collect::<Vec<_>>()
         };
         let env = BTreeMap::new();
@@ -490,6 +528,31 @@ mod tests {
         assert_eq!(check(&argv(&["t"]), &bad).len(), 2);
         let many: BTreeMap<String, String> = (0..=ENV_MAX).map(|i| (format!("V{i}"), String::new())).collect();
         assert_eq!(check(&argv(&["t"]), &many), [format!("env: expected at most {ENV_MAX} entries, found 1025")]);
+    }
+
+    #[test]
+    fn a_command_s_strings_are_bounded_and_its_directory_stays_under_the_node_s() {
+        let check = |argv: &[&str], env: &[(&str, &str)], cwd: Option<&str>| {
+            let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+            let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let mut problems = Vec::new();
+            command(&argv, &env, cwd, &Path::root(), &mut problems);
+            problems.into_iter().map(|(path, why)| format!("{path}: {why}")).collect::<Vec<_>>()
+        };
+        for fine in [".", "tests", "a/b/./c", "dir..name"] {
+            assert_eq!(check(&["t"], &[], Some(fine)), Vec::<String>::new(), "{fine}");
+        }
+        for escape in ["/etc", "..", "a/../../b", ""] {
+            let problems = check(&["t"], &[], Some(escape));
+            assert!(problems.len() == 1 && problems[0].starts_with("cwd: expected"), "{escape}: {problems:?}");
+        }
+        let long = "x".repeat(STRING_BYTES_MAX + 1);
+        let bounded = format!("a string is at most {STRING_BYTES_MAX} bytes (STRING_BYTES_MAX), found 65537");
+        assert_eq!(check(&["t", &long], &[], None), [format!("argv[1]: {bounded}")]);
+        assert_eq!(check(&["t"], &[("V", &long)], None), [format!("env.V: {bounded}")]);
+        assert_eq!(check(&["t"], &[], Some(&long)), [format!("cwd: {bounded}")]);
+        assert_eq!(check(&["t\0"], &[("V", "a\0")], None).len(), 2);
+        assert_eq!(check(&["t", &"x".repeat(STRING_BYTES_MAX)], &[], None), Vec::<String>::new());
     }
 
     #[test]

@@ -361,7 +361,7 @@ mod tests {
             { "name": "c", "count": 4, "kind": "command", "priority": 3, "max_attempts": 5,
               "requires": { "cpu_millis": 250, "custom": { "licence": 1 } }, "capabilities": ["linux"],
               "locality": { "region": "r", "zone": "z", "strict": true },
-              "command": { "argv": ["t", "{index}"], "timeout_s": 0.25, "env": { "K": "v" }, "cwd": "/w" },
+              "command": { "argv": ["t", "{index}"], "timeout_s": 0.25, "env": { "K": "v" }, "cwd": "w" },
               "sim": { "duration_ms": { "mean": 12.5, "stddev": 0.1 }, "fail_rate": 0.123 } },
             { "name": "l", "kind": "load", "load": { "target": "api", "start_s": 1.001, "timeout_ms": 250, "connections": 3,
               "method": "POST", "headers": { "x-a": "b" }, "body": "{}", "http_version": "2",

@@ -91,7 +91,10 @@ pub fn run(args: &Args) -> Exit {
                 Err(e) => return bad(&e),
             };
             match read_token(file) {
-                Ok(token) => Upstream::Remote { url: url.clone(), token, tls },
+                Ok(token) => {
+                    crate::secure::warn_if_in_clear("--orchestrator", url);
+                    Upstream::Remote { url: url.clone(), token, tls }
+                }
                 Err(e) => return bad(&format!("--orchestrator-token-file {e}")),
             }
         }

@@ -213,6 +213,7 @@ impl Announce {
             Some(file) => read_token(file).map_err(|e| format!("--orchestrator-token-file {e}"))?,
             None => node_token.clone(),
         };
+        crate::secure::warn_if_in_clear("--orchestrator", &orchestrator);
         let labels = parse_labels(&args.labels)?;
         let advertise = args.advertise.clone();
         Ok(Some(Announce { orchestrator, token, advertise, labels }))

@@ -86,7 +86,10 @@ pub fn run(args: &Args) -> Exit {
     let nodes = match args.local {
         Some(n) => NodeSource::Local(n),
         None => match (token(args.token_file.as_deref()), args.node_tls.client()) {
-            (Ok(token), Ok(tls)) => NodeSource::Remote { urls: args.nodes.clone(), token, tls },
+            (Ok(token), Ok(tls)) => {
+                args.nodes.iter().for_each(|url| crate::secure::warn_if_in_clear("--nodes", url));
+                NodeSource::Remote { urls: args.nodes.clone(), token, tls }
+            }
             (Err(e), _) | (_, Err(e)) => return bad(&e),
         },
     };

@@ -82,6 +82,49 @@ pub fn listening(
     }
 }
 
+/// Warns on stderr when `url` (given by `flag`) is plain HTTP to another machine: the token it
+/// is sent crosses the network in clear. (The daemon there was started with
+/// `--insecure-plaintext`, or is not dtest's.)
+pub fn warn_if_in_clear(flag: &str, url: &str) {
+    if in_clear_beyond_loopback(url) {
+        eprintln!(
+            "warning: {flag} {url} is plain HTTP to another machine: the token crosses the network in clear \
+             (serve it over TLS and use https://; see the README's Security)"
+        );
+    }
+}
+
+/// Whether `url` is `http://` to a host that is not this machine's loopback.
+fn in_clear_beyond_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_beyond_loopback_is_in_clear() {
+        for clear in
+            ["http://10.0.0.5:7070", "http://node.example.com/", "http://[2001:db8::1]:7070", "http://u@1.2.3.4"]
+        {
+            assert!(in_clear_beyond_loopback(clear), "{clear}");
+        }
+        for safe in ["https://10.0.0.5:7070", "http://127.0.0.1:7070", "http://localhost:7070/x", "http://[::1]:7070"] {
+            assert!(!in_clear_beyond_loopback(safe), "{safe}");
+        }
+    }
+}
+
 /// TLS flags of a client.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {

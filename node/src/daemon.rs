@@ -639,10 +639,14 @@ async fn message(State(node): State<Arc<Node>>, body: Result<axum::Json<NodeMess
         Err((status, why)) => return error(status, why),
     };
     let delivered_to = running_commands(&node);
-    // Appending writes and flushes a file.
-    match crate::off_runtime(|| node.inbox().take(&message.id, message.mode, &line)) {
-        Ok(duplicate) => axum::Json(MessageReceipt { duplicate, delivered_to }).into_response(),
-        Err((status, why)) => error(status, why),
+    // Appending writes and flushes a file, which may be on a slow disk: on a blocking thread. (A
+    // client that leaves meanwhile has its message taken, as if its answer were lost.)
+    let inbox = node.clone();
+    let take = move || inbox.inbox().take(&message.id, message.mode, &line);
+    match tokio::task::spawn_blocking(take).await {
+        Ok(Ok(duplicate)) => axum::Json(MessageReceipt { duplicate, delivered_to }).into_response(),
+        Ok(Err((status, why))) => error(status, why),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the inbox write did not finish".to_owned()),
     }
 }
 

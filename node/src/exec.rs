@@ -139,9 +139,9 @@ pub async fn run(argv: &[String], setting: Setting) -> Outcome {
     let Some((program, args)) = argv.split_first() else {
         return Outcome::Failed("the command is empty".to_owned());
     };
-    // Made here (off the runtime, but with no await point), not on a blocking task: with no wait
-    // between making it and its guard, a cancel at any moment leaves no directory behind.
-    if let Err(e) = crate::off_runtime(|| create(&setting.dir)) {
+    // Made here, not on a blocking thread: with no wait between making it and its guard, a
+    // cancel at any moment leaves no directory behind.
+    if let Err(e) = create(&setting.dir) {
         return Outcome::Failed(format!("cannot make the task's directory {}: {e}", setting.dir.display()));
     }
     // Declared before the process group's guard, so dropped after it: killed, then removed.

@@ -18,17 +18,3 @@ pub mod secret;
 pub mod secure;
 mod system;
 pub mod tls;
-
-/// Runs `f`, which may block (a file, a database, a lock held across either), without stalling
-/// the async runtime it is called from: on a multi-threaded tokio runtime under `block_in_place`,
-/// so the worker's other tasks move to another thread meanwhile; elsewhere (a plain thread, a
-/// current-thread runtime) as it is. Unlike `spawn_blocking` it adds no await point, so a caller
-/// that is cancelled never leaves the work half-owned.
-pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}

@@ -96,15 +96,18 @@ pub fn warn_if_in_clear(flag: &str, url: &str) {
 
 /// Whether `url` is `http://` to a host that is not this machine's loopback.
 fn in_clear_beyond_loopback(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let Some((scheme, rest)) = url.split_once("://") else { return false };
+    if !scheme.eq_ignore_ascii_case("http") {
+        return false;
+    }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     let host = match host_port.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host_port.split(':').next().unwrap_or(""),
     };
-    let loopback =
-        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
     !loopback
 }
 
@@ -115,11 +118,12 @@ mod tests {
     #[test]
     fn plain_http_beyond_loopback_is_in_clear() {
         for clear in
-            ["http://10.0.0.5:7070", "http://node.example.com/", "http://[2001:db8::1]:7070", "http://u@1.2.3.4"]
+            ["http://10.0.0.5:7070", "HTTP://node.example.com/", "http://[2001:db8::1]:7070", "http://u@1.2.3.4"]
         {
             assert!(in_clear_beyond_loopback(clear), "{clear}");
         }
-        for safe in ["https://10.0.0.5:7070", "http://127.0.0.1:7070", "http://localhost:7070/x", "http://[::1]:7070"] {
+        let safe = ["https://10.0.0.5:7070", "http://127.0.0.1:7070", "http://localhost:7070/x", "http://[::1]:7070"];
+        for safe in safe.into_iter().chain(["http://[::ffff:127.0.0.1]:7070", "HTTPS://node.example.com"]) {
             assert!(!in_clear_beyond_loopback(safe), "{safe}");
         }
     }

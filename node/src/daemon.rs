@@ -96,6 +96,8 @@ struct Node {
     state: Mutex<NodeState>,
     /// The messages for commands; its own lock, as appending writes a file.
     inbox: Mutex<Inbox>,
+    /// One append at a time on a blocking thread; other messages wait for it here, as tasks.
+    inbox_writer: tokio::sync::Semaphore,
     /// Slots for command tasks, `max_commands` of them: a command waits for one to start.
     commands: tokio::sync::Semaphore,
     /// Wakes the agent loop: new inputs, or shutting down.
@@ -319,6 +321,7 @@ pub async fn serve_on(
             tally: metrics::Tally::default(),
         }),
         inbox: Mutex::new(Inbox::create(&config.workdir, listener.local_addr().map_or(0, |a| a.port()))),
+        inbox_writer: tokio::sync::Semaphore::new(1),
         commands: tokio::sync::Semaphore::new(config.max_commands.clamp(1, MAX_COMMANDS_MAX)),
         wake: Notify::new(),
         outbound_ready: Notify::new(),
@@ -639,8 +642,12 @@ async fn message(State(node): State<Arc<Node>>, body: Result<axum::Json<NodeMess
         Err((status, why)) => return error(status, why),
     };
     let delivered_to = running_commands(&node);
-    // Appending writes and flushes a file, which may be on a slow disk: on a blocking thread. (A
-    // client that leaves meanwhile has its message taken, as if its answer were lost.)
+    // Appending writes and flushes a file, which may be on a slow disk: on a blocking thread, one
+    // at a time. (A client that leaves meanwhile has its message taken, as if its answer were
+    // lost.)
+    let Ok(_writer) = node.inbox_writer.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down".to_owned());
+    };
     let inbox = node.clone();
     let take = move || inbox.inbox().take(&message.id, message.mode, &line);
     match tokio::task::spawn_blocking(take).await {

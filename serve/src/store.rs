@@ -2,11 +2,12 @@
 //! small key/value tables (nodes, load profiles, allocations, settings), all in one
 //! SQLite database, `DIR/dtest.sqlite3`.
 //!
-//! [`Store`] is synchronous, and safe to call from async code: a call that finds the connection
-//! free and the database unlocked (nearly every one) runs at once and waits for nothing; one that
-//! must wait (for another call, or up to the busy timeout for another process's lock) waits under
-//! `block_in_place` on a multi-threaded tokio runtime, which hands the worker's other tasks to
-//! another thread meanwhile. One connection behind a mutex serves every call.
+//! [`Store`] is synchronous, and safe to call from async code: a call runs at once, without
+//! waiting for the database's lock, which only another process can hold (nearly always nobody
+//! does); one that finds it locked waits for it, up to the busy timeout, under `block_in_place` on
+//! a multi-threaded tokio runtime, which hands the worker's other tasks to another thread
+//! meanwhile, and so do other calls while it waits. One connection behind a mutex serves every
+//! call.
 //!
 //! Durability: the database runs in WAL mode with `synchronous=NORMAL`, so whatever a call
 //! committed survives the process being killed (`kill -9`, a crash); a power loss may lose the
@@ -24,7 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -475,6 +476,15 @@ impl KvTable {
     }
 }
 
+/// Counts a call waiting for the database until it is over, panicking or not.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Whether `error` is the database's lock taken by another connection.
 fn busy(error: &rusqlite::Error) -> bool {
     matches!(error.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
@@ -561,34 +571,41 @@ impl Store {
     /// Runs `f` on the connection, inline if it need not wait, else off the async runtime.
     ///
     /// Inline, `f` runs without waiting for the database's lock, so the connection is only ever
-    /// held for the microseconds a statement takes, and a call waits for it inline too. When the
-    /// database is locked by another process, `f` runs again (it is one statement or
-    /// transaction, which the lock refused whole) under [`off_runtime`], waiting up to the busy
-    /// timeout; while such a call waits, every other call waits for the connection off the
-    /// runtime as well. Going off the runtime at every call would move a worker to another
-    /// thread each time, and every thread that allocates grows the process by an allocator arena
-    /// of its own (the fuzz test's service went from 64 MiB to 115 MiB at its peak that way).
+    /// held inline for the microseconds a statement takes, and a call waits for it inline too.
+    /// When the database is locked by another process, `f` runs again under [`off_runtime`],
+    /// waiting up to the busy timeout; while such a call waits, every other call waits for the
+    /// connection off the runtime as well. So `f` must be safe to run twice: one statement or
+    /// one transaction (which the lock refused whole), with no effect outside the connection.
+    /// Going off the runtime at every call would move a worker to another thread each time, and
+    /// every thread that allocates grows the process by an allocator arena of its own (the fuzz
+    /// test's service went from 64 MiB to 115 MiB at its peak that way).
     fn run<T>(&self, mut f: impl FnMut(&mut Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let waited_for = Duration::from_millis(self.tuning.busy_timeout_ms);
         if self.waiting.load(Ordering::Acquire) == 0 {
-            let mut conn = self.conn();
-            conn.busy_timeout(Duration::ZERO)?;
-            let done = f(&mut conn);
-            conn.busy_timeout(Duration::from_millis(self.tuning.busy_timeout_ms))?;
-            match done {
-                Err(e) if busy(&e) => {}
-                done => return done,
-            }
-        }
-        /// Counts a waiting call until it is over, panicking or not.
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
+            let inline = match self.conn.try_lock() {
+                Ok(conn) => Some(conn),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                // Held: by an inline call for microseconds, unless a call has begun to wait for
+                // the database meanwhile.
+                Err(TryLockError::WouldBlock) => (self.waiting.load(Ordering::Acquire) == 0).then(|| self.conn()),
+            };
+            if let Some(mut conn) = inline.filter(|conn| conn.busy_timeout(Duration::ZERO).is_ok()) {
+                let done = f(&mut conn);
+                // A failure here leaves the timeout at zero, which the waiting path sets again.
+                let _ = conn.busy_timeout(waited_for);
+                match done {
+                    Err(e) if busy(&e) => {}
+                    done => return done,
+                }
             }
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(&self.waiting);
-        off_runtime(|| f(&mut self.conn()))
+        off_runtime(|| {
+            let mut conn = self.conn();
+            conn.busy_timeout(waited_for)?;
+            f(&mut conn)
+        })
     }
 
     /// What `error` means for this store.
@@ -726,10 +743,10 @@ impl Store {
     /// [`StoreError::NotFound`] if there is no such execution, [`StoreError::Exists`] if `seq` is
     /// already written.
     pub fn append_journal(&self, id: &str, seq: u64, entry: &str) -> Result<(), StoreError> {
-        let result = self
-            .conn()
-            .prepare_cached("INSERT INTO journal (execution, seq, entry) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| s.execute(params![id, seq, entry]));
+        let result = self.run(|conn| {
+            conn.prepare_cached("INSERT INTO journal (execution, seq, entry) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, seq, entry])
+        });
         match result {
             Ok(_) => Ok(()),
             Err(e) => Err(match constraint(&e) {
@@ -1358,6 +1375,39 @@ mod tests {
         assert!(error.to_string().contains(&dir.0.join(DB_FILE).display().to_string()));
         other.execute_batch("ROLLBACK").unwrap();
         store.put_setting("k", "{}").unwrap();
+        assert_eq!(store.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_write_that_finds_the_database_locked_waits_for_it_and_then_succeeds() {
+        let dir = TempDir::new("released");
+        let tuning = Tuning { busy_timeout_ms: 10_000, ..QUICK };
+        let store = Store::open_tuned(&dir.0, tuning).unwrap();
+        let other = Connection::open(dir.0.join(DB_FILE)).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let (locked, released) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            // Released once the write has begun to wait for it (or after 5 s at most).
+            let _ = released.recv_timeout(Duration::from_secs(5));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let watcher = std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| {
+                let give_up = std::time::Instant::now() + Duration::from_secs(5);
+                while store.waiting.load(Ordering::Acquire) == 0 && std::time::Instant::now() < give_up {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let seen = store.waiting.load(Ordering::Acquire) > 0;
+                let _ = locked.send(());
+                seen
+            });
+            store.put_setting("k", "{\"v\":1}").unwrap();
+            waiting.join()
+        });
+        assert!(watcher.unwrap(), "the write was never seen waiting for the lock");
+        holder.join().unwrap();
+        assert_eq!(store.setting("k").unwrap().as_deref(), Some("{\"v\":1}"));
+        assert_eq!(store.waiting.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -464,11 +464,16 @@ fn a_request_waiting_on_a_locked_database_stalls_no_other_request() {
             let profile = json!({ "pattern": { "type": "constant", "rps": 5, "duration_s": 5 } });
             writer.call(reqwest::Method::PUT, "/v1/load/profiles/p", Some(OPERATOR), Some(profile)).await
         });
-        // A head start for the write to reach the database (not a bound on anything).
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let (status, _) = server.call(reqwest::Method::GET, "/healthz", None, None).await;
-        assert_eq!(status, 200);
-        assert!(!write.is_finished(), "the health check was answered only once the write gave up");
+        // Health checks, one after another, until the write gives up (it waits the 2 s busy
+        // timeout): with the worker blocked, none but those before the write began could be.
+        let mut answered = 0;
+        while !write.is_finished() {
+            let (status, _) = server.call(reqwest::Method::GET, "/healthz", None, None).await;
+            assert_eq!(status, 200);
+            answered += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(answered >= 10, "only {answered} health checks were answered while the write waited");
         let (status, answer) = write.await.expect("the write");
         assert_eq!((status, code(&answer)), (503, "storage_busy"), "{answer}");
         other.execute_batch("COMMIT").expect("release it");

@@ -84,10 +84,17 @@ pub fn cwd(cwd: &str) -> Result<(), String> {
         Err("expected a directory, found an empty string; `.` is the node's --workdir".to_owned())
     } else if path.is_absolute() || path.components().any(|c| c == std::path::Component::ParentDir) {
         Err(format!("expected a directory under the node's --workdir, without `..`; found {cwd:?}"))
-    } else if cwd.contains('\0') {
-        Err("a directory has no NUL".to_owned())
     } else {
-        text(cwd)
+        c_string(cwd)
+    }
+}
+
+/// A string handed to the operating system (an argument, a variable's value, a directory): a
+/// [`text`] without NUL, which would end it there.
+fn c_string(value: &str) -> Result<(), String> {
+    match value.contains('\0') {
+        true => Err("expected no NUL in a command's arguments, variables or directory".to_owned()),
+        false => text(value),
     }
 }
 
@@ -154,10 +161,8 @@ pub fn command(argv: &[String], env: &BTreeMap<String, String>, cwd: Option<&str
         problems.push((at.key("argv").index(0), "expected a program name, found an empty string".to_owned()));
     }
     for (i, arg) in argv.iter().enumerate() {
-        if let Err(why) = text(arg) {
+        if let Err(why) = c_string(arg) {
             problems.push((at.key("argv").index(i), why));
-        } else if arg.contains('\0') {
-            problems.push((at.key("argv").index(i), "an argument has no NUL".to_owned()));
         }
         for placeholder in placeholders(arg) {
             if placeholder != "index" && placeholder != "count" {
@@ -177,10 +182,8 @@ pub fn command(argv: &[String], env: &BTreeMap<String, String>, cwd: Option<&str
                 at.key("env").key(name),
                 "an environment variable name is not empty and has no `=` or NUL".to_owned(),
             ));
-        } else if let Err(why) = text(name).and_then(|()| text(value)) {
+        } else if let Err(why) = text(name).and_then(|()| c_string(value)) {
             problems.push((at.key("env").key(name), why));
-        } else if value.contains('\0') {
-            problems.push((at.key("env").key(name), "an environment variable's value has no NUL".to_owned()));
         }
     }
     if let Some(Err(why)) = cwd.map(self::cwd) {

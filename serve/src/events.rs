@@ -35,7 +35,7 @@ impl Bus {
     /// stderr and still handed to live listeners (with sequence number 0: it cannot be resumed).
     pub fn publish(&self, kind: &str, execution: Option<&str>, data: Value) {
         let time = crate::unix_ms();
-        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = self.store.lock_beside(&self.order);
         let seq = match self.store.append_event(time, kind, execution, &data.to_string()) {
             Ok(seq) => seq,
             Err(e) => {

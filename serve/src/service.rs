@@ -224,8 +224,10 @@ impl Service {
         Ok(service)
     }
 
+    /// The service's state. Some holders write to the store meanwhile, so it is locked as the
+    /// store's calls are: off the runtime while one waits for the database.
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.store.lock_beside(&self.inner)
     }
 
     fn now(&self) -> u64 {

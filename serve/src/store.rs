@@ -608,6 +608,19 @@ impl Store {
         })
     }
 
+    /// Locks `mutex`, one that its holders hold across calls of this store: inline, unless a
+    /// call waits for the database's lock (the holder may be that call, for as long as the busy
+    /// timeout), then off the runtime, as the store's own calls then wait.
+    pub fn lock_beside<'m, T>(&self, mutex: &'m Mutex<T>) -> MutexGuard<'m, T> {
+        let lock = || mutex.lock().unwrap_or_else(PoisonError::into_inner);
+        match mutex.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) if self.waiting.load(Ordering::Acquire) == 0 => lock(),
+            Err(TryLockError::WouldBlock) => off_runtime(lock),
+        }
+    }
+
     /// What `error` means for this store.
     fn error(&self, error: rusqlite::Error) -> StoreError {
         StoreError::from_sqlite(error, &self.dir)

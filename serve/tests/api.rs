@@ -450,32 +450,56 @@ fn a_locked_database_is_a_clear_503_and_the_service_recovers_when_it_is_released
     });
 }
 
+/// Health checks, one after another, until `busy` ends; how many were answered.
+async fn health_checks_until<T>(server: &Server, busy: &tokio::task::JoinHandle<T>, then: impl FnOnce()) -> usize {
+    let mut answered = 0;
+    let mut then = Some(then);
+    while !busy.is_finished() {
+        let (status, _) = server.call(reqwest::Method::GET, "/healthz", None, None).await;
+        assert_eq!(status, 200);
+        answered += 1;
+        if let Some(then) = then.take_if(|_| answered == 5) {
+            then();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    answered
+}
+
 #[test]
 fn a_request_waiting_on_a_locked_database_stalls_no_other_request() {
-    // One worker: were a store call to block it, nothing else could be served until the call
-    // gave up (the 2 s busy timeout), the health check included.
+    // One worker: were a store call, or a request for the service's state while an allocation
+    // holds it waiting for the store, to block it, nothing else could be served until the store
+    // gave up (the 2 s busy timeout), the health checks included.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     runtime.block_on(async {
         let server = std::sync::Arc::new(start("stall", 0).await);
+        server.register("n1", 4000).await;
         let other = rusqlite::Connection::open(server.data.join("dtest.sqlite3")).expect("open the database");
         other.execute_batch("BEGIN EXCLUSIVE").expect("take the write lock");
-        let writer = server.clone();
-        let write = tokio::spawn(async move {
-            let profile = json!({ "pattern": { "type": "constant", "rps": 5, "duration_s": 5 } });
-            writer.call(reqwest::Method::PUT, "/v1/load/profiles/p", Some(OPERATOR), Some(profile)).await
-        });
-        // Health checks, one after another, until the write gives up (it waits the 2 s busy
-        // timeout): with the worker blocked, none but those before the write began could be.
-        let mut answered = 0;
-        while !write.is_finished() {
-            let (status, _) = server.call(reqwest::Method::GET, "/healthz", None, None).await;
-            assert_eq!(status, 200);
-            answered += 1;
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(answered >= 10, "only {answered} health checks were answered while the write waited");
+        let call = |method: reqwest::Method, path: &'static str, body: Option<Value>| {
+            let server = server.clone();
+            tokio::spawn(async move { server.call(method, path, Some(OPERATOR), body).await })
+        };
+        // A write that waits for the database.
+        let profile = json!({ "pattern": { "type": "constant", "rps": 5, "duration_s": 5 } });
+        let write = call(reqwest::Method::PUT, "/v1/load/profiles/p", Some(profile));
+        let answered = health_checks_until(&server, &write, || {}).await;
+        assert!(answered >= 10, "only {answered} health checks were answered while a write waited");
         let (status, answer) = write.await.expect("the write");
         assert_eq!((status, code(&answer)), (503, "storage_busy"), "{answer}");
+        // An allocation that waits for it holding the service's state, which a read then needs.
+        let allocation = json!({ "resources": { "cpu_millis": 500, "memory_mb": 64 } });
+        let allocate = call(reqwest::Method::POST, "/v1/allocations", Some(allocation));
+        let mut nodes = None;
+        let answered =
+            health_checks_until(&server, &allocate, || nodes = Some(call(reqwest::Method::GET, "/v1/nodes", None)))
+                .await;
+        assert!(answered >= 10, "only {answered} health checks were answered while an allocation waited");
+        let (status, answer) = allocate.await.expect("the allocation");
+        assert_eq!((status, code(&answer)), (503, "storage_busy"), "{answer}");
+        let (status, answer) = nodes.expect("the read was sent").await.expect("the read");
+        assert_eq!(status, 200, "{answer}");
         other.execute_batch("COMMIT").expect("release it");
     });
 }

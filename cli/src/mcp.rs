@@ -27,6 +27,9 @@ pub struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// With --tls-cert: mutual TLS, every client must present a certificate this CA (PEM) signed.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// With --http beyond loopback and no --tls-cert: listen anyway, the token in clear.
     #[arg(long, requires = "http", conflicts_with = "tls_cert")]
     insecure_plaintext: bool,
@@ -127,11 +130,13 @@ pub fn run(args: &Args) -> Exit {
                 Ok(identity) => identity,
                 Err(e) => return bad(&e),
             };
-            let tls = match crate::secure::listening("--http", listen, identity.as_ref(), None, args.insecure_plaintext)
-            {
-                Ok(tls) => tls,
-                Err(e) => return bad(&e),
-            };
+            let client_ca = args.tls_client_ca.as_deref();
+            let tls =
+                match crate::secure::listening("--http", listen, identity.as_ref(), client_ca, args.insecure_plaintext)
+                {
+                    Ok(tls) => tls,
+                    Err(e) => return bad(&e),
+                };
             Some(HttpConfig { listen, token, allowed_origins: args.allow_origins.clone(), tls })
         }
     };

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -815,6 +816,43 @@ async def http_refuses_without_token_and_foreign_origin(h):
             check({t.name for t in listed.tools} == TOOLS, f"tools/list over HTTP with the token: {[t.name for t in listed.tools]}")
 
 
+async def http_over_mutual_tls_refuses_strangers(h):
+    """`mcp --http` with `--tls-cert`, `--tls-key` and `--tls-client-ca`: the SDK client with the
+    cluster's client certificate lists the tools; a client without a certificate, or with one
+    another CA signed, is refused in the TLS handshake, token or not."""
+    certs, other = h.path("certs"), h.path("other")
+    for d in (certs, other):
+        subprocess.run([h.dtest, "certs", d], check=True, capture_output=True, timeout=30)
+    url = h.start_http(["--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server-key.pem",
+                        "--tls-client-ca", f"{certs}/ca.pem"])
+    check(url.startswith("https://127.0.0.1:"), f"dtest mcp --http over TLS says {url}")
+    bearer = {"Authorization": f"Bearer {h.token}"}
+
+    def tls(cert_dir=None):
+        context = ssl.create_default_context(cafile=f"{certs}/ca.pem")
+        if cert_dir:
+            context.load_cert_chain(f"{cert_dir}/client.pem", f"{cert_dir}/client-key.pem")
+        return context
+
+    http = httpx2.AsyncClient(headers=bearer, verify=tls(certs), timeout=httpx2.Timeout(30.0, read=300.0))
+    async with http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                listed = await client.list_tools()
+            check({t.name for t in listed.tools} == TOOLS, f"tools/list over mutual TLS: {[t.name for t in listed.tools]}")
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-e2e", "version": "0"}}}
+    for who, context, alert in [("no certificate", tls(), "CERTIFICATE_REQUIRED"),
+                                ("another CA's certificate", tls(other), "UNKNOWN_CA")]:
+        async with httpx2.AsyncClient(headers=bearer, verify=context, timeout=30.0) as stranger:
+            try:
+                answer = await stranger.post(url, json=body, headers={"Accept": "application/json, text/event-stream"})
+            except (httpx2.TransportError, ssl.SSLError) as e:
+                check(alert in str(e), f"a client with {who} was refused, but not with {alert}: {e!r}")
+                continue
+            raise Failed(f"a client with {who} was answered {answer.status_code}, expected a refused handshake")
+
+
 async def guardrails_refuse_foreign_targets_and_budgets(h):
     target = Target()
     async with h.session("stdio", ["--local", "1", "--max-rps", "100", "--max-duration", "60"]) as s:
@@ -883,6 +921,7 @@ CASES = {
     "http_legacy_cancel_stops_a_simulation": functools.partial(cancel_stops_a_simulation, transport="http",
                                                                mode="legacy"),
     "http_refuses_without_token_and_foreign_origin": http_refuses_without_token_and_foreign_origin,
+    "http_over_mutual_tls_refuses_strangers": http_over_mutual_tls_refuses_strangers,
     "guardrails_refuse_foreign_targets_and_budgets": guardrails_refuse_foreign_targets_and_budgets,
 }
 

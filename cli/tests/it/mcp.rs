@@ -69,6 +69,11 @@ fn http_legacy_cancel_stops_a_simulation() {
 }
 
 #[test]
+fn http_over_mutual_tls_refuses_strangers() {
+    case("http_over_mutual_tls_refuses_strangers");
+}
+
+#[test]
 fn http_refuses_without_token_and_foreign_origin() {
     case("http_refuses_without_token_and_foreign_origin");
 }

@@ -76,8 +76,10 @@ pub fn text(text: &str) -> Result<(), String> {
     }
 }
 
-/// A command's working directory: relative to the node's `--workdir` and inside it (no `..`),
-/// so that `cwd` can choose where in the node's tree a command runs, never leave it.
+/// A command's working directory: relative to the node's `--workdir` and under it as written
+/// (no `..`), so that `cwd` chooses where in the node's tree a command runs and a mistake cannot
+/// send it elsewhere. A symbolic link inside is followed: commands run code anyway, so this is
+/// no boundary against one that wants out.
 pub fn cwd(cwd: &str) -> Result<(), String> {
     let path = std::path::Path::new(cwd);
     if cwd.is_empty() {

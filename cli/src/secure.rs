@@ -96,19 +96,10 @@ pub fn warn_if_in_clear(flag: &str, url: &str) {
 
 /// Whether `url` is `http://` to a host that is not this machine's loopback.
 fn in_clear_beyond_loopback(url: &str) -> bool {
-    let Some((scheme, rest)) = url.split_once("://") else { return false };
-    if !scheme.eq_ignore_ascii_case("http") {
-        return false;
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.split(':').next().unwrap_or(""),
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
-    !loopback
+    let Some((scheme, host)) = dtest_node::load::scheme_and_host(url) else { return false };
+    let loopback =
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
+    scheme.eq_ignore_ascii_case("http") && !loopback
 }
 
 #[cfg(test)]

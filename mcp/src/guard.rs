@@ -132,15 +132,11 @@ fn check_host(url: &str, allowed: &[String], what: &str, flag: &str, field: &str
     ))
 }
 
-/// The host of a load URL, lowercase, without brackets, parsed by the very parser the node's
-/// load engine uses (`http::Uri`), so that the host checked is the host loaded.
+/// The host of a load URL, as the node's load engine reads it, so that the host checked is the
+/// host loaded.
 fn host_of(url: &str) -> Option<String> {
-    let uri: axum::http::Uri = url.parse().ok()?;
-    if !matches!(uri.scheme_str(), Some("http" | "https" | "ws" | "wss")) {
-        return None;
-    }
-    let host = uri.authority()?.host().trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let (scheme, host) = dtest_node::load::scheme_and_host(url)?;
+    matches!(scheme.as_str(), "http" | "https" | "ws" | "wss").then_some(host)
 }
 
 fn allows(pattern: &str, host: &str) -> bool {

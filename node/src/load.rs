@@ -98,6 +98,16 @@ pub fn check(spec: &LoadSpec) -> Result<(), String> {
     Target::parse(spec).map(|_| ())
 }
 
+/// A URL's scheme and host as this engine's parser (`http::Uri`) reads them, the host lowercase
+/// and without an IPv6 address's brackets; `None` for what it cannot read or names no host. So a
+/// host checked by it (an allow-list, a warning) is the host a client of dtest would reach.
+pub fn scheme_and_host(url: &str) -> Option<(String, String)> {
+    let uri: Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_owned();
+    let host = uri.authority()?.host().trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (scheme, host.to_ascii_lowercase()))
+}
+
 impl LoadSpec {
     /// Checks the spec with the scenario parser's own rules and limits (URL, headers, timeout,
     /// connections, start, TLS settings, the pattern), naming fields under `at`: what a node is
